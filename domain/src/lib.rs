@@ -1,0 +1,26 @@
+//! The domain of the crm: validated values, customers and interactions, and the ports that
+//! adapters implement.
+//!
+//! Rules of this crate:
+//! - no I/O, no knowledge of diesel, axum, async-graphql, reqwest, lettre or casbin;
+//! - values are parsed once, on the way in, into types that can only hold valid data
+//!   ("parse, don't validate"); everything downstream trusts them;
+//! - validation reports *every* failing field at once, each with a stable code, so that
+//!   the API can name the fields to a client.
+
+pub mod clock;
+pub mod customer;
+pub mod error;
+pub mod ids;
+pub mod interaction;
+pub mod values;
+
+pub use clock::{Clock, SystemClock};
+pub use customer::{Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer};
+pub use error::{FieldError, ValidationErrors};
+pub use ids::{CustomerId, IdError, InteractionId};
+pub use interaction::{
+    Direction, Interaction, InteractionDraft, InteractionKind, InteractionPatch,
+    InteractionPatchDraft, NewInteraction,
+};
+pub use values::{CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone};
