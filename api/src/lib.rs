@@ -1,1 +1,13 @@
-//! crate
+//! `crm-api`: configuration, the composition root, and the HTTP and GraphQL surface of the crm.
+//!
+//! Only this crate names concrete adapters; `main` stays thin and calls [`Application`].
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod graphql;
+mod http;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

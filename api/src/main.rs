@@ -1,1 +1,193 @@
-fn main() {}
+//! `crm-server`: serve the API, migrate, export the schema, check a config, seed demo data.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use crm_api::{Application, Config, telemetry};
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+/// The crm server: GraphQL API for leads, customers and interactions.
+#[derive(Debug, Parser)]
+#[command(name = "crm-server", version, about)]
+struct Cli {
+    /// TOML config file (see crm.example.toml); env CRM_<SECTION>__<KEY> overrides it.
+    #[arg(long, global = true, env = "CRM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default): migrates the database first, then listens on server.bind.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    PrintSchema,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Fill the database with synthetic customers and interactions (batched inserts).
+    Seed {
+        /// Customers to create.
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        /// Interactions per customer.
+        #[arg(long, default_value_t = 5)]
+        interactions_per_customer: usize,
+        /// A number that keeps this run's emails and phones apart from other runs (0–99).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..100))]
+        run: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration, print what is wrong, or the effective config (secrets
+    /// left out) when it is fine.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::PrintSchema) = cli.command {
+        print!("{}", crm_api::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config {
+        command: ConfigCommand::Check,
+    }) = cli.command
+    {
+        println!("# The configuration is valid. Effective values (secrets not shown):\n");
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(&config).await?;
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let applied = crm_store::run_migrations(&config.database.db_options().url).await?;
+            if applied.is_empty() {
+                println!("The database is up to date.");
+            } else {
+                println!(
+                    "Applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Seed {
+            customers,
+            interactions_per_customer,
+            run,
+        } => {
+            let db = crm_store::Db::open(&config.database.db_options()).await?;
+            let started = Instant::now();
+            let report = crm_store::seed::seed(
+                &db,
+                run,
+                customers,
+                interactions_per_customer,
+                chrono::Utc::now(),
+                |done| {
+                    if done % 100_000 < 2_000 || done == customers {
+                        eprintln!(
+                            "  {done}/{customers} customers, {:.0}/s",
+                            done as f64 / started.elapsed().as_secs_f64()
+                        );
+                    }
+                },
+            )
+            .await
+            .context("seeding failed (seeding the same --run twice collides on unique emails)")?;
+            println!(
+                "Seeded {} customers and {} interactions in {:.1} s.",
+                report.customers,
+                report.interactions,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::PrintSchema | Command::Config { .. } => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "Cannot listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("Shutting down.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use crm_api::config::ConfigError;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_errors_are_shown_not_debugged() {
+        let error = ConfigError::Invalid(vec!["server.bind is wrong".into()]);
+        assert!(error.to_string().contains("  - server.bind is wrong"));
+    }
+}

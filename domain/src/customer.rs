@@ -4,8 +4,8 @@ use crate::{
     error::{FieldError, ValidationErrors},
     ids::CustomerId,
     values::{
-        CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone, optional_text,
-        parse_tags, required_text,
+        CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone, optional_text, parse_tags,
+        required_text,
     },
 };
 use chrono::{DateTime, Utc};
@@ -51,9 +51,16 @@ impl FromStr for CustomerStatus {
     type Err = FieldError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|status| status.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(
-            || FieldError::new("status", "invalid_status", format!("`{s}` is not a customer status")),
-        )
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                FieldError::new(
+                    "status",
+                    "invalid_status",
+                    format!("`{s}` is not a customer status"),
+                )
+            })
     }
 }
 
@@ -156,15 +163,49 @@ impl NewCustomer {
         let mut errors = ValidationErrors::default();
         let name = errors.check(required_text("name", &draft.name, NAME_MAX_LEN));
         let email = errors.check(draft.email.as_deref().map(Email::parse).transpose());
-        let phone = errors.check(draft.phone.as_deref().map(|p| Phone::parse(p, region)).transpose());
-        let company = errors.check(optional_text("company", draft.company.as_deref(), SHORT_TEXT_MAX_LEN));
-        let source = errors.check(optional_text("source", draft.source.as_deref(), SHORT_TEXT_MAX_LEN));
-        let language = errors.check(non_blank(draft.language.as_deref()).map(Language::parse).transpose());
-        let country = errors.check(non_blank(draft.country.as_deref()).map(CountryCode::parse).transpose());
-        let time_zone = errors.check(non_blank(draft.time_zone.as_deref()).map(TimeZone::parse).transpose());
-        let owner = errors.check(optional_text("owner", draft.owner.as_deref(), SHORT_TEXT_MAX_LEN));
+        let phone = errors.check(
+            draft
+                .phone
+                .as_deref()
+                .map(|p| Phone::parse(p, region))
+                .transpose(),
+        );
+        let company = errors.check(optional_text(
+            "company",
+            draft.company.as_deref(),
+            SHORT_TEXT_MAX_LEN,
+        ));
+        let source = errors.check(optional_text(
+            "source",
+            draft.source.as_deref(),
+            SHORT_TEXT_MAX_LEN,
+        ));
+        let language = errors.check(
+            non_blank(draft.language.as_deref())
+                .map(Language::parse)
+                .transpose(),
+        );
+        let country = errors.check(
+            non_blank(draft.country.as_deref())
+                .map(CountryCode::parse)
+                .transpose(),
+        );
+        let time_zone = errors.check(
+            non_blank(draft.time_zone.as_deref())
+                .map(TimeZone::parse)
+                .transpose(),
+        );
+        let owner = errors.check(optional_text(
+            "owner",
+            draft.owner.as_deref(),
+            SHORT_TEXT_MAX_LEN,
+        ));
         let tags = errors.check(parse_tags(draft.tags.as_deref().unwrap_or_default()));
-        let notes = errors.check(optional_text("notes", draft.notes.as_deref(), NOTES_MAX_LEN));
+        let notes = errors.check(optional_text(
+            "notes",
+            draft.notes.as_deref(),
+            NOTES_MAX_LEN,
+        ));
         if matches!((&email, &phone), (Some(None), Some(None))) {
             errors.push(contact_required());
         }
@@ -212,7 +253,11 @@ fn non_blank(raw: Option<&str>) -> Option<&str> {
 }
 
 fn contact_required() -> FieldError {
-    FieldError::new("email", "contact_required", "a customer needs an email or a phone number")
+    FieldError::new(
+        "email",
+        "contact_required",
+        "a customer needs an email or a phone number",
+    )
 }
 
 /// A change to one optional field of a partial update.
@@ -302,7 +347,11 @@ pub struct CustomerPatch {
     notes: Change<String>,
 }
 
-fn text_change(field: &'static str, change: Change<String>, max: usize) -> Result<Change<String>, FieldError> {
+fn text_change(
+    field: &'static str,
+    change: Change<String>,
+    max: usize,
+) -> Result<Change<String>, FieldError> {
     match change.try_map(|raw| optional_text(field, Some(&raw), max))? {
         // A blank string clears the field, like `null`.
         Change::Set(None) | Change::Clear => Ok(Change::Clear),
@@ -316,21 +365,48 @@ impl CustomerPatch {
     pub fn parse(draft: CustomerPatchDraft, region: PhoneRegion) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let patch = Self {
-            name: errors.check(draft.name.map(|n| required_text("name", &n, NAME_MAX_LEN)).transpose()).flatten(),
-            email: errors.check(draft.email.try_map(|e| Email::parse(&e))).unwrap_or_default(),
-            phone: errors.check(draft.phone.try_map(|p| Phone::parse(&p, region))).unwrap_or_default(),
-            company: errors.check(text_change("company", draft.company, SHORT_TEXT_MAX_LEN)).unwrap_or_default(),
+            name: errors
+                .check(
+                    draft
+                        .name
+                        .map(|n| required_text("name", &n, NAME_MAX_LEN))
+                        .transpose(),
+                )
+                .flatten(),
+            email: errors
+                .check(draft.email.try_map(|e| Email::parse(&e)))
+                .unwrap_or_default(),
+            phone: errors
+                .check(draft.phone.try_map(|p| Phone::parse(&p, region)))
+                .unwrap_or_default(),
+            company: errors
+                .check(text_change("company", draft.company, SHORT_TEXT_MAX_LEN))
+                .unwrap_or_default(),
             status: draft.status,
-            source: errors.check(text_change("source", draft.source, SHORT_TEXT_MAX_LEN)).unwrap_or_default(),
-            language: errors.check(draft.language.try_map(|l| Language::parse(&l))).unwrap_or_default(),
-            country: errors.check(draft.country.try_map(|c| CountryCode::parse(&c))).unwrap_or_default(),
-            time_zone: errors.check(draft.time_zone.try_map(|z| TimeZone::parse(&z))).unwrap_or_default(),
-            owner: errors.check(text_change("owner", draft.owner, SHORT_TEXT_MAX_LEN)).unwrap_or_default(),
-            tags: errors.check(draft.tags.map(|t| parse_tags(&t)).transpose()).flatten(),
+            source: errors
+                .check(text_change("source", draft.source, SHORT_TEXT_MAX_LEN))
+                .unwrap_or_default(),
+            language: errors
+                .check(draft.language.try_map(|l| Language::parse(&l)))
+                .unwrap_or_default(),
+            country: errors
+                .check(draft.country.try_map(|c| CountryCode::parse(&c)))
+                .unwrap_or_default(),
+            time_zone: errors
+                .check(draft.time_zone.try_map(|z| TimeZone::parse(&z)))
+                .unwrap_or_default(),
+            owner: errors
+                .check(text_change("owner", draft.owner, SHORT_TEXT_MAX_LEN))
+                .unwrap_or_default(),
+            tags: errors
+                .check(draft.tags.map(|t| parse_tags(&t)).transpose())
+                .flatten(),
             consent_email: draft.consent_email,
             consent_call: draft.consent_call,
             consent_sms: draft.consent_sms,
-            notes: errors.check(text_change("notes", draft.notes, NOTES_MAX_LEN)).unwrap_or_default(),
+            notes: errors
+                .check(text_change("notes", draft.notes, NOTES_MAX_LEN))
+                .unwrap_or_default(),
         };
         errors.into_result(|| patch)
     }
@@ -344,7 +420,11 @@ impl CustomerPatch {
 impl Customer {
     /// Applies a validated patch, stamping `updated_at`. Fails if the result would have neither
     /// email nor phone.
-    pub fn apply(&mut self, patch: CustomerPatch, now: DateTime<Utc>) -> Result<(), ValidationErrors> {
+    pub fn apply(
+        &mut self,
+        patch: CustomerPatch,
+        now: DateTime<Utc>,
+    ) -> Result<(), ValidationErrors> {
         let mut next = self.clone();
         if let Some(name) = patch.name {
             next.name = name;
@@ -435,7 +515,11 @@ mod tests {
             ..CustomerDraft::default()
         };
         let errors = NewCustomer::parse(bad, region(), Utc::now()).unwrap_err();
-        let fields: Vec<_> = errors.errors().iter().map(|e| (e.field.as_str(), e.code)).collect();
+        let fields: Vec<_> = errors
+            .errors()
+            .iter()
+            .map(|e| (e.field.as_str(), e.code))
+            .collect();
         assert_eq!(
             fields,
             [
@@ -450,7 +534,10 @@ mod tests {
 
     #[test]
     fn email_or_phone_is_required() {
-        let draft = CustomerDraft { name: "Ana".into(), ..CustomerDraft::default() };
+        let draft = CustomerDraft {
+            name: "Ana".into(),
+            ..CustomerDraft::default()
+        };
         let errors = NewCustomer::parse(draft, region(), Utc::now()).unwrap_err();
         assert_eq!(errors.errors()[0].code, "contact_required");
     }
@@ -482,12 +569,19 @@ mod tests {
     fn a_patch_cannot_remove_the_last_contact() {
         let NewCustomer(mut c) = NewCustomer::parse(draft(), region(), Utc::now()).unwrap();
         let patch = CustomerPatch::parse(
-            CustomerPatchDraft { email: Change::Clear, phone: Change::Clear, ..Default::default() },
+            CustomerPatchDraft {
+                email: Change::Clear,
+                phone: Change::Clear,
+                ..Default::default()
+            },
             region(),
         )
         .unwrap();
         let original = c.clone();
-        assert_eq!(c.apply(patch, Utc::now()).unwrap_err().errors()[0].code, "contact_required");
+        assert_eq!(
+            c.apply(patch, Utc::now()).unwrap_err().errors()[0].code,
+            "contact_required"
+        );
         assert_eq!(c, original, "a failed patch leaves the customer untouched");
     }
 
@@ -497,7 +591,8 @@ mod tests {
         let before = c.updated_at;
         let patch = CustomerPatch::parse(CustomerPatchDraft::default(), region()).unwrap();
         assert!(patch.is_empty());
-        c.apply(patch, before + chrono::Duration::seconds(1)).unwrap();
+        c.apply(patch, before + chrono::Duration::seconds(1))
+            .unwrap();
         assert_eq!(c.updated_at, before);
     }
 

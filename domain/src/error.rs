@@ -16,7 +16,11 @@ pub struct FieldError {
 impl FieldError {
     /// Builds a field error.
     pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code, message: message.into() }
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
     }
 
     /// Returns the same error for a field nested under `prefix` (`prefix.field`).
@@ -68,7 +72,11 @@ impl ValidationErrors {
 
     /// `Ok(value)` when nothing failed, otherwise these errors.
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, Self> {
-        if self.0.is_empty() { Ok(value()) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -76,7 +76,10 @@ mod tests {
         assert!("not-a-uuid".parse::<CustomerId>().is_err());
         assert!("".parse::<InteractionId>().is_err());
         let upper = "0191F8B2-5B7A-7C3D-9E2F-1A2B3C4D5E6F";
-        assert_eq!(upper.parse::<CustomerId>().unwrap().to_string(), upper.to_lowercase());
+        assert_eq!(
+            upper.parse::<CustomerId>().unwrap().to_string(),
+            upper.to_lowercase()
+        );
     }
 
     #[test]

@@ -152,11 +152,23 @@ impl NewInteraction {
     /// Validates a draft, reporting every failing field.
     pub fn parse(draft: InteractionDraft, now: DateTime<Utc>) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let subject = errors.check(optional_text("subject", draft.subject.as_deref(), SUBJECT_MAX_LEN));
+        let subject = errors.check(optional_text(
+            "subject",
+            draft.subject.as_deref(),
+            SUBJECT_MAX_LEN,
+        ));
         let body = errors.check(optional_text("body", draft.body.as_deref(), BODY_MAX_LEN));
-        let outcome = errors.check(optional_text("outcome", draft.outcome.as_deref(), OUTCOME_MAX_LEN));
+        let outcome = errors.check(optional_text(
+            "outcome",
+            draft.outcome.as_deref(),
+            OUTCOME_MAX_LEN,
+        ));
         let duration_seconds = errors.check(draft.duration_seconds.map(duration).transpose());
-        let author = errors.check(optional_text("author", draft.author.as_deref(), OUTCOME_MAX_LEN));
+        let author = errors.check(optional_text(
+            "author",
+            draft.author.as_deref(),
+            OUTCOME_MAX_LEN,
+        ));
         let (Some(subject), Some(body), Some(outcome), Some(duration_seconds), Some(author)) =
             (subject, body, outcome, duration_seconds, author)
         else {
@@ -204,12 +216,18 @@ pub struct InteractionPatchDraft {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InteractionPatch(InteractionPatchDraft);
 
-fn text(field: &'static str, change: Change<String>, max: usize) -> Result<Change<String>, FieldError> {
-    Ok(match change.try_map(|raw| optional_text(field, Some(&raw), max))? {
-        Change::Set(Some(text)) => Change::Set(text),
-        Change::Set(None) | Change::Clear => Change::Clear,
-        Change::Keep => Change::Keep,
-    })
+fn text(
+    field: &'static str,
+    change: Change<String>,
+    max: usize,
+) -> Result<Change<String>, FieldError> {
+    Ok(
+        match change.try_map(|raw| optional_text(field, Some(&raw), max))? {
+            Change::Set(Some(text)) => Change::Set(text),
+            Change::Set(None) | Change::Clear => Change::Clear,
+            Change::Keep => Change::Keep,
+        },
+    )
 }
 
 impl InteractionPatch {
@@ -219,12 +237,22 @@ impl InteractionPatch {
         let patch = InteractionPatchDraft {
             kind: draft.kind,
             direction: draft.direction,
-            subject: errors.check(text("subject", draft.subject, SUBJECT_MAX_LEN)).unwrap_or_default(),
-            body: errors.check(text("body", draft.body, BODY_MAX_LEN)).unwrap_or_default(),
-            outcome: errors.check(text("outcome", draft.outcome, OUTCOME_MAX_LEN)).unwrap_or_default(),
+            subject: errors
+                .check(text("subject", draft.subject, SUBJECT_MAX_LEN))
+                .unwrap_or_default(),
+            body: errors
+                .check(text("body", draft.body, BODY_MAX_LEN))
+                .unwrap_or_default(),
+            outcome: errors
+                .check(text("outcome", draft.outcome, OUTCOME_MAX_LEN))
+                .unwrap_or_default(),
             occurred_at: draft.occurred_at,
-            duration_seconds: errors.check(draft.duration_seconds.try_map(duration)).unwrap_or_default(),
-            author: errors.check(text("author", draft.author, OUTCOME_MAX_LEN)).unwrap_or_default(),
+            duration_seconds: errors
+                .check(draft.duration_seconds.try_map(duration))
+                .unwrap_or_default(),
+            author: errors
+                .check(text("author", draft.author, OUTCOME_MAX_LEN))
+                .unwrap_or_default(),
         };
         errors.into_result(|| Self(patch))
     }
@@ -273,9 +301,18 @@ mod tests {
 
     #[test]
     fn kinds_parse_case_insensitively() {
-        assert_eq!("CALL".parse::<InteractionKind>().unwrap(), InteractionKind::Call);
-        assert_eq!("fax".parse::<InteractionKind>().unwrap_err().code, "invalid_kind");
-        assert_eq!("sideways".parse::<Direction>().unwrap_err().code, "invalid_direction");
+        assert_eq!(
+            "CALL".parse::<InteractionKind>().unwrap(),
+            InteractionKind::Call
+        );
+        assert_eq!(
+            "fax".parse::<InteractionKind>().unwrap_err().code,
+            "invalid_kind"
+        );
+        assert_eq!(
+            "sideways".parse::<Direction>().unwrap_err().code,
+            "invalid_direction"
+        );
     }
 
     #[test]
@@ -288,10 +325,24 @@ mod tests {
 
     #[test]
     fn bad_fields_are_reported() {
-        let bad = InteractionDraft { duration_seconds: Some(-1), subject: Some("x".repeat(501)), ..draft() };
+        let bad = InteractionDraft {
+            duration_seconds: Some(-1),
+            subject: Some("x".repeat(501)),
+            ..draft()
+        };
         let errors = NewInteraction::parse(bad, Utc::now()).unwrap_err();
-        let codes: Vec<_> = errors.errors().iter().map(|e| (e.field.as_str(), e.code)).collect();
-        assert_eq!(codes, [("subject", "too_long"), ("duration_seconds", "out_of_range")]);
+        let codes: Vec<_> = errors
+            .errors()
+            .iter()
+            .map(|e| (e.field.as_str(), e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("subject", "too_long"),
+                ("duration_seconds", "out_of_range")
+            ]
+        );
     }
 
     #[test]

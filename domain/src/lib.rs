@@ -16,7 +16,9 @@ pub mod interaction;
 pub mod values;
 
 pub use clock::{Clock, SystemClock};
-pub use customer::{Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer};
+pub use customer::{
+    Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
+};
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{CustomerId, IdError, InteractionId};
 pub use interaction::{

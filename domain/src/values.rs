@@ -22,7 +22,11 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err(FieldError::new("email", "required", "email must not be empty"));
+            return Err(FieldError::new(
+                "email",
+                "required",
+                "email must not be empty",
+            ));
         }
         if trimmed.len() > EMAIL_MAX_LEN {
             return Err(FieldError::new(
@@ -85,13 +89,17 @@ pub struct PhoneRegion(phonenumber::country::Id);
 impl PhoneRegion {
     /// Parses a region code such as `DE`, `BA`, `RS` (case-insensitive).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        raw.trim().to_uppercase().parse::<phonenumber::country::Id>().map(Self).map_err(|_| {
-            FieldError::new(
-                "default_region",
-                "invalid_region",
-                format!("`{raw}` is not a known ISO 3166-1 alpha-2 region"),
-            )
-        })
+        raw.trim()
+            .to_uppercase()
+            .parse::<phonenumber::country::Id>()
+            .map(Self)
+            .map_err(|_| {
+                FieldError::new(
+                    "default_region",
+                    "invalid_region",
+                    format!("`{raw}` is not a known ISO 3166-1 alpha-2 region"),
+                )
+            })
     }
 }
 
@@ -123,10 +131,18 @@ impl Phone {
     pub fn parse(raw: &str, region: PhoneRegion) -> Result<Self, FieldError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err(FieldError::new("phone", "required", "phone must not be empty"));
+            return Err(FieldError::new(
+                "phone",
+                "required",
+                "phone must not be empty",
+            ));
         }
         if trimmed.len() > 64 {
-            return Err(FieldError::new("phone", "too_long", "phone must be at most 64 characters"));
+            return Err(FieldError::new(
+                "phone",
+                "too_long",
+                "phone must be at most 64 characters",
+            ));
         }
         let invalid = || {
             FieldError::new(
@@ -139,7 +155,9 @@ impl Phone {
         if !number.is_valid() {
             return Err(invalid());
         }
-        Ok(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+        Ok(Self(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 
     /// Rebuilds a number that was parsed before it was stored.
@@ -279,13 +297,15 @@ pub struct TimeZone(chrono_tz::Tz);
 impl TimeZone {
     /// Parses an IANA zone name (case-insensitive, returned in its canonical spelling).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        chrono_tz::Tz::from_str_insensitive(raw.trim()).map(Self).map_err(|_| {
-            FieldError::new(
-                "time_zone",
-                "invalid_time_zone",
-                format!("`{raw}` is not an IANA time zone such as `Europe/Berlin`"),
-            )
-        })
+        chrono_tz::Tz::from_str_insensitive(raw.trim())
+            .map(Self)
+            .map_err(|_| {
+                FieldError::new(
+                    "time_zone",
+                    "invalid_time_zone",
+                    format!("`{raw}` is not an IANA time zone such as `Europe/Berlin`"),
+                )
+            })
     }
 
     /// The zone.
@@ -318,7 +338,11 @@ impl Tag {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let tag = raw.trim().to_lowercase();
         if tag.is_empty() {
-            return Err(FieldError::new("tags", "required", "a tag must not be empty"));
+            return Err(FieldError::new(
+                "tags",
+                "required",
+                "a tag must not be empty",
+            ));
         }
         if tag.chars().count() > TAG_MAX_LEN {
             return Err(FieldError::new(
@@ -360,7 +384,11 @@ pub const MAX_TAGS: usize = 50;
 /// Parses a list of tags: each normalized, duplicates removed, sorted.
 pub fn parse_tags(raw: &[String]) -> Result<Vec<Tag>, FieldError> {
     if raw.len() > MAX_TAGS {
-        return Err(FieldError::new("tags", "too_many", format!("at most {MAX_TAGS} tags are allowed")));
+        return Err(FieldError::new(
+            "tags",
+            "too_many",
+            format!("at most {MAX_TAGS} tags are allowed"),
+        ));
     }
     let mut tags = raw
         .iter()
@@ -390,7 +418,10 @@ pub fn optional_text(
             format!("{field} must be at most {max_chars} characters"),
         ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
         return Err(FieldError::new(
             field,
             "invalid_characters",
@@ -401,7 +432,11 @@ pub fn optional_text(
 }
 
 /// Like [`optional_text`], but the field must be present and not blank.
-pub fn required_text(field: &'static str, raw: &str, max_chars: usize) -> Result<String, FieldError> {
+pub fn required_text(
+    field: &'static str,
+    raw: &str,
+    max_chars: usize,
+) -> Result<String, FieldError> {
     optional_text(field, Some(raw), max_chars)?
         .ok_or_else(|| FieldError::new(field, "required", format!("{field} must not be empty")))
 }
@@ -418,12 +453,19 @@ mod tests {
     fn emails_are_normalized() {
         let cases = [
             ("max@example.com", "max@example.com"),
-            ("  Max.Mustermann@Example.COM ", "max.mustermann@example.com"),
+            (
+                "  Max.Mustermann@Example.COM ",
+                "max.mustermann@example.com",
+            ),
             ("ana+crm@firma.co.ba", "ana+crm@firma.co.ba"),
             ("ĐORĐE@primer.rs", "đorđe@primer.rs"),
         ];
         for (raw, expected) in cases {
-            assert_eq!(Email::parse(raw).unwrap().as_str(), expected, "input {raw:?}");
+            assert_eq!(
+                Email::parse(raw).unwrap().as_str(),
+                expected,
+                "input {raw:?}"
+            );
         }
     }
 
@@ -466,7 +508,11 @@ mod tests {
         ];
         for (region, raw, expected) in cases {
             let region = PhoneRegion::parse(region).unwrap();
-            assert_eq!(Phone::parse(raw, region).unwrap().as_str(), expected, "input {raw:?}");
+            assert_eq!(
+                Phone::parse(raw, region).unwrap().as_str(),
+                expected,
+                "input {raw:?}"
+            );
         }
     }
 
@@ -480,9 +526,19 @@ mod tests {
 
     #[test]
     fn bad_phones_are_rejected() {
-        for raw in ["", "abc", "123", "+49 1", "0000000000000000000000", "+999 123456789"] {
+        for raw in [
+            "",
+            "abc",
+            "123",
+            "+49 1",
+            "0000000000000000000000",
+            "+999 123456789",
+        ] {
             let err = Phone::parse(raw, de()).unwrap_err();
-            assert!(matches!(err.code, "invalid_phone" | "required"), "input {raw:?}: {err:?}");
+            assert!(
+                matches!(err.code, "invalid_phone" | "required"),
+                "input {raw:?}: {err:?}"
+            );
         }
     }
 
@@ -492,33 +548,78 @@ mod tests {
         assert_eq!(Language::parse("sr_rs").unwrap().as_str(), "sr-RS");
         assert_eq!(Language::parse("bs-BA").unwrap().primary(), "bs");
         for bad in ["", "xx", "deu", "de-XX1", "german"] {
-            assert_eq!(Language::parse(bad).unwrap_err().code, "invalid_language", "{bad:?}");
+            assert_eq!(
+                Language::parse(bad).unwrap_err().code,
+                "invalid_language",
+                "{bad:?}"
+            );
         }
         assert_eq!(CountryCode::parse("ba").unwrap().as_str(), "BA");
         for bad in ["", "X", "XX", "DEU"] {
-            assert_eq!(CountryCode::parse(bad).unwrap_err().code, "invalid_country", "{bad:?}");
+            assert_eq!(
+                CountryCode::parse(bad).unwrap_err().code,
+                "invalid_country",
+                "{bad:?}"
+            );
         }
-        assert_eq!(TimeZone::parse("europe/sarajevo").unwrap().name(), "Europe/Sarajevo");
-        assert_eq!(TimeZone::parse("Mars/Olympus").unwrap_err().code, "invalid_time_zone");
+        assert_eq!(
+            TimeZone::parse("europe/sarajevo").unwrap().name(),
+            "Europe/Sarajevo"
+        );
+        assert_eq!(
+            TimeZone::parse("Mars/Olympus").unwrap_err().code,
+            "invalid_time_zone"
+        );
     }
 
     #[test]
     fn tags_are_normalized_and_deduplicated() {
-        let raw = vec!["VIP".to_owned(), " vip ".to_owned(), "Messe 2026".to_owned()];
-        let tags: Vec<_> = parse_tags(&raw).unwrap().into_iter().map(|t| t.as_str().to_owned()).collect();
+        let raw = vec![
+            "VIP".to_owned(),
+            " vip ".to_owned(),
+            "Messe 2026".to_owned(),
+        ];
+        let tags: Vec<_> = parse_tags(&raw)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.as_str().to_owned())
+            .collect();
         assert_eq!(tags, ["messe 2026", "vip"]);
         let err = parse_tags(&["ok".to_owned(), "a,b".to_owned()]).unwrap_err();
         assert_eq!((err.field.as_str(), err.code), ("tags[1]", "invalid_tag"));
-        assert_eq!(parse_tags(&vec!["x".to_owned(); 51]).unwrap_err().code, "too_many");
+        assert_eq!(
+            parse_tags(&vec!["x".to_owned(); 51]).unwrap_err().code,
+            "too_many"
+        );
     }
 
     #[test]
     fn text_fields_are_trimmed_and_bounded() {
-        assert_eq!(optional_text("company", Some("  ACME  "), 10).unwrap().as_deref(), Some("ACME"));
+        assert_eq!(
+            optional_text("company", Some("  ACME  "), 10)
+                .unwrap()
+                .as_deref(),
+            Some("ACME")
+        );
         assert_eq!(optional_text("company", Some("   "), 10).unwrap(), None);
-        assert_eq!(optional_text("company", Some("ÄÖÜäöüßđšž"), 10).unwrap().as_deref(), Some("ÄÖÜäöüßđšž"));
-        assert_eq!(optional_text("company", Some("12345678901"), 10).unwrap_err().code, "too_long");
-        assert_eq!(optional_text("notes", Some("a\u{0}b"), 10).unwrap_err().code, "invalid_characters");
+        assert_eq!(
+            optional_text("company", Some("ÄÖÜäöüßđšž"), 10)
+                .unwrap()
+                .as_deref(),
+            Some("ÄÖÜäöüßđšž")
+        );
+        assert_eq!(
+            optional_text("company", Some("12345678901"), 10)
+                .unwrap_err()
+                .code,
+            "too_long"
+        );
+        assert_eq!(
+            optional_text("notes", Some("a\u{0}b"), 10)
+                .unwrap_err()
+                .code,
+            "invalid_characters"
+        );
         assert_eq!(required_text("name", " ", 10).unwrap_err().code, "required");
     }
 }

@@ -1,0 +1,518 @@
+//! Customer queries: create, read, list with filters and keyset pagination, partial update,
+//! soft delete and restore.
+
+use crate::{
+    db::{Db, with_conn},
+    error::{StoreError, StoreResult},
+    page::{Cursor, CursorKey, Page, Seek},
+    rows::{CustomerRow, to_db_time},
+    schema::{customer_tags, customers},
+};
+use chrono::{DateTime, Utc};
+use crm_domain::{Customer, CustomerId, CustomerStatus, NewCustomer, Tag, ValidationErrors};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+/// How often an update is retried when the row changed between read and write.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Which customers a list returns. All conditions must hold.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFilter {
+    /// Substring of name, email or company (case-insensitive, Unicode-aware).
+    pub text: Option<String>,
+    /// Status equals.
+    pub status: Option<CustomerStatus>,
+    /// Carries this tag.
+    pub tag: Option<Tag>,
+    /// Owned by.
+    pub owner: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Also list soft-deleted customers.
+    pub include_deleted: bool,
+}
+
+/// The key a customer list is ordered by; the id breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CustomerOrderField {
+    /// Creation time.
+    #[default]
+    CreatedAt,
+    /// Last change.
+    UpdatedAt,
+    /// Name (byte order).
+    Name,
+}
+
+impl CustomerOrderField {
+    /// The tag that cursors of this ordering carry.
+    pub fn cursor_tag(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "c",
+            Self::UpdatedAt => "u",
+            Self::Name => "n",
+        }
+    }
+
+    /// True when the key is a timestamp.
+    pub fn is_time(self) -> bool {
+        !matches!(self, Self::Name)
+    }
+
+    fn cursor_for(self, row: &CustomerRow) -> String {
+        let key = match self {
+            Self::CreatedAt => CursorKey::Time(row.created_at),
+            Self::UpdatedAt => CursorKey::Time(row.updated_at),
+            Self::Name => CursorKey::Text(row.name.clone()),
+        };
+        Cursor {
+            ordering: self.cursor_tag(),
+            key,
+            id: row.id.clone(),
+        }
+        .encode()
+    }
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderDirection {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    #[default]
+    Desc,
+}
+
+/// Ordering of a customer list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CustomerOrder {
+    /// The key.
+    pub field: CustomerOrderField,
+    /// The direction.
+    pub direction: OrderDirection,
+}
+
+/// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+pub(crate) fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Adds the keyset condition and the ordering for one key column to a boxed query.
+macro_rules! keyset {
+    ($query:expr, $column:expr, $cursor:expr, $ascending:expr, $variant:ident) => {{
+        let mut query = $query;
+        if let Some(cursor) = $cursor {
+            let CursorKey::$variant(key) = &cursor.key else {
+                return Err(StoreError::Corrupt {
+                    entity: "cursor",
+                    id: cursor.id.clone(),
+                    reason: "key of the wrong kind".into(),
+                });
+            };
+            let (key, id) = (key.clone(), cursor.id.clone());
+            query = if $ascending {
+                query.filter(
+                    $column
+                        .gt(key.clone())
+                        .or($column.eq(key).and(customers::id.gt(id))),
+                )
+            } else {
+                query.filter(
+                    $column
+                        .lt(key.clone())
+                        .or($column.eq(key).and(customers::id.lt(id))),
+                )
+            };
+        }
+        if $ascending {
+            query.order_by(($column.asc(), customers::id.asc()))
+        } else {
+            query.order_by(($column.desc(), customers::id.desc()))
+        }
+    }};
+}
+
+/// Stores a new customer. A taken email or phone is [`StoreError::Duplicate`] naming the
+/// customer that holds it.
+pub async fn insert(db: &Db, new: NewCustomer) -> StoreResult<Customer> {
+    let NewCustomer(customer) = new;
+    let row = CustomerRow::from(&customer);
+    let tags = tag_rows(&customer);
+    let result = insert_rows(db, vec![row.clone()], tags).await?;
+    match result {
+        Ok(()) => Customer::try_from(row),
+        Err(error) if StoreError::is_unique_violation(&error) => {
+            Err(duplicate_of(db, &customer).await?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Inserts many customers in one transaction of multi-row statements (for seeding and bulk
+/// import). Fails as a whole on any error.
+pub async fn insert_batch(db: &Db, batch: &[Customer]) -> StoreResult<()> {
+    let rows: Vec<CustomerRow> = batch.iter().map(CustomerRow::from).collect();
+    let tags: Vec<_> = batch.iter().flat_map(tag_rows).collect();
+    insert_rows(db, rows, tags).await??;
+    Ok(())
+}
+
+/// Inserts customer rows and tag rows in one transaction, in multi-row statements.
+/// The outer result is a pool failure, the inner one the statement's.
+async fn insert_rows(
+    db: &Db,
+    rows: Vec<CustomerRow>,
+    tags: Vec<TagRow>,
+) -> StoreResult<Result<(), diesel::result::Error>> {
+    // Bind-parameter limits: SQLite allows 32766 per statement, PostgreSQL 65535; a customer
+    // row has 20 columns.
+    const ROWS_PER_STATEMENT: usize = 1_000;
+    Ok(with_conn!(
+        db,
+        postgres | conn | {
+            conn.transaction(async |conn| {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(customers::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in tags.chunks(ROWS_PER_STATEMENT * 10) {
+                    diesel::insert_into(customer_tags::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await
+        },
+        sqlite | conn | {
+            conn.spawn_blocking(move |conn| {
+                diesel::Connection::transaction(conn, |conn| {
+                    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(customers::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in tags.chunks(ROWS_PER_STATEMENT * 10) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(customer_tags::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        }
+    ))
+}
+
+type TagRow = (
+    diesel::dsl::Eq<customer_tags::tag, String>,
+    diesel::dsl::Eq<customer_tags::customer_id, String>,
+);
+
+fn tag_rows(customer: &Customer) -> Vec<TagRow> {
+    let id = customer.id.to_string();
+    customer
+        .tags
+        .iter()
+        .map(|tag| {
+            (
+                customer_tags::tag.eq(tag.as_str().to_owned()),
+                customer_tags::customer_id.eq(id.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Finds which unique key of `customer` another customer holds.
+async fn duplicate_of(db: &Db, customer: &Customer) -> StoreResult<StoreError> {
+    let id = customer.id.to_string();
+    let email = customer.email.as_ref().map(|e| e.as_str().to_owned());
+    let phone = customer.phone.as_ref().map(|p| p.as_str().to_owned());
+    let holders: Vec<(String, Option<String>, Option<String>)> = with_conn!(db, |conn| {
+        customers::table
+            .filter(customers::id.ne(&id))
+            .filter(customers::email.eq(&email).or(customers::phone.eq(&phone)))
+            .select((customers::id, customers::email, customers::phone))
+            .limit(2)
+            .load(conn)
+            .await?
+    });
+    let by_email = holders.iter().find(|(_, e, _)| e.is_some() && *e == email);
+    let by_phone = holders.iter().find(|(_, _, p)| p.is_some() && *p == phone);
+    Ok(match (by_email, by_phone) {
+        (Some((existing, ..)), _) => StoreError::Duplicate {
+            field: "email",
+            existing_id: existing.clone(),
+        },
+        (None, Some((existing, ..))) => StoreError::Duplicate {
+            field: "phone",
+            existing_id: existing.clone(),
+        },
+        // The holder changed its key between the failed insert and this look-up.
+        (None, None) => StoreError::Conflict {
+            entity: "customer",
+            id,
+        },
+    })
+}
+
+/// The customer with this id, deleted or not.
+pub async fn get(db: &Db, id: CustomerId) -> StoreResult<Option<Customer>> {
+    let id = id.to_string();
+    let row: Option<CustomerRow> = with_conn!(db, |conn| {
+        customers::table
+            .find(&id)
+            .select(CustomerRow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    });
+    row.map(Customer::try_from).transpose()
+}
+
+/// The customers with these ids, in no particular order; unknown ids are left out.
+pub async fn by_ids(db: &Db, ids: &[CustomerId]) -> StoreResult<Vec<Customer>> {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows: Vec<CustomerRow> = with_conn!(db, |conn| {
+        customers::table
+            .filter(customers::id.eq_any(&ids))
+            .select(CustomerRow::as_select())
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Customer::try_from).collect()
+}
+
+/// One page of customers.
+pub async fn list(
+    db: &Db,
+    filter: &CustomerFilter,
+    order: CustomerOrder,
+    seek: &Seek,
+) -> StoreResult<Page<Customer>> {
+    let (forward, cursor) = match seek {
+        Seek::Forward { after, .. } => (true, after.as_ref()),
+        Seek::Backward { before, .. } => (false, before.as_ref()),
+    };
+    // Walking backwards reads the ordering reversed, then `Page::from_probe` flips it back.
+    let ascending = (order.direction == OrderDirection::Asc) == forward;
+    let probe = i64::try_from(seek.limit()).unwrap_or(i64::MAX - 1) + 1;
+    let text = filter
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| like_pattern(&t.to_lowercase()));
+    let rows: Vec<CustomerRow> = with_conn!(db, |conn| {
+        let mut query = customers::table
+            .select(CustomerRow::as_select())
+            .into_boxed();
+        if !filter.include_deleted {
+            query = query.filter(customers::deleted_at.is_null());
+        }
+        if let Some(pattern) = &text {
+            query = query.filter(customers::search_text.like(pattern.clone()).escape('\\'));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(customers::status.eq(status.as_str()));
+        }
+        if let Some(owner) = &filter.owner {
+            query = query.filter(customers::owner.eq(owner.clone()));
+        }
+        if let Some(tag) = &filter.tag {
+            let tagged = customer_tags::table
+                .filter(customer_tags::tag.eq(tag.as_str().to_owned()))
+                .select(customer_tags::customer_id);
+            query = query.filter(customers::id.eq_any(tagged));
+        }
+        if let Some(after) = filter.created_after {
+            query = query.filter(customers::created_at.ge(to_db_time(after)));
+        }
+        if let Some(before) = filter.created_before {
+            query = query.filter(customers::created_at.lt(to_db_time(before)));
+        }
+        let query = match order.field {
+            CustomerOrderField::CreatedAt => {
+                keyset!(query, customers::created_at, cursor, ascending, Time)
+            }
+            CustomerOrderField::UpdatedAt => {
+                keyset!(query, customers::updated_at, cursor, ascending, Time)
+            }
+            CustomerOrderField::Name => keyset!(query, customers::name, cursor, ascending, Text),
+        };
+        query.limit(probe).load(conn).await?
+    });
+    let rows = rows
+        .into_iter()
+        .map(|row| (order.field.cursor_for(&row), row))
+        .collect();
+    Page::from_probe(rows, seek).try_map(Customer::try_from)
+}
+
+/// Changes a customer with `change`, which sees the current state and may refuse. Concurrent
+/// writers are detected (the row is written only if `updated_at` is still what was read) and
+/// the change is re-applied to the fresh state. Soft-deleted customers are not found.
+pub async fn update(
+    db: &Db,
+    id: CustomerId,
+    mut change: impl FnMut(&mut Customer) -> Result<(), ValidationErrors>,
+) -> StoreResult<Customer> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = get(db, id)
+            .await?
+            .filter(|c| c.deleted_at.is_none())
+            .ok_or_else(|| not_found(id))?;
+        let mut next = current.clone();
+        change(&mut next).map_err(StoreError::Invalid)?;
+        if next == current {
+            return Ok(current);
+        }
+        let row = CustomerRow::from(&next);
+        let read_version = to_db_time(current.updated_at);
+        let tags_changed = next.tags != current.tags;
+        let tags = tag_rows(&next);
+        let key = row.id.clone();
+        let written = with_conn!(
+            db,
+            postgres | conn | {
+                conn.transaction(async |conn| {
+                    let updated = diesel::update(customers::table)
+                        .filter(customers::id.eq(&key))
+                        .filter(customers::updated_at.eq(read_version))
+                        .filter(customers::deleted_at.is_null())
+                        .set(&row)
+                        .execute(conn)
+                        .await?;
+                    if updated == 1 && tags_changed {
+                        diesel::delete(
+                            customer_tags::table.filter(customer_tags::customer_id.eq(&key)),
+                        )
+                        .execute(conn)
+                        .await?;
+                        if !tags.is_empty() {
+                            diesel::insert_into(customer_tags::table)
+                                .values(&tags)
+                                .execute(conn)
+                                .await?;
+                        }
+                    }
+                    Ok::<_, diesel::result::Error>(updated == 1)
+                })
+                .await
+            },
+            sqlite | conn | {
+                let row = row.clone();
+                // A write-only transaction: it never has to upgrade a read lock, so it cannot
+                // deadlock with another writer; the busy timeout serializes them.
+                conn.spawn_blocking(move |conn| {
+                    diesel::Connection::transaction(conn, |conn| {
+                        let update = diesel::update(customers::table)
+                            .filter(customers::id.eq(&key))
+                            .filter(customers::updated_at.eq(read_version))
+                            .filter(customers::deleted_at.is_null())
+                            .set(&row);
+                        let updated = diesel::RunQueryDsl::execute(update, conn)?;
+                        if updated == 1 && tags_changed {
+                            let old =
+                                customer_tags::table.filter(customer_tags::customer_id.eq(&key));
+                            diesel::RunQueryDsl::execute(diesel::delete(old), conn)?;
+                            if !tags.is_empty() {
+                                let new = diesel::insert_into(customer_tags::table).values(&tags);
+                                diesel::RunQueryDsl::execute(new, conn)?;
+                            }
+                        }
+                        Ok(updated == 1)
+                    })
+                })
+                .await
+            }
+        );
+        match written {
+            Ok(true) => return Customer::try_from(row),
+            Ok(false) => continue,
+            Err(error) if StoreError::is_unique_violation(&error) => {
+                return Err(duplicate_of(db, &next).await?);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(StoreError::Conflict {
+        entity: "customer",
+        id: id.to_string(),
+    })
+}
+
+/// Soft-deletes (`Some(at)`) or restores (`None`) a customer. Idempotent: deleting a deleted
+/// customer or restoring a live one returns it unchanged.
+pub async fn set_deleted(
+    db: &Db,
+    id: CustomerId,
+    deleted_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> StoreResult<Customer> {
+    let key = id.to_string();
+    let deleted = deleted_at.map(to_db_time);
+    let now = to_db_time(now);
+    let row: Option<CustomerRow> = with_conn!(db, |conn| {
+        let target = customers::table.filter(customers::id.eq(&key));
+        let set = (
+            customers::deleted_at.eq(deleted),
+            customers::updated_at.eq(now),
+        );
+        if deleted.is_some() {
+            diesel::update(target.filter(customers::deleted_at.is_null()))
+                .set(set)
+                .returning(CustomerRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?
+        } else {
+            diesel::update(target.filter(customers::deleted_at.is_not_null()))
+                .set(set)
+                .returning(CustomerRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?
+        }
+    });
+    match row {
+        Some(row) => Customer::try_from(row),
+        None => get(db, id).await?.ok_or_else(|| not_found(id)),
+    }
+}
+
+pub(crate) fn not_found(id: CustomerId) -> StoreError {
+    StoreError::NotFound {
+        entity: "customer",
+        id: id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

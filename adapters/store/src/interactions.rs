@@ -1,0 +1,324 @@
+//! Interaction queries: log, read, list, the latest per customer (for DataLoaders), update,
+//! delete.
+
+use crate::{
+    customers::not_found as customer_not_found,
+    db::{Backend, Db, with_conn},
+    error::{StoreError, StoreResult},
+    page::{Cursor, CursorKey, Page, Seek},
+    rows::{InteractionRow, to_db_time},
+    schema::{customers, interactions},
+};
+use chrono::{DateTime, Utc};
+use crm_domain::{
+    CustomerId, Interaction, InteractionId, InteractionKind, InteractionPatch, NewInteraction,
+};
+use diesel::{
+    prelude::*,
+    sql_types::{BigInt, Text},
+};
+use diesel_async::RunQueryDsl;
+use std::collections::HashMap;
+
+/// The tag of interaction cursors (ordered by `occurred_at`, newest first).
+pub const CURSOR_TAG: &str = "o";
+
+/// Which interactions a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct InteractionFilter {
+    /// Of this customer.
+    pub customer_id: Option<CustomerId>,
+    /// Of this kind.
+    pub kind: Option<InteractionKind>,
+    /// Occurred at or after.
+    pub occurred_after: Option<DateTime<Utc>>,
+    /// Occurred before.
+    pub occurred_before: Option<DateTime<Utc>>,
+}
+
+fn not_found(id: InteractionId) -> StoreError {
+    StoreError::NotFound {
+        entity: "interaction",
+        id: id.to_string(),
+    }
+}
+
+/// Logs an interaction for a live (not deleted) customer.
+pub async fn insert(db: &Db, new: NewInteraction) -> StoreResult<Interaction> {
+    let NewInteraction(interaction) = new;
+    let row = InteractionRow::from(&interaction);
+    let customer = row.customer_id.clone();
+    let inserted = with_conn!(db, |conn| {
+        // Insert only if the customer is alive; one statement, no read-then-write race.
+        let alive: i64 = customers::table
+            .filter(customers::id.eq(&customer))
+            .filter(customers::deleted_at.is_null())
+            .count()
+            .get_result(conn)
+            .await?;
+        if alive == 0 {
+            0
+        } else {
+            diesel::insert_into(interactions::table)
+                .values(&row)
+                .execute(conn)
+                .await
+                .map_err(|e| {
+                    match e {
+                        // The customer was hard-deleted in between.
+                        diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                            _,
+                        ) => StoreError::NotFound {
+                            entity: "customer",
+                            id: customer.clone(),
+                        },
+                        other => other.into(),
+                    }
+                })?
+        }
+    });
+    if inserted == 0 {
+        return Err(customer_not_found(interaction.customer_id));
+    }
+    Interaction::try_from(row)
+}
+
+/// Inserts many interactions in one transaction (for seeding and imports).
+pub async fn insert_batch(db: &Db, batch: &[Interaction]) -> StoreResult<()> {
+    // 12 columns: stay well under SQLite's 32766 bind parameters per statement.
+    const ROWS_PER_STATEMENT: usize = 2_000;
+    let rows: Vec<InteractionRow> = batch.iter().map(InteractionRow::from).collect();
+    with_conn!(
+        db,
+        postgres | conn | {
+            diesel_async::AsyncConnection::transaction(conn, async |conn| {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(interactions::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await
+        },
+        sqlite | conn | {
+            conn.spawn_blocking(move |conn| {
+                diesel::Connection::transaction(conn, |conn| {
+                    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(interactions::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        }
+    )?;
+    Ok(())
+}
+
+/// The interaction with this id.
+pub async fn get(db: &Db, id: InteractionId) -> StoreResult<Option<Interaction>> {
+    let key = id.to_string();
+    let row: Option<InteractionRow> = with_conn!(db, |conn| {
+        interactions::table
+            .find(&key)
+            .select(InteractionRow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    });
+    row.map(Interaction::try_from).transpose()
+}
+
+fn cursor_for(row: &InteractionRow) -> String {
+    Cursor {
+        ordering: CURSOR_TAG,
+        key: CursorKey::Time(row.occurred_at),
+        id: row.id.clone(),
+    }
+    .encode()
+}
+
+/// One page of interactions, newest first.
+pub async fn list(
+    db: &Db,
+    filter: &InteractionFilter,
+    seek: &Seek,
+) -> StoreResult<Page<Interaction>> {
+    let (newest_first, cursor) = match seek {
+        Seek::Forward { after, .. } => (true, after.as_ref()),
+        Seek::Backward { before, .. } => (false, before.as_ref()),
+    };
+    let probe = i64::try_from(seek.limit()).unwrap_or(i64::MAX - 1) + 1;
+    let position = match cursor {
+        Some(Cursor {
+            key: CursorKey::Time(at),
+            id,
+            ..
+        }) => Some((*at, id.clone())),
+        Some(_) => {
+            return Err(StoreError::Corrupt {
+                entity: "cursor",
+                id: String::new(),
+                reason: "key of the wrong kind".into(),
+            });
+        }
+        None => None,
+    };
+    let rows: Vec<InteractionRow> = with_conn!(db, |conn| {
+        let mut query = interactions::table
+            .select(InteractionRow::as_select())
+            .into_boxed();
+        if let Some(customer) = filter.customer_id {
+            query = query.filter(interactions::customer_id.eq(customer.to_string()));
+        }
+        if let Some(kind) = filter.kind {
+            query = query.filter(interactions::kind.eq(kind.as_str()));
+        }
+        if let Some(after) = filter.occurred_after {
+            query = query.filter(interactions::occurred_at.ge(to_db_time(after)));
+        }
+        if let Some(before) = filter.occurred_before {
+            query = query.filter(interactions::occurred_at.lt(to_db_time(before)));
+        }
+        if let Some((at, id)) = position.clone() {
+            query = if newest_first {
+                query.filter(
+                    interactions::occurred_at
+                        .lt(at)
+                        .or(interactions::occurred_at
+                            .eq(at)
+                            .and(interactions::id.lt(id))),
+                )
+            } else {
+                query.filter(
+                    interactions::occurred_at
+                        .gt(at)
+                        .or(interactions::occurred_at
+                            .eq(at)
+                            .and(interactions::id.gt(id))),
+                )
+            };
+        }
+        query = if newest_first {
+            query.order_by((interactions::occurred_at.desc(), interactions::id.desc()))
+        } else {
+            query.order_by((interactions::occurred_at.asc(), interactions::id.asc()))
+        };
+        query.limit(probe).load(conn).await?
+    });
+    let rows = rows
+        .into_iter()
+        .map(|row| (cursor_for(&row), row))
+        .collect();
+    Page::from_probe(rows, seek).try_map(Interaction::try_from)
+}
+
+/// The interactions with these ids; unknown ids are left out.
+pub async fn by_ids(db: &Db, ids: &[InteractionId]) -> StoreResult<Vec<Interaction>> {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows: Vec<InteractionRow> = with_conn!(db, |conn| {
+        interactions::table
+            .filter(interactions::id.eq_any(&ids))
+            .select(InteractionRow::as_select())
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Interaction::try_from).collect()
+}
+
+/// The newest `per_customer` interactions of each customer, newest first, in **one** statement
+/// (a window function), whatever the number of customers.
+pub async fn latest_for_customers(
+    db: &Db,
+    customer_ids: &[CustomerId],
+    per_customer: usize,
+) -> StoreResult<HashMap<CustomerId, Vec<Interaction>>> {
+    let mut by_customer: HashMap<CustomerId, Vec<Interaction>> = HashMap::new();
+    if customer_ids.is_empty() || per_customer == 0 {
+        return Ok(by_customer);
+    }
+    // Positional placeholders differ: `$n` on PostgreSQL, `?` on SQLite.
+    let placeholders: Vec<String> = match db.backend() {
+        Backend::Postgres => (1..=customer_ids.len() + 1)
+            .map(|n| format!("${n}"))
+            .collect(),
+        Backend::Sqlite => vec!["?".to_owned(); customer_ids.len() + 1],
+    };
+    let (limit_placeholder, id_placeholders) =
+        placeholders.split_last().unwrap_or((&placeholders[0], &[]));
+    let sql = format!(
+        "SELECT id, customer_id, kind, direction, subject, body, outcome, occurred_at, \
+                duration_seconds, author, created_at, updated_at \
+         FROM (SELECT i.*, ROW_NUMBER() OVER ( \
+                   PARTITION BY i.customer_id ORDER BY i.occurred_at DESC, i.id DESC) AS rank \
+               FROM interactions i WHERE i.customer_id IN ({})) ranked \
+         WHERE rank <= {limit_placeholder} \
+         ORDER BY customer_id, occurred_at DESC, id DESC",
+        id_placeholders.join(", ")
+    );
+    let ids: Vec<String> = customer_ids.iter().map(ToString::to_string).collect();
+    let limit = i64::try_from(per_customer).unwrap_or(i64::MAX);
+    let rows: Vec<InteractionRow> = with_conn!(db, |conn| {
+        let mut query = diesel::sql_query(sql.clone()).into_boxed();
+        for id in &ids {
+            query = query.bind::<Text, _>(id.clone());
+        }
+        query.bind::<BigInt, _>(limit).load(conn).await?
+    });
+    for row in rows {
+        let interaction = Interaction::try_from(row)?;
+        by_customer
+            .entry(interaction.customer_id)
+            .or_default()
+            .push(interaction);
+    }
+    Ok(by_customer)
+}
+
+/// Applies a validated patch to an interaction.
+pub async fn update(
+    db: &Db,
+    id: InteractionId,
+    patch: InteractionPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Interaction> {
+    let mut interaction = get(db, id).await?.ok_or_else(|| not_found(id))?;
+    let before = interaction.clone();
+    interaction.apply(patch, now);
+    if interaction == before {
+        return Ok(interaction);
+    }
+    let row = InteractionRow::from(&interaction);
+    let key = row.id.clone();
+    let updated = with_conn!(db, |conn| {
+        diesel::update(interactions::table.filter(interactions::id.eq(&key)))
+            .set(&row)
+            .execute(conn)
+            .await?
+    });
+    if updated == 0 {
+        return Err(not_found(id));
+    }
+    Interaction::try_from(row)
+}
+
+/// Deletes an interaction for good.
+pub async fn delete(db: &Db, id: InteractionId) -> StoreResult<()> {
+    let key = id.to_string();
+    let deleted = with_conn!(db, |conn| {
+        diesel::delete(interactions::table.filter(interactions::id.eq(&key)))
+            .execute(conn)
+            .await?
+    });
+    if deleted == 0 {
+        Err(not_found(id))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! The diesel schema, shared by both backends: portable column types only (DESIGN.md §3).
+//! Keep in step with `migrations/{sqlite,postgres}`; a test checks both trees apply.
+
+diesel::table! {
+    customers (id) {
+        id -> Text,
+        name -> Text,
+        email -> Nullable<Text>,
+        phone -> Nullable<Text>,
+        company -> Nullable<Text>,
+        status -> Text,
+        source -> Nullable<Text>,
+        language -> Nullable<Text>,
+        country -> Nullable<Text>,
+        time_zone -> Nullable<Text>,
+        owner -> Nullable<Text>,
+        tags -> Text,
+        consent_email -> Bool,
+        consent_call -> Bool,
+        consent_sms -> Bool,
+        notes -> Nullable<Text>,
+        search_text -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        deleted_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    customer_tags (tag, customer_id) {
+        tag -> Text,
+        customer_id -> Text,
+    }
+}
+
+diesel::table! {
+    interactions (id) {
+        id -> Text,
+        customer_id -> Text,
+        kind -> Text,
+        direction -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        body -> Nullable<Text>,
+        outcome -> Nullable<Text>,
+        occurred_at -> Timestamp,
+        duration_seconds -> Nullable<Integer>,
+        author -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(customer_tags -> customers (customer_id));
+diesel::joinable!(interactions -> customers (customer_id));
+diesel::allow_tables_to_appear_in_same_query!(customers, customer_tags, interactions);

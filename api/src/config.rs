@@ -1,0 +1,434 @@
+//! The one typed configuration of `crm-server`.
+//!
+//! Sources, later ones winning: the defaults in this file, an optional TOML file (`--config` or
+//! `CRM_CONFIG`), then environment variables `CRM_<SECTION>__<KEY>` (`__` separates nesting
+//! levels, e.g. `CRM_SERVER__BIND`, `CRM_DATABASE__URL`). Only variables containing `__` are
+//! config overrides, so `CRM_CONFIG`, `CRM_URL` or `CRM_TOKEN` never collide with it.
+//!
+//! Unknown keys are errors, in the file and in the environment. Secrets (`database.password`
+//! and, later, API keys and signing secrets) are `secrecy` types, never serialized or logged,
+//! and are refused when they come from the file: they belong in the environment
+//! (`doppler run -- crm-server serve` works).
+//!
+//! `crm.example.toml` at the repository root documents every key with its default; a test keeps
+//! it equal to [`Config::default`].
+
+use figment::{
+    Figment, Metadata, Source,
+    providers::{Env, Format as _, Serialized, Toml},
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+/// Keys that hold secrets: accepted from the environment only.
+const SECRET_KEYS: &[&str] = &["database.password"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Storage.
+    pub database: DatabaseConfig,
+    /// GraphQL limits.
+    pub graphql: GraphqlConfig,
+    /// Customer rules.
+    pub customers: CustomersConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default `127.0.0.1:8080`.
+    pub bind: String,
+    /// Largest request body accepted, in bytes; larger ones get 413. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// A request that takes longer is answered with 408. Default 30 s.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://<file>` (created on first start) or `postgres://user@host:port/db`.
+    /// Default `sqlite://data/crm.db`.
+    pub url: String,
+    /// Password for a PostgreSQL URL, merged into it at start. Secret: env
+    /// `CRM_DATABASE__PASSWORD` only.
+    #[serde(skip_serializing)]
+    pub password: Option<SecretString>,
+    /// Most pooled connections. Default 16.
+    pub max_connections: usize,
+    /// How long a request waits for a pooled connection, in milliseconds. Default 5000.
+    pub acquire_timeout_ms: u64,
+    /// SQLite: how long a writer waits for the write lock, in milliseconds. Default 5000.
+    pub sqlite_busy_timeout_ms: u64,
+    /// Apply pending migrations when the server starts. Default true.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/crm.db".into(),
+            password: None,
+            max_connections: 16,
+            acquire_timeout_ms: 5000,
+            sqlite_busy_timeout_ms: 5000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crm_store::redact(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("sqlite_busy_timeout_ms", &self.sqlite_busy_timeout_ms)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// The options to open the store with: the URL with the password merged in.
+    pub fn db_options(&self) -> crm_store::DbOptions {
+        crm_store::DbOptions {
+            url: self.url_with_password(),
+            max_connections: self.max_connections,
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            sqlite_busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
+        }
+    }
+
+    fn url_with_password(&self) -> String {
+        let Some(password) = &self.password else {
+            return self.url.clone();
+        };
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let Some((user, host)) = rest.split_once('@') else {
+            return self.url.clone();
+        };
+        let user = user.split(':').next().unwrap_or(user);
+        format!(
+            "{scheme}://{user}:{}@{host}",
+            percent_encode(password.expose_secret())
+        )
+    }
+}
+
+fn percent_encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// GraphQL limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlConfig {
+    /// Page size when a list gets neither `first` nor `last`. Default 20.
+    pub default_page_size: usize,
+    /// Largest `first`/`last` accepted; more is a `VALIDATION_FAILED` error. Default 100.
+    pub max_page_size: usize,
+    /// Deepest query accepted. Default 16 (GraphiQL's introspection query needs 13).
+    pub max_depth: usize,
+    /// Highest query complexity accepted (each field costs 1, lists multiply by their page
+    /// size). Default 10000.
+    pub max_complexity: usize,
+    /// Serve GraphiQL on `GET /graphql` to browsers. Default true.
+    pub graphiql: bool,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 20,
+            max_page_size: 100,
+            max_depth: 16,
+            max_complexity: 10_000,
+            graphiql: true,
+        }
+    }
+}
+
+/// Customer rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CustomersConfig {
+    /// Region used to read phone numbers written without an international prefix
+    /// (ISO 3166-1 alpha-2). Default `DE`.
+    pub default_region: String,
+}
+
+impl Default for CustomersConfig {
+    fn default() -> Self {
+        Self {
+            default_region: "DE".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directives (`info`, `crm_api=debug,info`). `RUST_LOG` wins when set.
+    /// Default `info`.
+    pub filter: String,
+    /// `text` for people, `json` for log collectors. Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or did not match the schema.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// The values are well-formed but unusable.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given; a missing file is an error), then the
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(
+            file,
+            Env::prefixed("CRM_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        )
+    }
+
+    /// Like [`Config::load`], with the environment provider given (for tests).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(vec![format!(
+                    "config file {} does not exist",
+                    path.display()
+                )]));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let figment = figment.merge(env);
+        let config: Self = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let mut problems = Vec::new();
+        for key in SECRET_KEYS {
+            if let Some(Metadata {
+                source: Some(Source::File(path)),
+                ..
+            }) = figment.find_metadata(key)
+            {
+                problems.push(format!(
+                    "{key} is a secret and must come from the environment ({}), not from {}",
+                    env_name(key),
+                    path.display()
+                ));
+            }
+        }
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Everything wrong with the values, one sentence each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.bind `{}` is not an address like 127.0.0.1:8080",
+                self.server.bind
+            ));
+        }
+        if self.server.body_limit_bytes < 1024 {
+            problems.push("server.body_limit_bytes must be at least 1024".into());
+        }
+        if self.server.request_timeout_secs == 0 {
+            problems.push("server.request_timeout_secs must be at least 1".into());
+        }
+        if let Err(e) = crm_store::check_url(&self.database.url) {
+            problems.push(format!("database.url: {e}"));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".into());
+        }
+        if self.graphql.max_page_size == 0 {
+            problems.push("graphql.max_page_size must be at least 1".into());
+        }
+        if self.graphql.default_page_size == 0
+            || self.graphql.default_page_size > self.graphql.max_page_size
+        {
+            problems.push(format!(
+                "graphql.default_page_size must be between 1 and graphql.max_page_size ({})",
+                self.graphql.max_page_size
+            ));
+        }
+        if self.graphql.max_depth < 13 {
+            problems.push("graphql.max_depth must be at least 13 (introspection needs it)".into());
+        }
+        if let Err(e) = crm_domain::PhoneRegion::parse(&self.customers.default_region) {
+            problems.push(format!("customers.default_region: {}", e.message));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            problems.push(format!(
+                "log.filter `{}` is not a valid tracing filter",
+                self.log.filter
+            ));
+        }
+        problems
+    }
+
+    /// The effective configuration as TOML, secrets left out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    /// The parsed default phone region.
+    pub fn default_region(&self) -> Result<crm_domain::PhoneRegion, ConfigError> {
+        crm_domain::PhoneRegion::parse(&self.customers.default_region).map_err(|e| {
+            ConfigError::Invalid(vec![format!("customers.default_region: {}", e.message)])
+        })
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("CRM_{}", key.replace('.', "__").to_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn no_env() -> Env {
+        Env::prefixed("CRM_TEST_NEVER_SET_").split("__")
+    }
+
+    #[test]
+    fn the_example_file_documents_every_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crm.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: toml::Value = toml::from_str(&text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(
+            example, defaults,
+            "crm.example.toml and Config::default() differ"
+        );
+        Config::load_from(Some(&path), no_env()).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[server]\nbnd = \"x\"").unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bnd"), "{err}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[server]\nbind = \"nowhere\"\n[customers]\ndefault_region = \"XX\""
+        )
+        .unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.bind"), "{err}");
+        assert!(err.contains("customers.default_region"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_refused_from_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[database]\npassword = \"hunter2\"").unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CRM_DATABASE__PASSWORD"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_password_is_merged_into_the_url_and_never_rendered() {
+        let config = DatabaseConfig {
+            url: "postgres://crm@db:5432/crm".into(),
+            password: Some(SecretString::from("p@ss word")),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(
+            config.db_options().url,
+            "postgres://crm:p%40ss%20word@db:5432/crm"
+        );
+        assert!(!format!("{config:?}").contains("p@ss"));
+        let full = Config {
+            database: config,
+            ..Config::default()
+        };
+        assert!(!full.to_toml().contains("p@ss"));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err =
+            Config::load_from(Some(Path::new("/nonexistent/crm.toml")), no_env()).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+}

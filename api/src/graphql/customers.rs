@@ -1,0 +1,490 @@
+//! Customers over GraphQL: the `Customer` type, the `customers` connection and its filters,
+//! and the create/update/delete/restore mutations.
+
+use super::{
+    ApiContext,
+    interactions::InteractionNode,
+    loaders::LatestInteractionsLoader,
+    pagination::{PageArgs, connection},
+};
+use crate::error::{ApiError, ApiResult, invalid};
+use async_graphql::{
+    Context, Enum, ID, InputObject, MaybeUndefined, Object, dataloader::DataLoader,
+};
+use chrono::{DateTime, Utc};
+use crm_domain::{
+    Change, Customer, CustomerDraft, CustomerId, CustomerPatch, CustomerPatchDraft, NewCustomer,
+    Tag,
+};
+use crm_store::customers::{self, CustomerFilter as StoreFilter, CustomerOrder as StoreOrder};
+
+/// Parses a GraphQL `ID` argument into a typed id.
+pub(crate) fn parse_id<T: std::str::FromStr>(field: &str, id: &ID) -> ApiResult<T> {
+    id.parse::<T>().map_err(|_| {
+        invalid(
+            field,
+            "invalid_id",
+            format!("{field} `{}` is not a valid id (a UUID)", id.as_str()),
+        )
+    })
+}
+
+/// Where a customer stands in the sales cycle.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "crm_domain::CustomerStatus")]
+pub(crate) enum CustomerStatus {
+    /// Came in, not yet qualified or contacted.
+    Lead,
+    /// Qualified and in conversation.
+    Prospect,
+    /// Bought.
+    Customer,
+    /// Was a customer, left.
+    Churned,
+}
+
+/// A person or company we sell to. A lead is a customer in status `LEAD`.
+#[derive(Debug, Clone)]
+pub(crate) struct CustomerNode(pub(crate) Customer);
+
+impl From<Customer> for CustomerNode {
+    fn from(customer: Customer) -> Self {
+        Self(customer)
+    }
+}
+
+#[Object(name = "Customer")]
+impl CustomerNode {
+    /// Identity (UUID).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Full name or contact person.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Normalized email (lower case), unique.
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_ref().map(|e| e.as_str())
+    }
+    /// Phone in E.164 (`+4930123456`), unique.
+    async fn phone(&self) -> Option<&str> {
+        self.0.phone.as_ref().map(|p| p.as_str())
+    }
+    /// Company name.
+    async fn company(&self) -> Option<&str> {
+        self.0.company.as_deref()
+    }
+    /// Stage in the sales cycle.
+    async fn status(&self) -> CustomerStatus {
+        self.0.status.into()
+    }
+    /// Where the customer came from.
+    async fn source(&self) -> Option<&str> {
+        self.0.source.as_deref()
+    }
+    /// Preferred language tag (`de`, `bs`, `sr`, `en`, `de-AT`).
+    async fn language(&self) -> Option<&str> {
+        self.0.language.as_ref().map(|l| l.as_str())
+    }
+    /// ISO 3166-1 alpha-2 country.
+    async fn country(&self) -> Option<&str> {
+        self.0.country.as_ref().map(|c| c.as_str())
+    }
+    /// IANA time zone.
+    async fn time_zone(&self) -> Option<&str> {
+        self.0.time_zone.map(|z| z.name())
+    }
+    /// Owning user.
+    async fn owner(&self) -> Option<&str> {
+        self.0.owner.as_deref()
+    }
+    /// Tags, lower case, sorted.
+    async fn tags(&self) -> Vec<&str> {
+        self.0.tags.iter().map(Tag::as_str).collect()
+    }
+    /// May receive marketing email.
+    async fn consent_email(&self) -> bool {
+        self.0.consent_email
+    }
+    /// May be called.
+    async fn consent_call(&self) -> bool {
+        self.0.consent_call
+    }
+    /// May receive SMS.
+    async fn consent_sms(&self) -> bool {
+        self.0.consent_sms
+    }
+    /// Free-text notes.
+    async fn notes(&self) -> Option<&str> {
+        self.0.notes.as_deref()
+    }
+    /// Created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Soft-deleted at (null while live).
+    async fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deleted_at
+    }
+    /// The newest interactions, newest first (at most the maximum page size). Batched across
+    /// all customers of a response.
+    #[graphql(complexity = "usize::try_from(first).unwrap_or(1).max(1) * child_complexity")]
+    async fn interactions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<Vec<InteractionNode>> {
+        let api = ctx.data::<ApiContext>()?;
+        let limit = match usize::try_from(first) {
+            Ok(n) if n <= api.pages.max => n,
+            _ => {
+                return Err(invalid(
+                    "first",
+                    "out_of_range",
+                    format!("first must be between 0 and {}", api.pages.max),
+                )
+                .into());
+            }
+        };
+        let loader = ctx.data::<DataLoader<LatestInteractionsLoader>>()?;
+        let found = loader
+            .load_one((self.0.id, limit))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(found
+            .unwrap_or_default()
+            .into_iter()
+            .map(InteractionNode::from)
+            .collect())
+    }
+}
+
+connection!(CustomerConnection, CustomerEdge, CustomerNode, Customer);
+
+/// Which customers to list. All given conditions must hold.
+#[derive(InputObject, Default, Debug)]
+pub(crate) struct CustomerFilter {
+    /// Substring of name, email or company, case-insensitive.
+    text: Option<String>,
+    /// Status equals.
+    status: Option<CustomerStatus>,
+    /// Carries this tag.
+    tag: Option<String>,
+    /// Owned by this user.
+    owner: Option<String>,
+    /// Created at or after.
+    created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    created_before: Option<DateTime<Utc>>,
+    /// Include soft-deleted customers (default false).
+    #[graphql(default = false)]
+    include_deleted: bool,
+}
+
+impl CustomerFilter {
+    fn into_store(self) -> ApiResult<StoreFilter> {
+        let tag = self
+            .tag
+            .map(|t| Tag::parse(&t).map_err(|e| invalid("filter.tag", e.code, e.message)))
+            .transpose()?;
+        if let (Some(after), Some(before)) = (self.created_after, self.created_before)
+            && after > before
+        {
+            return Err(invalid(
+                "filter.createdAfter",
+                "invalid_range",
+                "createdAfter is later than createdBefore",
+            ));
+        }
+        Ok(StoreFilter {
+            text: self.text,
+            status: self.status.map(Into::into),
+            tag,
+            owner: self.owner,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            include_deleted: self.include_deleted,
+        })
+    }
+}
+
+/// Keys a customer list can be ordered by.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[graphql(remote = "crm_store::customers::CustomerOrderField")]
+pub(crate) enum CustomerOrderField {
+    /// Creation time.
+    #[default]
+    CreatedAt,
+    /// Last change.
+    UpdatedAt,
+    /// Name.
+    Name,
+}
+
+/// Sort direction.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[graphql(remote = "crm_store::customers::OrderDirection")]
+pub(crate) enum OrderDirection {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    #[default]
+    Desc,
+}
+
+/// Ordering of a customer list; ties are broken by id.
+#[derive(InputObject, Debug, Default)]
+pub(crate) struct CustomerOrder {
+    /// The key (default `CREATED_AT`).
+    #[graphql(default)]
+    field: CustomerOrderField,
+    /// The direction (default `DESC`).
+    #[graphql(default)]
+    direction: OrderDirection,
+}
+
+/// A new customer. Needs an email or a phone.
+#[derive(InputObject, Debug)]
+pub(crate) struct CreateCustomerInput {
+    /// Name (required, at most 200 characters).
+    name: String,
+    /// Email; normalized to lower case; unique.
+    email: Option<String>,
+    /// Phone as written; national numbers are read in the configured default region; stored
+    /// as E.164; unique.
+    phone: Option<String>,
+    /// Company.
+    company: Option<String>,
+    /// Status (default `LEAD`).
+    status: Option<CustomerStatus>,
+    /// Source (`website`, `partner`, …).
+    source: Option<String>,
+    /// Language tag (`de`, `bs`, `sr`, `en`, `de-AT`).
+    language: Option<String>,
+    /// ISO 3166-1 alpha-2 country; derived from the phone when absent.
+    country: Option<String>,
+    /// IANA time zone (`Europe/Berlin`).
+    time_zone: Option<String>,
+    /// Owning user.
+    owner: Option<String>,
+    /// Tags.
+    tags: Option<Vec<String>>,
+    /// May receive marketing email (default false).
+    consent_email: Option<bool>,
+    /// May be called (default false).
+    consent_call: Option<bool>,
+    /// May receive SMS (default false).
+    consent_sms: Option<bool>,
+    /// Notes.
+    notes: Option<String>,
+}
+
+/// A partial update: absent fields stay, `null` clears a field, a value sets it.
+#[derive(InputObject, Debug, Default)]
+pub(crate) struct UpdateCustomerInput {
+    /// Name (cannot be cleared).
+    name: Option<String>,
+    /// Email.
+    email: MaybeUndefined<String>,
+    /// Phone.
+    phone: MaybeUndefined<String>,
+    /// Company.
+    company: MaybeUndefined<String>,
+    /// Status (cannot be cleared).
+    status: Option<CustomerStatus>,
+    /// Source.
+    source: MaybeUndefined<String>,
+    /// Language tag.
+    language: MaybeUndefined<String>,
+    /// Country.
+    country: MaybeUndefined<String>,
+    /// Time zone.
+    time_zone: MaybeUndefined<String>,
+    /// Owner.
+    owner: MaybeUndefined<String>,
+    /// Tags: replaces the whole set (`[]` removes all).
+    tags: Option<Vec<String>>,
+    /// Email consent.
+    consent_email: Option<bool>,
+    /// Call consent.
+    consent_call: Option<bool>,
+    /// SMS consent.
+    consent_sms: Option<bool>,
+    /// Notes.
+    notes: MaybeUndefined<String>,
+}
+
+fn change<T>(value: MaybeUndefined<T>) -> Change<T> {
+    match value {
+        MaybeUndefined::Undefined => Change::Keep,
+        MaybeUndefined::Null => Change::Clear,
+        MaybeUndefined::Value(v) => Change::Set(v),
+    }
+}
+
+/// Customer queries.
+#[derive(Default, Debug)]
+pub(crate) struct CustomerQuery;
+
+#[Object]
+impl CustomerQuery {
+    /// A customer by id, soft-deleted or not; null if there is none.
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<CustomerNode>> {
+        let api = ctx.data::<ApiContext>()?;
+        let id: CustomerId = parse_id("id", &id)?;
+        Ok(customers::get(&api.db, id)
+            .await
+            .map_err(ApiError::from)?
+            .map(CustomerNode))
+    }
+
+    /// Customers, newest first by default, as a Relay connection. Page size: `first` or
+    /// `last`, default 20, at most 100 (config `graphql.max_page_size`).
+    #[graphql(
+        complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).max(1) * child_complexity"
+    )]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<CustomerFilter>,
+        order_by: Option<CustomerOrder>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<CustomerConnection> {
+        let api = ctx.data::<ApiContext>()?;
+        let order = order_by.unwrap_or_default();
+        let order = StoreOrder {
+            field: order.field.into(),
+            direction: order.direction.into(),
+        };
+        let seek = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .seek(api.pages, order.field.cursor_tag(), order.field.is_time())?;
+        let filter = filter.unwrap_or_default().into_store()?;
+        let page = customers::list(&api.db, &filter, order, &seek)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(CustomerConnection(page))
+    }
+}
+
+/// Customer mutations.
+#[derive(Default, Debug)]
+pub(crate) struct CustomerMutation;
+
+#[Object]
+impl CustomerMutation {
+    /// Creates a customer. Errors: `VALIDATION_FAILED` naming each bad field, `DUPLICATE` when
+    /// the email or phone is taken (with `existingId`).
+    async fn create_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCustomerInput,
+    ) -> async_graphql::Result<CustomerNode> {
+        let api = ctx.data::<ApiContext>()?;
+        let draft = CustomerDraft {
+            name: input.name,
+            email: input.email,
+            phone: input.phone,
+            company: input.company,
+            status: input.status.map(Into::into),
+            source: input.source,
+            language: input.language,
+            country: input.country,
+            time_zone: input.time_zone,
+            owner: input.owner,
+            tags: input.tags,
+            consent_email: input.consent_email,
+            consent_call: input.consent_call,
+            consent_sms: input.consent_sms,
+            notes: input.notes,
+        };
+        let new = NewCustomer::parse(draft, api.region, api.clock.now())
+            .map_err(|e| ApiError::validation("input", e))?;
+        let customer = customers::insert(&api.db, new)
+            .await
+            .map_err(|e| ApiError::from_store("input", e))?;
+        tracing::info!(customer_id = %customer.id, "Customer created.");
+        Ok(CustomerNode(customer))
+    }
+
+    /// Changes the given fields of a live customer.
+    async fn update_customer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateCustomerInput,
+    ) -> async_graphql::Result<CustomerNode> {
+        let api = ctx.data::<ApiContext>()?;
+        let id: CustomerId = parse_id("id", &id)?;
+        let draft = CustomerPatchDraft {
+            name: input.name,
+            email: change(input.email),
+            phone: change(input.phone),
+            company: change(input.company),
+            status: input.status.map(Into::into),
+            source: change(input.source),
+            language: change(input.language),
+            country: change(input.country),
+            time_zone: change(input.time_zone),
+            owner: change(input.owner),
+            tags: input.tags,
+            consent_email: input.consent_email,
+            consent_call: input.consent_call,
+            consent_sms: input.consent_sms,
+            notes: change(input.notes),
+        };
+        let patch = CustomerPatch::parse(draft, api.region)
+            .map_err(|e| ApiError::validation("input", e))?;
+        let clock = api.clock.clone();
+        let customer = customers::update(&api.db, id, |c| c.apply(patch.clone(), clock.now()))
+            .await
+            .map_err(|e| ApiError::from_store("input", e))?;
+        Ok(CustomerNode(customer))
+    }
+
+    /// Soft-deletes a customer: hidden from lists, kept with its interactions, restorable.
+    /// Deleting a deleted customer returns it unchanged.
+    async fn delete_customer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<CustomerNode> {
+        let api = ctx.data::<ApiContext>()?;
+        let id: CustomerId = parse_id("id", &id)?;
+        let now = api.clock.now();
+        let customer = customers::set_deleted(&api.db, id, Some(now), now)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(CustomerNode(customer))
+    }
+
+    /// Restores a soft-deleted customer. Restoring a live customer returns it unchanged.
+    async fn restore_customer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<CustomerNode> {
+        let api = ctx.data::<ApiContext>()?;
+        let id: CustomerId = parse_id("id", &id)?;
+        let customer = customers::set_deleted(&api.db, id, None, api.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(CustomerNode(customer))
+    }
+}

@@ -1,0 +1,88 @@
+//! The GraphQL schema: roots, shared context, pagination arguments and DataLoaders.
+//!
+//! Resolvers stay thin: parse input into domain types, call the store, wrap the result. Wire
+//! types live here and wrap domain values; the domain never derives GraphQL traits.
+
+mod customers;
+mod interactions;
+mod loaders;
+mod pagination;
+
+use crate::config::GraphqlConfig;
+use async_graphql::{EmptySubscription, MergedObject, Schema, dataloader::DataLoader};
+use crm_domain::{Clock, PhoneRegion};
+use crm_store::Db;
+use std::sync::Arc;
+
+pub use loaders::{CustomerLoader, LatestInteractionsLoader};
+
+/// The schema type served at `/graphql`.
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Everything resolvers need, shared by all requests.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    /// Storage.
+    pub db: Db,
+    /// Source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Region for national phone numbers.
+    pub region: PhoneRegion,
+    /// Page sizes.
+    pub pages: pagination::PageLimits,
+}
+
+/// All queries.
+#[derive(MergedObject, Default, Debug)]
+pub struct Query(customers::CustomerQuery, interactions::InteractionQuery);
+
+/// All mutations.
+#[derive(MergedObject, Default, Debug)]
+pub struct Mutation(
+    customers::CustomerMutation,
+    interactions::InteractionMutation,
+);
+
+/// Builds the schema with its limits. `context` is shared by every request.
+pub fn build_schema(context: Option<ApiContext>, limits: &GraphqlConfig) -> AppSchema {
+    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
+    if let Some(context) = context {
+        builder = builder.data(context);
+    }
+    builder.finish()
+}
+
+impl ApiContext {
+    /// Builds the context from configuration.
+    pub fn new(db: Db, clock: Arc<dyn Clock>, region: PhoneRegion, limits: &GraphqlConfig) -> Self {
+        Self {
+            db,
+            clock,
+            region,
+            pages: pagination::PageLimits {
+                default: limits.default_page_size,
+                max: limits.max_page_size,
+            },
+        }
+    }
+
+    /// The per-request DataLoaders (each request gets fresh caches).
+    pub fn loaders(
+        &self,
+    ) -> (
+        DataLoader<CustomerLoader>,
+        DataLoader<LatestInteractionsLoader>,
+    ) {
+        (
+            DataLoader::new(CustomerLoader(self.db.clone()), tokio::spawn),
+            DataLoader::new(LatestInteractionsLoader(self.db.clone()), tokio::spawn),
+        )
+    }
+}
+
+/// The SDL of the schema, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema(None, &GraphqlConfig::default()).sdl()
+}

@@ -1,0 +1,231 @@
+//! The HTTP surface: `/graphql` (POST; GET for GraphiQL and for queries), `/healthz`,
+//! `/readyz`, and the layers every request passes (request id, trace, timeout, body limit).
+
+use crate::{
+    error::code,
+    graphql::{ApiContext, AppSchema},
+};
+use async_graphql::{ServerError, http::GraphiQLSource};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Query, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct HttpState {
+    pub(crate) schema: AppSchema,
+    pub(crate) context: ApiContext,
+    pub(crate) graphiql: bool,
+}
+
+/// Builds the router.
+pub(crate) fn router(state: HttpState, body_limit: usize, timeout: Duration) -> Router {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A GraphQL-shaped error response for failures before execution.
+fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        code::NOT_FOUND,
+        "no such route; GraphQL is served at /graphql",
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match state.context.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "Readiness check failed.");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// Runs one request through the schema with fresh DataLoaders, and gives every error that has
+/// no code yet (parse, schema validation, limits) a stable one.
+async fn execute(state: &HttpState, request: async_graphql::Request) -> Response {
+    let (customers, interactions) = state.context.loaders();
+    let mut request = request.data(customers).data(interactions);
+    if let Err(error) = request.parsed_query() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            code::GRAPHQL_PARSE_FAILED,
+            error.message,
+        );
+    }
+    let mut response = state.schema.execute(request).await;
+    for error in &mut response.errors {
+        tag_uncoded(error);
+    }
+    Json(response).into_response()
+}
+
+fn tag_uncoded(error: &mut ServerError) {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code::GRAPHQL_VALIDATION_FAILED);
+    }
+}
+
+async fn graphql_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::PAYLOAD_TOO_LARGE,
+                rejection.body_text(),
+            );
+        }
+        Err(rejection) => {
+            return error_response(rejection.status(), code::BAD_REQUEST, rejection.body_text());
+        }
+    };
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/json") || v.starts_with("application/graphql-response+json")
+        });
+    if !json_content {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::BAD_REQUEST,
+            "send the GraphQL request as JSON with Content-Type: application/json",
+        );
+    }
+    match serde_json::from_slice::<async_graphql::Request>(&body) {
+        Ok(request) => execute(&state, request).await,
+        Err(error) => error_response(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            format!(
+                "the body is not a GraphQL request ({{\"query\": …, \"variables\": …}}): {error}"
+            ),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    operation_name: Option<String>,
+}
+
+async fn graphql_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    params: Query<GetParams>,
+) -> Response {
+    let Query(params) = params;
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let Some(query) = params.query else {
+        if wants_html && state.graphiql {
+            let page = GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("crm GraphQL")
+                .finish();
+            let mut response = Html(page).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            "GET /graphql needs a `query` parameter",
+        );
+    };
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(raw) = params.variables {
+        match serde_json::from_str::<serde_json::Value>(&raw) {
+            Ok(value) => request = request.variables(async_graphql::Variables::from_json(value)),
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    code::BAD_REQUEST,
+                    format!("variables are not JSON: {error}"),
+                );
+            }
+        }
+    }
+    // GET must not change anything (it may be cached or prefetched): refuse mutations.
+    let wanted = request.operation_name.clone();
+    let is_mutation = match request.parsed_query() {
+        Ok(document) => document.operations.iter().any(|(name, op)| {
+            let selected = wanted
+                .as_deref()
+                .is_none_or(|wanted| name.is_some_and(|n| n.as_str() == wanted));
+            selected && op.node.ty == async_graphql::parser::types::OperationType::Mutation
+        }),
+        Err(error) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                code::GRAPHQL_PARSE_FAILED,
+                error.message,
+            );
+        }
+    };
+    if is_mutation {
+        let mut response = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::BAD_REQUEST,
+            "mutations must be sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(&state, request).await
+}

@@ -1,0 +1,3 @@
+DROP TABLE interactions;
+DROP TABLE customer_tags;
+DROP TABLE customers;
