@@ -1,1 +1,303 @@
-//! harness
+//! The test harness of the crm: [`TestApp`] runs the real server on port 0 over a brand-new
+//! database (a SQLite file in a temp dir, or a freshly created PostgreSQL database), with a
+//! controllable clock, and talks to it over HTTP like any client.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use crm_api::{Application, Config};
+use crm_domain::Clock;
+use crm_store::Db;
+use serde_json::{Value, json};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+use tokio::sync::oneshot;
+
+/// The environment variable naming a PostgreSQL server for tests
+/// (`postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there.
+pub const POSTGRES_URL_VAR: &str = "CRM_TEST_POSTGRES_URL";
+
+/// Which storage backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A SQLite file in a temp dir.
+    Sqlite,
+    /// A fresh database on the server named by [`POSTGRES_URL_VAR`].
+    Postgres,
+}
+
+/// A clock that only moves when a test moves it.
+#[derive(Debug)]
+pub struct TestClock(Mutex<DateTime<Utc>>);
+
+impl TestClock {
+    /// A clock at 2026-11-25 12:00:00 UTC.
+    pub fn new() -> Self {
+        Self(Mutex::new(
+            Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+                .single()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+
+    /// Sets the clock.
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+#[derive(Debug)]
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop cannot be async; run the DROP on a thread with its own small runtime.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The running server of one test.
+#[derive(Debug)]
+pub struct TestApp {
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The server's database handle (for statement counts and direct checks).
+    pub db: Db,
+    /// The server's clock.
+    pub clock: Arc<TestClock>,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    /// The backend in use.
+    pub backend: TestBackend,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestApp {
+    /// Starts the app on `backend` with the default config.
+    pub async fn spawn(backend: TestBackend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts the app on `backend`, letting the test adjust the config first.
+    pub async fn spawn_with(backend: TestBackend, configure: impl FnOnce(&mut Config)) -> Self {
+        match Self::try_spawn(backend, configure).await {
+            Ok(app) => app,
+            Err(error) => panic!("cannot start the test app on {backend:?}: {error:#}"),
+        }
+    }
+
+    async fn try_spawn(
+        backend: TestBackend,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::default();
+        config.server.bind = "127.0.0.1:0".into();
+        config.database.max_connections = 4;
+        let pg = match backend {
+            TestBackend::Sqlite => {
+                config.database.url = format!("sqlite://{}", dir.path().join("crm.db").display());
+                None
+            }
+            TestBackend::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_VAR)
+                    .with_context(|| format!("{POSTGRES_URL_VAR} is not set"))?;
+                let name = format!("crm_test_{}", uuid::Uuid::new_v4().simple());
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .with_context(|| format!("cannot connect to {admin_url}"))?;
+                let connection = tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await?;
+                drop(client);
+                let _ = connection.await;
+                config.database.url = replace_database(&admin_url, &name)?;
+                Some(PgDatabase { admin_url, name })
+            }
+        };
+        configure(&mut config);
+        let clock = Arc::new(TestClock::new());
+        let app = Application::build_with_clock(&config, clock.clone()).await?;
+        let addr: SocketAddr = app.local_addr()?;
+        let db = app.db().clone();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            url: format!("http://{addr}"),
+            db,
+            clock,
+            client: reqwest::Client::builder().build()?,
+            backend,
+            shutdown: Some(shutdown),
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+
+    /// POSTs a GraphQL request and returns the whole JSON response (`data` and `errors`).
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql failed: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql returned no JSON: {e}"))
+    }
+
+    /// Like [`TestApp::graphql`], but fails the test on any error and returns `data`.
+    pub async fn graphql_ok(&self, query: &str, variables: Value) -> Value {
+        let response = self.graphql(query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response:#}"
+        );
+        response["data"].clone()
+    }
+
+    /// Creates a customer through the API and returns its id.
+    pub async fn create_customer(&self, input: Value) -> String {
+        let data = self
+            .graphql_ok(
+                "mutation($i: CreateCustomerInput!) { createCustomer(input: $i) { id } }",
+                json!({ "i": input }),
+            )
+            .await;
+        data["createCustomer"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// The first error's `extensions.code` of a GraphQL response.
+pub fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<no code>")
+}
+
+/// `postgres://u@h:p/old?x` with the database name replaced.
+fn replace_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base
+        .find("://")
+        .context("the PostgreSQL URL has no scheme")?
+        + 3;
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host_part = path_start.map_or(base, |i| &base[..i]);
+    Ok(match query {
+        Some(query) => format!("{host_part}/{name}?{query}"),
+        None => format!("{host_part}/{name}"),
+    })
+}
+
+/// Declares each listed `async fn name(backend: TestBackend)` as two tests, `sqlite::name` and
+/// `postgres::name`. The PostgreSQL ones are ignored (and so reported as skipped) when
+/// `CRM_TEST_POSTGRES_URL` was not set at build time.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestBackend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[cfg_attr(not(crm_pg), ignore = "set CRM_TEST_POSTGRES_URL to run the PostgreSQL tests")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestBackend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            replace_database("postgres://p@127.0.0.1:5432/postgres", "x").unwrap(),
+            "postgres://p@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            replace_database("postgres://p@h", "x").unwrap(),
+            "postgres://p@h/x"
+        );
+        assert_eq!(
+            replace_database("postgres://p@h/db?sslmode=disable", "x").unwrap(),
+            "postgres://p@h/x?sslmode=disable"
+        );
+    }
+}

@@ -9,7 +9,9 @@ use diesel::{Connection, SqliteConnection, connection::InstrumentationEvent};
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
     async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, deadpool::Pool},
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, deadpool::Pool,
+    },
     sync_connection_wrapper::SyncConnectionWrapper,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -173,6 +175,9 @@ impl Db {
             Backend::Postgres => {
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                // No test query on every checkout (a round trip per request); a broken
+                // connection is detected by diesel-async and dropped by the pool.
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(move |url| {
                     let counter = counter.clone();
                     async move {
@@ -198,6 +203,7 @@ impl Db {
                 let busy_ms = options.sqlite_busy_timeout.as_millis();
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<SqliteConn>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(move |url| {
                     let counter = counter.clone();
                     let path = url.strip_prefix("sqlite://").unwrap_or(url).to_owned();
@@ -274,8 +280,9 @@ fn deadpool_runtime() -> deadpool::Runtime {
 
 fn statement_counter(counter: Arc<AtomicU64>) -> impl diesel::connection::Instrumentation {
     move |event: InstrumentationEvent<'_>| {
-        if let InstrumentationEvent::StartQuery { .. } = event {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
             counter.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(target: "crm_store::sql", %query, "Statement started.");
         }
     }
 }

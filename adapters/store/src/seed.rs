@@ -98,7 +98,7 @@ fn synthetic_customer(run: u32, n: usize, created: DateTime<Utc>) -> Customer {
     let first = FIRST[n % FIRST.len()];
     let last = LAST[(n / FIRST.len()) % LAST.len()];
     let mut tags = vec![Tag::from_stored(format!("seed-{run}"))];
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         tags.push(Tag::from_stored("vip".into()));
     }
     Customer {
@@ -107,7 +107,7 @@ fn synthetic_customer(run: u32, n: usize, created: DateTime<Utc>) -> Customer {
         email: Some(Email::from_stored(format!("lead{n}.r{run}@example.com"))),
         // Synthetic, unique per (run, n); not necessarily a callable number.
         phone: Some(Phone::from_stored(format!("{prefix}{run:02}{n:08}"))),
-        company: (n % 3 != 0).then(|| format!("{last} {} d.o.o.", n % 997)),
+        company: (!n.is_multiple_of(3)).then(|| format!("{last} {} d.o.o.", n % 997)),
         status: CustomerStatus::ALL[n % 4],
         source: Some(["website", "partner", "import", "fair"][n % 4].into()),
         language: Some(Language::from_stored(lang.into())),
@@ -115,7 +115,7 @@ fn synthetic_customer(run: u32, n: usize, created: DateTime<Utc>) -> Customer {
         time_zone: TimeZone::parse(zone).ok(),
         owner: Some(format!("sales{}", n % 10)),
         tags,
-        consent_email: n % 2 == 0,
+        consent_email: n.is_multiple_of(2),
         consent_call: n % 3 != 1,
         consent_sms: false,
         notes: None,
@@ -131,7 +131,7 @@ fn synthetic_interaction(customer_id: CustomerId, k: usize, at: DateTime<Utc>) -
         id: InteractionId::new(),
         customer_id,
         kind,
-        direction: Some(if k % 2 == 0 {
+        direction: Some(if k.is_multiple_of(2) {
             Direction::Outbound
         } else {
             Direction::Inbound

@@ -4,13 +4,11 @@
 use super::{
     ApiContext,
     interactions::InteractionNode,
-    loaders::LatestInteractionsLoader,
+    loaders::{InteractionsLoader, nested_limit, prefetch_latest_interactions, prime_customers},
     pagination::{PageArgs, connection},
 };
 use crate::error::{ApiError, ApiResult, invalid};
-use async_graphql::{
-    Context, Enum, ID, InputObject, MaybeUndefined, Object, dataloader::DataLoader,
-};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use crm_domain::{
     Change, Customer, CustomerDraft, CustomerId, CustomerPatch, CustomerPatchDraft, NewCustomer,
@@ -140,18 +138,8 @@ impl CustomerNode {
         #[graphql(default = 20)] first: i32,
     ) -> async_graphql::Result<Vec<InteractionNode>> {
         let api = ctx.data::<ApiContext>()?;
-        let limit = match usize::try_from(first) {
-            Ok(n) if n <= api.pages.max => n,
-            _ => {
-                return Err(invalid(
-                    "first",
-                    "out_of_range",
-                    format!("first must be between 0 and {}", api.pages.max),
-                )
-                .into());
-            }
-        };
-        let loader = ctx.data::<DataLoader<LatestInteractionsLoader>>()?;
+        let limit = nested_limit(first, api.pages.max)?;
+        let loader = ctx.data::<InteractionsLoader>()?;
         let found = loader
             .load_one((self.0.id, limit))
             .await
@@ -341,16 +329,21 @@ impl CustomerQuery {
     ) -> async_graphql::Result<Option<CustomerNode>> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        Ok(customers::get(&api.db, id)
-            .await
-            .map_err(ApiError::from)?
-            .map(CustomerNode))
+        let customer = customers::get(&api.db, id).await.map_err(ApiError::from)?;
+        if let Some(customer) = &customer {
+            prime_customers(ctx, vec![customer.clone()]).await?;
+        }
+        Ok(customer.map(CustomerNode))
     }
 
     /// Customers, newest first by default, as a Relay connection. Page size: `first` or
     /// `last`, default 20, at most 100 (config `graphql.max_page_size`).
     #[graphql(
         complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).max(1) * child_complexity"
+    )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the Relay connection arguments plus filter and order"
     )]
     async fn customers(
         &self,
@@ -379,6 +372,18 @@ impl CustomerQuery {
         let page = customers::list(&api.db, &filter, order, &seek)
             .await
             .map_err(ApiError::from)?;
+        let ids: Vec<CustomerId> = page.items.iter().map(|(_, c)| c.id).collect();
+        let held: Vec<Customer> = page.items.iter().map(|(_, c)| c.clone()).collect();
+        prime_customers(ctx, held).await?;
+        prefetch_latest_interactions(
+            ctx,
+            &[
+                &["nodes", "interactions"],
+                &["edges", "node", "interactions"],
+            ],
+            &ids,
+        )
+        .await?;
         Ok(CustomerConnection(page))
     }
 }

@@ -4,13 +4,11 @@
 use super::{
     ApiContext,
     customers::{CustomerNode, parse_id},
-    loaders::CustomerLoader,
+    loaders::{CustomersLoader, prefetch_customers_of, prefetch_latest_interactions},
     pagination::{PageArgs, connection},
 };
 use crate::error::{ApiError, invalid};
-use async_graphql::{
-    Context, Enum, ID, InputObject, MaybeUndefined, Object, dataloader::DataLoader,
-};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use crm_domain::{
     Change, CustomerId, Interaction, InteractionDraft, InteractionId, InteractionPatch,
@@ -104,7 +102,7 @@ impl InteractionNode {
     }
     /// The customer (batched across a response).
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<CustomerNode> {
-        let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
+        let loader = ctx.data::<CustomersLoader>()?;
         let customer = loader
             .load_one(self.0.customer_id)
             .await
@@ -256,6 +254,22 @@ impl InteractionQuery {
         let page = interactions::list(&api.db, &filter, &seek)
             .await
             .map_err(ApiError::from)?;
+        let held: Vec<Interaction> = page.items.iter().map(|(_, i)| i.clone()).collect();
+        let ids = prefetch_customers_of(
+            ctx,
+            &[&["nodes", "customer"], &["edges", "node", "customer"]],
+            &held,
+        )
+        .await?;
+        prefetch_latest_interactions(
+            ctx,
+            &[
+                &["nodes", "customer", "interactions"],
+                &["edges", "node", "customer", "interactions"],
+            ],
+            &ids,
+        )
+        .await?;
         Ok(InteractionConnection(page))
     }
 }

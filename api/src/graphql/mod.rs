@@ -9,12 +9,15 @@ mod loaders;
 mod pagination;
 
 use crate::config::GraphqlConfig;
-use async_graphql::{EmptySubscription, MergedObject, Schema, dataloader::DataLoader};
+use async_graphql::{
+    EmptySubscription, MergedObject, Schema,
+    dataloader::{DataLoader, HashMapCache},
+};
 use crm_domain::{Clock, PhoneRegion};
 use crm_store::Db;
 use std::sync::Arc;
 
-pub use loaders::{CustomerLoader, LatestInteractionsLoader};
+pub use loaders::{CustomerLoader, CustomersLoader, InteractionsLoader, LatestInteractionsLoader};
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -69,15 +72,18 @@ impl ApiContext {
     }
 
     /// The per-request DataLoaders (each request gets fresh caches).
-    pub fn loaders(
-        &self,
-    ) -> (
-        DataLoader<CustomerLoader>,
-        DataLoader<LatestInteractionsLoader>,
-    ) {
+    pub fn loaders(&self) -> (CustomersLoader, InteractionsLoader) {
         (
-            DataLoader::new(CustomerLoader(self.db.clone()), tokio::spawn),
-            DataLoader::new(LatestInteractionsLoader(self.db.clone()), tokio::spawn),
+            DataLoader::with_cache(
+                CustomerLoader(self.db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            DataLoader::with_cache(
+                LatestInteractionsLoader(self.db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
         )
     }
 }

@@ -1,1 +1,8 @@
+//! The one integration test binary: the real server over HTTP, on both storage backends.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected shapes")]
 
+mod customers;
+mod dataloader;
+mod http;
+mod interactions;
+mod schema;
