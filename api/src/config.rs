@@ -426,6 +426,42 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_overrides_the_file_and_plain_crm_vars_are_not_config() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "crm.toml",
+                "[server]\nbind = \"127.0.0.1:9000\"\nbody_limit_bytes = 2048",
+            )?;
+            jail.set_env("CRM_SERVER__BIND", "0.0.0.0:8081");
+            jail.set_env("CRM_DATABASE__PASSWORD", "s3cret");
+            jail.set_env("CRM_GRAPHQL__MAX_PAGE_SIZE", "50");
+            // Variables of the CLI and the harness share the prefix but are not config keys.
+            jail.set_env("CRM_URL", "http://elsewhere");
+            jail.set_env("CRM_TOKEN", "t");
+            jail.set_env("CRM_CONFIG", "crm.toml");
+            let config = Config::load(Some(Path::new("crm.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.bind, "0.0.0.0:8081", "env wins over the file");
+            assert_eq!(
+                config.server.body_limit_bytes, 2048,
+                "the file wins over defaults"
+            );
+            assert_eq!(config.graphql.max_page_size, 50);
+            assert!(
+                config.database.password.is_some(),
+                "a secret from the environment is accepted"
+            );
+
+            jail.set_env("CRM_SERVR__BIND", "0.0.0.0:1");
+            let err = Config::load(None).map_err(|e| e.to_string()).unwrap_err();
+            assert!(
+                err.contains("servr"),
+                "a misspelt env override is an error: {err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let err =
             Config::load_from(Some(Path::new("/nonexistent/crm.toml")), no_env()).unwrap_err();

@@ -1,0 +1,83 @@
+//! The `crm` binary against a real server (the `TestApp` of crm-tests, on SQLite).
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly when the binary cannot run"
+)]
+
+use crm_tests::{TestApp, TestBackend};
+use std::process::{Command, Output};
+
+fn crm(app: &TestApp, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(args)
+        .env("CRM_URL", &app.url)
+        .env_remove("CRM_TOKEN")
+        .output()
+        .expect("the crm binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_list_and_errors_through_the_cli() {
+    let app = TestApp::spawn(TestBackend::Sqlite).await;
+    let created = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &[
+                "--json",
+                "customer",
+                "create",
+                "--name",
+                "Ana Hodžić",
+                "--email",
+                "Ana@Firma.ba",
+                "--tag",
+                "Messe",
+            ],
+        )
+    });
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&created.stdout).expect("JSON output");
+    assert_eq!(json["createCustomer"]["email"], "ana@firma.ba");
+
+    let listed = tokio::task::block_in_place(|| crm(&app, &["customers", "--text", "hodžić"]));
+    assert!(listed.status.success());
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.contains("Ana Hodžić") && table.contains("messe"),
+        "{table}"
+    );
+
+    let duplicate = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &[
+                "customer",
+                "create",
+                "--name",
+                "Twin",
+                "--email",
+                "ana@firma.ba",
+            ],
+        )
+    });
+    assert_eq!(duplicate.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&duplicate.stderr);
+    assert!(stderr.contains("DUPLICATE"), "{stderr}");
+
+    let invalid = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &["customer", "create", "--name", "X", "--email", "nope"],
+        )
+    });
+    assert_eq!(invalid.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&invalid.stderr);
+    assert!(
+        stderr.contains("VALIDATION_FAILED") && stderr.contains("input.email"),
+        "{stderr}"
+    );
+}
