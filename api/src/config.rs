@@ -426,6 +426,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail fixes the closure's error type"
+    )]
     fn the_environment_overrides_the_file_and_plain_crm_vars_are_not_config() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
