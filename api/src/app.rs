@@ -2,7 +2,9 @@
 //! the same [`Application`].
 
 use crate::{
-    config::Config,
+    auth::{Authenticator, JwtVerifier, generate_key},
+    authz::Authorizer,
+    config::{Config, Mode},
     graphql::{ApiContext, build_schema},
     http::{HttpState, router},
 };
@@ -18,6 +20,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     db: Db,
+    bootstrap_key: Option<String>,
 }
 
 impl Application {
@@ -41,18 +44,52 @@ impl Application {
             )
         })?;
         let region = config.default_region()?;
+        let authorizer = Authorizer::from_files(
+            config.auth.model_file.as_deref(),
+            config.auth.policy_file.as_deref(),
+        )
+        .await?;
+        let public_keys = config
+            .auth
+            .public_keys_file
+            .as_deref()
+            .map(|path| {
+                std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read auth.public_keys_file {}", path.display())
+                })
+            })
+            .transpose()?;
+        let jwt = JwtVerifier::new(
+            config.auth.jwt_secret.as_ref(),
+            public_keys.as_deref(),
+            config.auth.issuer.clone(),
+            config.auth.audience.clone(),
+        )
+        .context("invalid auth.public_keys_file")?;
+        if jwt.is_disabled() {
+            tracing::warn!("No JWT secret or public keys configured: only API keys authenticate.");
+        }
+        let authenticator = Authenticator::new(jwt, db.clone(), clock.clone());
+        let bootstrap_key = if config.auth.bootstrap_admin_key {
+            bootstrap_admin_key(&db, clock.as_ref()).await?
+        } else {
+            None
+        };
         let context = ApiContext::new(db.clone(), clock, region, &config.graphql);
-        let schema = build_schema(Some(context.clone()), &config.graphql);
+        let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
+        let graphiql = config.graphql.graphiql && config.server.mode != Mode::Production;
         let state = HttpState {
             schema,
             context,
-            graphiql: config.graphql.graphiql,
+            authenticator,
+            graphiql,
         };
         let router = router(
             state,
             config.server.body_limit_bytes,
             Duration::from_secs(config.server.request_timeout_secs),
-        );
+            &config.server.cors_allowed_origins,
+        )?;
         let listener = TcpListener::bind(&config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -60,7 +97,14 @@ impl Application {
             listener,
             router,
             db,
+            bootstrap_key,
         })
+    }
+
+    /// The admin API key created on this first start over an empty key table, if any. Show it
+    /// to the operator once; it is not stored anywhere in clear.
+    pub fn bootstrap_key(&self) -> Option<&str> {
+        self.bootstrap_key.as_deref()
     }
 
     /// The bound address (the real port when the config asked for port 0).
@@ -89,4 +133,29 @@ impl Application {
         .await
         .context("the HTTP server failed")
     }
+}
+
+/// Creates the first admin API key when no key exists yet (one statement, so replicas starting
+/// together create one). Returns the key to show once.
+async fn bootstrap_admin_key(db: &Db, clock: &dyn Clock) -> anyhow::Result<Option<String>> {
+    let generated = generate_key().context("no randomness for the bootstrap key")?;
+    let new = crm_store::api_keys::NewApiKey {
+        key: crm_store::api_keys::ApiKey {
+            id: crm_domain::ApiKeyId::new(),
+            name: "bootstrap admin".into(),
+            prefix: generated.prefix.clone(),
+            role: crm_domain::Role::Admin,
+            subject: "admin".into(),
+            created_by: Some("crm-server (first start)".into()),
+            created_at: clock.now(),
+            expires_at: None,
+            revoked_at: None,
+        },
+        key_hash: generated.hash.clone(),
+    };
+    let created = crm_store::api_keys::insert_if_none(db, &new).await?;
+    if created {
+        tracing::warn!(target: "crm::security", prefix = %generated.prefix, "Created the bootstrap admin API key.");
+    }
+    Ok(created.then_some(generated.secret))
 }

@@ -19,10 +19,18 @@ use figment::{
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// Keys that hold secrets: accepted from the environment only.
-const SECRET_KEYS: &[&str] = &["database.password"];
+const SECRET_KEYS: &[&str] = &["database.password", "auth.jwt_secret"];
+
+/// Shortest JWT secret accepted in production (bytes): HS256 wants at least its hash size.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -36,28 +44,46 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// Customer rules.
     pub customers: CustomersConfig,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// How strict the server is about its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Friendly defaults for a laptop.
+    Development,
+    /// Refuses to start without a strong JWT secret; GraphiQL off.
+    Production,
 }
 
 /// HTTP server settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
+    /// `development` or `production`. Default `development`.
+    pub mode: Mode,
     /// Address and port to listen on. Default `127.0.0.1:8080`.
     pub bind: String,
     /// Largest request body accepted, in bytes; larger ones get 413. Default 1 MiB.
     pub body_limit_bytes: usize,
     /// A request that takes longer is answered with 408. Default 30 s.
     pub request_timeout_secs: u64,
+    /// Origins allowed to call the API from a browser (CORS). Default none.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
+            mode: Mode::Development,
             bind: "127.0.0.1:8080".into(),
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -163,8 +189,10 @@ pub struct GraphqlConfig {
     /// Highest query complexity accepted (each field costs 1, lists multiply by their page
     /// size). Default 10000.
     pub max_complexity: usize,
-    /// Serve GraphiQL on `GET /graphql` to browsers. Default true.
+    /// Serve GraphiQL on `GET /graphql` to browsers (never in production). Default true.
     pub graphiql: bool,
+    /// Answer introspection queries (`__schema`, `__type`). Default true.
+    pub introspection: bool,
 }
 
 impl Default for GraphqlConfig {
@@ -175,6 +203,7 @@ impl Default for GraphqlConfig {
             max_depth: 16,
             max_complexity: 10_000,
             graphiql: true,
+            introspection: true,
         }
     }
 }
@@ -193,6 +222,66 @@ impl Default for CustomersConfig {
         Self {
             default_region: "DE".into(),
         }
+    }
+}
+
+/// Authentication and authorization.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 signing secret for JWTs. Secret: env `CRM_AUTH__JWT_SECRET` only. Without it (and
+    /// without public keys) only API keys authenticate.
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
+    /// PEM or JWKS file with the RS256/ES256 public keys of an external identity provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_keys_file: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Lifetime of tokens minted by `crm-server token`, in seconds. Default 3600.
+    pub token_ttl_secs: u64,
+    /// casbin model replacing the shipped `api/policy/model.conf`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<PathBuf>,
+    /// casbin policy replacing the shipped `api/policy/policy.csv`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+    /// On the first start over an empty key table, create an admin API key and print it once.
+    /// Default true.
+    pub bootstrap_admin_key: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            public_keys_file: None,
+            issuer: None,
+            audience: None,
+            token_ttl_secs: 3600,
+            model_file: None,
+            policy_file: None,
+            bootstrap_admin_key: true,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .field("public_keys_file", &self.public_keys_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("model_file", &self.model_file)
+            .field("policy_file", &self.policy_file)
+            .field("bootstrap_admin_key", &self.bootstrap_admin_key)
+            .finish()
     }
 }
 
@@ -324,6 +413,25 @@ impl Config {
         }
         if let Err(e) = crm_domain::PhoneRegion::parse(&self.customers.default_region) {
             problems.push(format!("customers.default_region: {}", e.message));
+        }
+        if self.server.mode == Mode::Production {
+            let secret_len = self
+                .auth
+                .jwt_secret
+                .as_ref()
+                .map_or(0, |s| s.expose_secret().len());
+            if secret_len < MIN_JWT_SECRET_LEN && self.auth.public_keys_file.is_none() {
+                problems.push(format!(
+                    "production mode needs CRM_AUTH__JWT_SECRET of at least {MIN_JWT_SECRET_LEN} bytes (or auth.public_keys_file)"
+                ));
+            }
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                problems.push(format!("server.cors_allowed_origins: `{origin}` is not an origin like https://app.example.com"));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             problems.push(format!(

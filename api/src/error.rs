@@ -4,7 +4,7 @@
 //! - Every error that leaves the API carries a stable `extensions.code`:
 //!   `VALIDATION_FAILED` (with `field` and `fields`: every failing input field as a path such as
 //!   `input.email`), `NOT_FOUND`, `DUPLICATE` (with `field` and `existingId`), `CONFLICT`,
-//!   `SERVICE_UNAVAILABLE`, `INTERNAL`; request-level failures use `BAD_REQUEST`,
+//!   `UNAUTHENTICATED`, `FORBIDDEN`, `SERVICE_UNAVAILABLE`, `INTERNAL`; request-level failures use `BAD_REQUEST`,
 //!   `PAYLOAD_TOO_LARGE`, `GRAPHQL_PARSE_FAILED` and `GRAPHQL_VALIDATION_FAILED`.
 //! - Internal details are logged here, once, with the request's span, and never returned:
 //!   the client gets "internal error".
@@ -23,6 +23,10 @@ pub mod code {
     pub const NOT_FOUND: &str = "NOT_FOUND";
     /// A unique value (email, phone) is taken.
     pub const DUPLICATE: &str = "DUPLICATE";
+    /// No valid credentials.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The policy does not allow this operation for the caller's role.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     /// A concurrent change won; retry.
     pub const CONFLICT: &str = "CONFLICT";
     /// The database is unreachable or overloaded.
@@ -63,6 +67,8 @@ pub enum ApiError {
     },
     /// Lost a race with a concurrent change.
     Conflict(String),
+    /// The caller may not do this.
+    Forbidden(String),
     /// Database down or overloaded.
     Unavailable(String),
     /// Anything else.
@@ -141,7 +147,7 @@ impl ApiError {
             Self::Duplicate { field, existing_id } => {
                 format!("{field} is already taken by customer {existing_id}")
             }
-            Self::Conflict(message) => message.clone(),
+            Self::Conflict(message) | Self::Forbidden(message) => message.clone(),
             Self::Unavailable(_) => "the database is unavailable, try again later".into(),
             Self::Internal(_) => "internal error".into(),
         }
@@ -197,6 +203,7 @@ impl From<ApiError> for async_graphql::Error {
                 ext.set("existingId", existing_id.as_str());
             }
             ApiError::Conflict(_) => ext.set("code", code::CONFLICT),
+            ApiError::Forbidden(_) => ext.set("code", code::FORBIDDEN),
             ApiError::Unavailable(_) => ext.set("code", code::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ext.set("code", code::INTERNAL),
         })

@@ -2,6 +2,7 @@
 //! `/readyz`, and the layers every request passes (request id, trace, timeout, body limit).
 
 use crate::{
+    auth::{AuthError, Authenticator},
     error::code,
     graphql::{ApiContext, AppSchema},
 };
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
@@ -28,13 +30,29 @@ use tower_http::{
 pub(crate) struct HttpState {
     pub(crate) schema: AppSchema,
     pub(crate) context: ApiContext,
+    pub(crate) authenticator: Authenticator,
     pub(crate) graphiql: bool,
 }
 
-/// Builds the router.
-pub(crate) fn router(state: HttpState, body_limit: usize, timeout: Duration) -> Router {
+/// Builds the router. CORS is closed unless origins are configured.
+pub(crate) fn router(
+    state: HttpState,
+    body_limit: usize,
+    timeout: Duration,
+    cors_origins: &[String],
+) -> anyhow::Result<Router> {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    Router::new()
+    let origins = cors_origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    Ok(Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -47,7 +65,8 @@ pub(crate) fn router(state: HttpState, body_limit: usize, timeout: Duration) -> 
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(cors)
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
 }
 
 /// A GraphQL-shaped error response for failures before execution.
@@ -78,11 +97,22 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// Runs one request through the schema with fresh DataLoaders, and gives every error that has
-/// no code yet (parse, schema validation, limits) a stable one.
-async fn execute(state: &HttpState, request: async_graphql::Request) -> Response {
+/// Authenticates the caller, runs one request through the schema with fresh DataLoaders, and
+/// gives every error that has no code yet (parse, schema validation, limits) a stable one.
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let principal = match state.authenticator.authenticate(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return unauthenticated(&error),
+    };
     let (customers, interactions) = state.context.loaders();
-    let mut request = request.data(customers).data(interactions);
+    let mut request = request.data(customers).data(interactions).data(principal);
     if let Err(error) = request.parsed_query() {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -95,6 +125,26 @@ async fn execute(state: &HttpState, request: async_graphql::Request) -> Response
         tag_uncoded(error);
     }
     Json(response).into_response()
+}
+
+fn unauthenticated(error: &AuthError) -> Response {
+    if *error == AuthError::Unavailable {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        );
+    }
+    tracing::warn!(target: "crm::security", reason = %error, "Authentication failed.");
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        code::UNAUTHENTICATED,
+        error.to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn tag_uncoded(error: &mut ServerError) {
@@ -136,7 +186,7 @@ async fn graphql_post(
         );
     }
     match serde_json::from_slice::<async_graphql::Request>(&body) {
-        Ok(request) => execute(&state, request).await,
+        Ok(request) => execute(&state, &headers, request).await,
         Err(error) => error_response(
             StatusCode::BAD_REQUEST,
             code::BAD_REQUEST,
@@ -227,5 +277,5 @@ async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&state, request).await
+    execute(&state, &headers, request).await
 }

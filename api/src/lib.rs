@@ -3,6 +3,8 @@
 //! Only this crate names concrete adapters; `main` stays thin and calls [`Application`].
 
 pub mod app;
+pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod graphql;

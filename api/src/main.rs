@@ -24,6 +24,18 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     PrintSchema,
+    /// Mint a JWT signed with CRM_AUTH__JWT_SECRET and print it.
+    Token {
+        /// Role: admin, manager, sales, integration or viewer.
+        #[arg(long)]
+        role: String,
+        /// Subject: the user name (owner for row-level rules).
+        #[arg(long)]
+        subject: String,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -95,7 +107,43 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let app = Application::build(&config).await?;
+            if let Some(key) = app.bootstrap_key() {
+                // Printed once, to the terminal only: never logged, never stored in clear.
+                println!(
+                    "\nFirst start: created an admin API key. It is shown only now; store it safely:\n\n    {key}\n\n\
+                     Use it as `Authorization: Bearer <key>`. Create more keys with the createApiKey mutation, \
+                     or mint a token with `crm-server token --role admin --subject <you>` (needs CRM_AUTH__JWT_SECRET).\n"
+                );
+            }
             app.run_until(shutdown_signal()).await
+        }
+        Command::Token {
+            role,
+            subject,
+            ttl_secs,
+        } => {
+            let role: crm_domain::Role = role
+                .parse()
+                .map_err(|e: crm_domain::FieldError| anyhow::anyhow!(e.message))?;
+            let secret = config
+                .auth
+                .jwt_secret
+                .as_ref()
+                .context("set CRM_AUTH__JWT_SECRET to mint tokens")?;
+            let ttl = chrono::Duration::seconds(
+                i64::try_from(ttl_secs.unwrap_or(config.auth.token_ttl_secs))
+                    .unwrap_or(i64::MAX / 1000),
+            );
+            let token = crm_api::auth::mint_token(
+                secret,
+                &subject,
+                role,
+                chrono::Utc::now(),
+                ttl,
+                config.auth.issuer.as_deref(),
+            )?;
+            println!("{token}");
+            Ok(())
         }
         Command::Migrate => {
             let applied = crm_store::run_migrations(&config.database.db_options().url).await?;

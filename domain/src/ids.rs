@@ -64,6 +64,10 @@ id_type!(
     /// Identifies an interaction.
     InteractionId
 );
+id_type!(
+    /// Identifies an API key (not the secret key itself).
+    ApiKeyId
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! - validation reports *every* failing field at once, each with a stable code, so that
 //!   the API can name the fields to a client.
 
+pub mod auth;
 pub mod clock;
 pub mod customer;
 pub mod error;
@@ -15,12 +16,13 @@ pub mod ids;
 pub mod interaction;
 pub mod values;
 
+pub use auth::{Credential, CustomerScope, Principal, Role};
 pub use clock::{Clock, SystemClock};
 pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
 };
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{CustomerId, IdError, InteractionId};
+pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId};
 pub use interaction::{
     Direction, Interaction, InteractionDraft, InteractionKind, InteractionPatch,
     InteractionPatchDraft, NewInteraction,

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use crm_api::{Application, Config};
-use crm_domain::Clock;
+use crm_domain::{Clock, Role};
 use crm_store::Db;
 use serde_json::{Value, json};
 use std::{
@@ -13,6 +13,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 use tokio::sync::oneshot;
+
+/// The HS256 secret of every test app.
+pub const TEST_JWT_SECRET: &str = "crm-test-secret-0123456789abcdef0123456789";
 
 /// The environment variable naming a PostgreSQL server for tests
 /// (`postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there.
@@ -111,6 +114,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The backend in use.
     pub backend: TestBackend,
+    /// An admin token minted at start, valid for an hour of the app's clock.
+    pub token: String,
+    /// The admin API key the first start created.
+    pub bootstrap_key: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
@@ -139,6 +146,7 @@ impl TestApp {
         let mut config = Config::default();
         config.server.bind = "127.0.0.1:0".into();
         config.database.max_connections = 4;
+        config.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
         let pg = match backend {
             TestBackend::Sqlite => {
                 config.database.url = format!("sqlite://{}", dir.path().join("crm.db").display());
@@ -167,13 +175,17 @@ impl TestApp {
         let app = Application::build_with_clock(&config, clock.clone()).await?;
         let addr: SocketAddr = app.local_addr()?;
         let db = app.db().clone();
+        let bootstrap_key = app.bootstrap_key().map(str::to_owned);
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
+        let token = mint(&clock, Role::Admin, "admin-test")?;
         Ok(Self {
             url: format!("http://{addr}"),
             db,
+            token,
+            bootstrap_key,
             clock,
             client: reqwest::Client::builder().build()?,
             backend,
@@ -183,11 +195,24 @@ impl TestApp {
         })
     }
 
-    /// POSTs a GraphQL request and returns the whole JSON response (`data` and `errors`).
+    /// A token for `subject` with `role`, valid for an hour from the app's clock.
+    pub fn token_for(&self, role: Role, subject: &str) -> String {
+        mint(&self.clock, role, subject).unwrap_or_else(|e| panic!("cannot mint a token: {e}"))
+    }
+
+    /// POSTs a GraphQL request as admin (with a token minted at the clock's current time) and
+    /// returns the whole JSON response.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.graphql_as(&self.token_for(Role::Admin, "admin-test"), query, variables)
+            .await
+    }
+
+    /// POSTs a GraphQL request with `Authorization: Bearer <credential>`.
+    pub async fn graphql_as(&self, credential: &str, query: &str, variables: Value) -> Value {
         let response = self
             .client
             .post(format!("{}/graphql", self.url))
+            .bearer_auth(credential)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
@@ -229,6 +254,18 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+fn mint(clock: &TestClock, role: Role, subject: &str) -> anyhow::Result<String> {
+    let secret = secrecy::SecretString::from(TEST_JWT_SECRET);
+    Ok(crm_api::auth::mint_token(
+        &secret,
+        subject,
+        role,
+        clock.now(),
+        Duration::hours(1),
+        None,
+    )?)
 }
 
 /// The first error's `extensions.code` of a GraphQL response.

@@ -9,7 +9,9 @@ use crate::{
     schema::{customer_tags, customers},
 };
 use chrono::{DateTime, Utc};
-use crm_domain::{Customer, CustomerId, CustomerStatus, NewCustomer, Tag, ValidationErrors};
+use crm_domain::{
+    Customer, CustomerId, CustomerScope, CustomerStatus, NewCustomer, Tag, ValidationErrors,
+};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
@@ -33,6 +35,8 @@ pub struct CustomerFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Also list soft-deleted customers.
     pub include_deleted: bool,
+    /// Row-level rule of the caller.
+    pub scope: CustomerScope,
 }
 
 /// The key a customer list is ordered by; the id breaks ties.
@@ -337,6 +341,19 @@ pub async fn list(
         }
         if let Some(owner) = &filter.owner {
             query = query.filter(customers::owner.eq(owner.clone()));
+        }
+        match &filter.scope {
+            CustomerScope::All => {}
+            CustomerScope::OwnedBy(subject) => {
+                query = query.filter(customers::owner.eq(subject.clone()))
+            }
+            CustomerScope::OwnedByOrUnassigned(subject) => {
+                query = query.filter(
+                    customers::owner
+                        .eq(subject.clone())
+                        .or(customers::owner.is_null()),
+                );
+            }
         }
         if let Some(tag) = &filter.tag {
             let tagged = customer_tags::table

@@ -11,7 +11,8 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use crm_domain::{
-    CustomerId, Interaction, InteractionId, InteractionKind, InteractionPatch, NewInteraction,
+    CustomerId, CustomerScope, Interaction, InteractionId, InteractionKind, InteractionPatch,
+    NewInteraction,
 };
 use diesel::{
     prelude::*,
@@ -34,6 +35,8 @@ pub struct InteractionFilter {
     pub occurred_after: Option<DateTime<Utc>>,
     /// Occurred before.
     pub occurred_before: Option<DateTime<Utc>>,
+    /// Row-level rule of the caller (applies through the interaction's customer).
+    pub scope: CustomerScope,
 }
 
 fn not_found(id: InteractionId) -> StoreError {
@@ -179,6 +182,25 @@ pub async fn list(
         }
         if let Some(kind) = filter.kind {
             query = query.filter(interactions::kind.eq(kind.as_str()));
+        }
+        match &filter.scope {
+            CustomerScope::All => {}
+            CustomerScope::OwnedBy(subject) => {
+                let owned = customers::table
+                    .filter(customers::owner.eq(subject.clone()))
+                    .select(customers::id);
+                query = query.filter(interactions::customer_id.eq_any(owned));
+            }
+            CustomerScope::OwnedByOrUnassigned(subject) => {
+                let owned = customers::table
+                    .filter(
+                        customers::owner
+                            .eq(subject.clone())
+                            .or(customers::owner.is_null()),
+                    )
+                    .select(customers::id);
+                query = query.filter(interactions::customer_id.eq_any(owned));
+            }
         }
         if let Some(after) = filter.occurred_after {
             query = query.filter(interactions::occurred_at.ge(to_db_time(after)));

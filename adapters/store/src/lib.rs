@@ -5,6 +5,7 @@
 //!   returns domain types from `crm-domain`; diesel never leaks out.
 //! - Migrations are embedded per backend and applied by [`Db::open`] or [`run_migrations`].
 
+pub mod api_keys;
 pub mod customers;
 mod db;
 mod error;

@@ -53,3 +53,18 @@ diesel::table! {
 diesel::joinable!(customer_tags -> customers (customer_id));
 diesel::joinable!(interactions -> customers (customer_id));
 diesel::allow_tables_to_appear_in_same_query!(customers, customer_tags, interactions);
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Text,
+        role -> Text,
+        subject -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::{
     ApiContext,
+    access::{check_owner, customer_scope, visible_customer},
     interactions::InteractionNode,
     loaders::{InteractionsLoader, nested_limit, prefetch_latest_interactions, prime_customers},
     pagination::{PageArgs, connection},
@@ -175,7 +176,7 @@ pub(crate) struct CustomerFilter {
 }
 
 impl CustomerFilter {
-    fn into_store(self) -> ApiResult<StoreFilter> {
+    fn into_store(self, scope: crm_domain::CustomerScope) -> ApiResult<StoreFilter> {
         let tag = self
             .tag
             .map(|t| Tag::parse(&t).map_err(|e| invalid("filter.tag", e.code, e.message)))
@@ -197,6 +198,7 @@ impl CustomerFilter {
             created_after: self.created_after,
             created_before: self.created_before,
             include_deleted: self.include_deleted,
+            scope,
         })
     }
 }
@@ -329,7 +331,11 @@ impl CustomerQuery {
     ) -> async_graphql::Result<Option<CustomerNode>> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        let customer = customers::get(&api.db, id).await.map_err(ApiError::from)?;
+        let scope = customer_scope(ctx)?;
+        let customer = customers::get(&api.db, id)
+            .await
+            .map_err(ApiError::from)?
+            .filter(|c| scope.covers(c.owner.as_deref()));
         if let Some(customer) = &customer {
             prime_customers(ctx, vec![customer.clone()]).await?;
         }
@@ -368,7 +374,9 @@ impl CustomerQuery {
             before,
         }
         .seek(api.pages, order.field.cursor_tag(), order.field.is_time())?;
-        let filter = filter.unwrap_or_default().into_store()?;
+        let filter = filter
+            .unwrap_or_default()
+            .into_store(customer_scope(ctx)?)?;
         let page = customers::list(&api.db, &filter, order, &seek)
             .await
             .map_err(ApiError::from)?;
@@ -402,6 +410,10 @@ impl CustomerMutation {
         input: CreateCustomerInput,
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
+        let scope = customer_scope(ctx)?;
+        check_owner(&scope, input.owner.as_deref())?;
+        // A scoped caller's new customers are their own unless they say otherwise.
+        let owner = input.owner.or_else(|| scope.subject().map(str::to_owned));
         let draft = CustomerDraft {
             name: input.name,
             email: input.email,
@@ -412,7 +424,7 @@ impl CustomerMutation {
             language: input.language,
             country: input.country,
             time_zone: input.time_zone,
-            owner: input.owner,
+            owner,
             tags: input.tags,
             consent_email: input.consent_email,
             consent_call: input.consent_call,
@@ -437,6 +449,10 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
+        visible_customer(ctx, id).await?;
+        if let MaybeUndefined::Value(owner) = &input.owner {
+            check_owner(&customer_scope(ctx)?, Some(owner))?;
+        }
         let draft = CustomerPatchDraft {
             name: input.name,
             email: change(input.email),
@@ -472,6 +488,7 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
+        visible_customer(ctx, id).await?;
         let now = api.clock.now();
         let customer = customers::set_deleted(&api.db, id, Some(now), now)
             .await
@@ -487,6 +504,7 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
+        visible_customer(ctx, id).await?;
         let customer = customers::set_deleted(&api.db, id, None, api.clock.now())
             .await
             .map_err(ApiError::from)?;

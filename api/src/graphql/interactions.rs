@@ -3,6 +3,7 @@
 
 use super::{
     ApiContext,
+    access::{customer_scope, visible_customer, visible_interaction},
     customers::{CustomerNode, parse_id},
     loaders::{CustomersLoader, prefetch_customers_of, prefetch_latest_interactions},
     pagination::{PageArgs, connection},
@@ -201,12 +202,8 @@ impl InteractionQuery {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<InteractionNode>> {
-        let api = ctx.data::<ApiContext>()?;
         let id: InteractionId = parse_id("id", &id)?;
-        Ok(interactions::get(&api.db, id)
-            .await
-            .map_err(ApiError::from)?
-            .map(InteractionNode))
+        Ok(visible_interaction(ctx, id).await?.map(InteractionNode))
     }
 
     /// Interactions, newest first, as a Relay connection (page size as for `customers`).
@@ -250,6 +247,7 @@ impl InteractionQuery {
             kind: filter.kind.map(Into::into),
             occurred_after: filter.occurred_after,
             occurred_before: filter.occurred_before,
+            scope: customer_scope(ctx)?,
         };
         let page = interactions::list(&api.db, &filter, &seek)
             .await
@@ -288,8 +286,10 @@ impl InteractionMutation {
         input: LogInteractionInput,
     ) -> async_graphql::Result<InteractionNode> {
         let api = ctx.data::<ApiContext>()?;
+        let customer_id: CustomerId = parse_id("input.customerId", &input.customer_id)?;
+        visible_customer(ctx, customer_id).await?;
         let draft = InteractionDraft {
-            customer_id: parse_id("input.customerId", &input.customer_id)?,
+            customer_id,
             kind: input.kind.into(),
             direction: input.direction.map(Into::into),
             subject: input.subject,
@@ -316,6 +316,13 @@ impl InteractionMutation {
     ) -> async_graphql::Result<InteractionNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: InteractionId = parse_id("id", &id)?;
+        if visible_interaction(ctx, id).await?.is_none() {
+            return Err(ApiError::NotFound {
+                entity: "interaction",
+                id: id.to_string(),
+            }
+            .into());
+        }
         let draft = InteractionPatchDraft {
             kind: input.kind.map(Into::into),
             direction: change(input.direction, Into::into),
@@ -337,6 +344,13 @@ impl InteractionMutation {
     async fn delete_interaction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let api = ctx.data::<ApiContext>()?;
         let parsed: InteractionId = parse_id("id", &id)?;
+        if visible_interaction(ctx, parsed).await?.is_none() {
+            return Err(ApiError::NotFound {
+                entity: "interaction",
+                id: parsed.to_string(),
+            }
+            .into());
+        }
         interactions::delete(&api.db, parsed)
             .await
             .map_err(ApiError::from)?;

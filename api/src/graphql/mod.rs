@@ -3,12 +3,16 @@
 //! Resolvers stay thin: parse input into domain types, call the store, wrap the result. Wire
 //! types live here and wrap domain values; the domain never derives GraphQL traits.
 
+mod access;
 mod customers;
 mod interactions;
 mod loaders;
 mod pagination;
 
-use crate::config::GraphqlConfig;
+use crate::{
+    authz::{Authorizer, AuthzExtension},
+    config::GraphqlConfig,
+};
 use async_graphql::{
     EmptySubscription, MergedObject, Schema,
     dataloader::{DataLoader, HashMapCache},
@@ -37,22 +41,35 @@ pub struct ApiContext {
 
 /// All queries.
 #[derive(MergedObject, Default, Debug)]
-pub struct Query(customers::CustomerQuery, interactions::InteractionQuery);
+pub struct Query(
+    access::AccessQuery,
+    customers::CustomerQuery,
+    interactions::InteractionQuery,
+);
 
 /// All mutations.
 #[derive(MergedObject, Default, Debug)]
 pub struct Mutation(
+    access::AccessMutation,
     customers::CustomerMutation,
     interactions::InteractionMutation,
 );
 
-/// Builds the schema with its limits. `context` is shared by every request.
-pub fn build_schema(context: Option<ApiContext>, limits: &GraphqlConfig) -> AppSchema {
+/// Builds the schema with its limits and the authorization extension. `context` and
+/// `authorizer` are shared by every request (absent only when printing the SDL).
+pub fn build_schema(
+    context: Option<(ApiContext, Authorizer)>,
+    limits: &GraphqlConfig,
+) -> AppSchema {
     let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
-    if let Some(context) = context {
-        builder = builder.data(context);
+        .limit_complexity(limits.max_complexity)
+        .extension(AuthzExtension);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some((context, authorizer)) = context {
+        builder = builder.data(context).data(authorizer);
     }
     builder.finish()
 }

@@ -11,7 +11,7 @@ fn crm(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crm"))
         .args(args)
         .env("CRM_URL", &app.url)
-        .env_remove("CRM_TOKEN")
+        .env("CRM_TOKEN", &app.token)
         .output()
         .expect("the crm binary runs")
 }

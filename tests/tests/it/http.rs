@@ -33,6 +33,7 @@ async fn post(app: &TestApp, content_type: &str, body: impl Into<reqwest::Body>)
     let response = app
         .client
         .post(format!("{}/graphql", app.url))
+        .bearer_auth(&app.token)
         .header("content-type", content_type)
         .body(body)
         .send()
@@ -122,6 +123,7 @@ async fn get_serves_queries_and_graphiql(backend: TestBackend) {
     let response = app
         .client
         .get(format!("{}/graphql", app.url))
+        .bearer_auth(&app.token)
         .query(&[
             (
                 "query",

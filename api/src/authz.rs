@@ -1,0 +1,159 @@
+//! Authorization: the casbin policy decides, in one place.
+//!
+//! - Every root field (Query, Mutation, Subscription) is checked by [`AuthzExtension`] before it
+//!   resolves: `(role, "<Type>.<field>", "call")`. Resolvers never check roles themselves.
+//! - Row-level rules come from the same policy (`(role, "customers", all | own_or_unassigned |
+//!   own)`) as a [`CustomerScope`] that resolvers hand to the store as a filter.
+//!
+//! The model and policy ship in `api/policy/` and can be replaced by `auth.model_file` and
+//! `auth.policy_file`.
+
+use crate::error::code;
+use async_graphql::{
+    ErrorExtensions as _, ServerError, ServerResult, Value,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo},
+};
+use casbin::{CoreApi as _, DefaultModel, Enforcer, StringAdapter};
+use crm_domain::{CustomerScope, Principal, Role};
+use std::{path::Path, sync::Arc};
+
+/// The model shipped with the server.
+pub const DEFAULT_MODEL: &str = include_str!("../policy/model.conf");
+/// The policy shipped with the server.
+pub const DEFAULT_POLICY: &str = include_str!("../policy/policy.csv");
+
+/// The policy decision point.
+#[derive(Clone)]
+pub struct Authorizer {
+    enforcer: Arc<Enforcer>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer").finish_non_exhaustive()
+    }
+}
+
+impl Authorizer {
+    /// Builds the enforcer from model and policy text.
+    pub async fn new(model: &str, policy: &str) -> anyhow::Result<Self> {
+        let model = DefaultModel::from_str(model)
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid casbin model: {e}"))?;
+        // Comments and blank lines are for people; the adapter gets the rows only.
+        let rows: String = policy
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let enforcer = Enforcer::new(model, StringAdapter::new(rows))
+            .await
+            .map_err(|e| anyhow::anyhow!("invalid casbin policy: {e}"))?;
+        Ok(Self {
+            enforcer: Arc::new(enforcer),
+        })
+    }
+
+    /// Builds the enforcer from the configured files, or the shipped ones.
+    pub async fn from_files(model: Option<&Path>, policy: Option<&Path>) -> anyhow::Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+        };
+        let model = model.map(read).transpose()?;
+        let policy = policy.map(read).transpose()?;
+        Self::new(
+            model.as_deref().unwrap_or(DEFAULT_MODEL),
+            policy.as_deref().unwrap_or(DEFAULT_POLICY),
+        )
+        .await
+    }
+
+    /// May `role` call the operation `object` (`Query.customers`)?
+    pub fn may_call(&self, role: Role, object: &str) -> bool {
+        self.enforcer
+            .enforce((role.as_str(), object, "call"))
+            .unwrap_or(false)
+    }
+
+    /// Which customers `principal` may see and change; `None` if none at all.
+    pub fn customer_scope(&self, principal: &Principal) -> Option<CustomerScope> {
+        let allows = |act: &str| {
+            self.enforcer
+                .enforce((principal.role.as_str(), "customers", act))
+                .unwrap_or(false)
+        };
+        if allows("all") {
+            Some(CustomerScope::All)
+        } else if allows("own_or_unassigned") {
+            Some(CustomerScope::OwnedByOrUnassigned(
+                principal.subject.clone(),
+            ))
+        } else if allows("own") {
+            Some(CustomerScope::OwnedBy(principal.subject.clone()))
+        } else {
+            None
+        }
+    }
+}
+
+/// The schema extension that checks every root field against the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthzExtension;
+
+impl ExtensionFactory for AuthzExtension {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(AuthzExtension)
+    }
+}
+
+const ROOT_TYPES: [&str; 3] = ["Query", "Mutation", "Subscription"];
+
+fn refused(info: &ResolveInfo<'_>, code: &'static str, message: String) -> ServerError {
+    let error = async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code));
+    let mut server = error.into_server_error(info.field.name.pos);
+    server.path = vec![async_graphql::PathSegment::Field(
+        info.alias.unwrap_or(info.name).to_owned(),
+    )];
+    server
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for AuthzExtension {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        if ROOT_TYPES.contains(&info.parent_type) && !info.name.starts_with("__") {
+            let object = format!("{}.{}", info.parent_type, info.name);
+            let Ok(principal) = ctx.data::<Principal>() else {
+                return Err(refused(
+                    &info,
+                    code::UNAUTHENTICATED,
+                    "credentials required".into(),
+                ));
+            };
+            let allowed = ctx
+                .data::<Authorizer>()
+                .is_ok_and(|authz| authz.may_call(principal.role, &object));
+            if !allowed {
+                tracing::warn!(
+                    target: "crm::security",
+                    subject = %principal.subject,
+                    role = %principal.role,
+                    operation = %object,
+                    "Operation refused by policy."
+                );
+                return Err(refused(
+                    &info,
+                    code::FORBIDDEN,
+                    format!("role {} may not call {object}", principal.role),
+                ));
+            }
+        }
+        next.run(ctx, info).await
+    }
+}
