@@ -157,3 +157,131 @@ impl Extension for AuthzExtension {
         next.run(ctx, info).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::parser::{parse_schema, types::TypeSystemDefinition};
+    use std::collections::BTreeMap;
+
+    /// Every root field of the schema, as `Type.field`.
+    fn operations() -> Vec<String> {
+        let sdl = crate::graphql::sdl();
+        let document = parse_schema(&sdl).unwrap();
+        let mut out = Vec::new();
+        for definition in document.definitions {
+            let TypeSystemDefinition::Type(ty) = definition else {
+                continue;
+            };
+            let name = ty.node.name.node.to_string();
+            if !ROOT_TYPES.contains(&name.as_str()) {
+                continue;
+            }
+            if let async_graphql::parser::types::TypeKind::Object(object) = &ty.node.kind {
+                for field in &object.fields {
+                    out.push(format!("{name}.{}", field.node.name.node));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The expected decision for every operation: which roles may call it
+    /// (A admin, M manager, S sales, I integration, V viewer).
+    const TABLE: &[(&str, &str)] = &[
+        ("Mutation.createApiKey", "A"),
+        ("Mutation.createCustomer", "AMSI"),
+        ("Mutation.deleteCustomer", "AM"),
+        ("Mutation.deleteInteraction", "AMS"),
+        ("Mutation.logInteraction", "AMSI"),
+        ("Mutation.restoreCustomer", "AM"),
+        ("Mutation.revokeApiKey", "A"),
+        ("Mutation.updateCustomer", "AMSI"),
+        ("Mutation.updateInteraction", "AMS"),
+        ("Query.apiKeys", "A"),
+        ("Query.customer", "AMSIV"),
+        ("Query.customers", "AMSIV"),
+        ("Query.interaction", "AMSV"),
+        ("Query.interactions", "AMSV"),
+        ("Query.me", "AMSIV"),
+    ];
+
+    fn letter(role: Role) -> char {
+        match role {
+            Role::Admin => 'A',
+            Role::Manager => 'M',
+            Role::Sales => 'S',
+            Role::Integration => 'I',
+            Role::Viewer => 'V',
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_has_a_rule_and_each_role_gets_what_the_table_says() {
+        let authz = Authorizer::new(DEFAULT_MODEL, DEFAULT_POLICY)
+            .await
+            .unwrap();
+        let table: BTreeMap<&str, &str> = TABLE.iter().copied().collect();
+        let operations = operations();
+        let missing: Vec<&String> = operations
+            .iter()
+            .filter(|op| !table.contains_key(op.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "operations without an entry in the table (and maybe the policy): {missing:?}"
+        );
+        let stale: Vec<&&str> = table
+            .keys()
+            .filter(|op| !operations.iter().any(|o| o == *op))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "table entries for operations that no longer exist: {stale:?}"
+        );
+        for op in &operations {
+            for role in Role::ALL {
+                let expected = table[op.as_str()].contains(letter(role));
+                assert_eq!(authz.may_call(role, op), expected, "{role} on {op}");
+            }
+            // Every operation is allowed to someone besides admin, or is admin-only on purpose.
+        }
+    }
+
+    #[tokio::test]
+    async fn row_scopes_follow_the_policy() {
+        let authz = Authorizer::new(DEFAULT_MODEL, DEFAULT_POLICY)
+            .await
+            .unwrap();
+        let principal = |role| Principal {
+            subject: "ana".into(),
+            role,
+            credential: crm_domain::Credential::Token,
+        };
+        assert_eq!(
+            authz.customer_scope(&principal(Role::Admin)),
+            Some(CustomerScope::All)
+        );
+        assert_eq!(
+            authz.customer_scope(&principal(Role::Viewer)),
+            Some(CustomerScope::All)
+        );
+        assert_eq!(
+            authz.customer_scope(&principal(Role::Sales)),
+            Some(CustomerScope::OwnedByOrUnassigned("ana".into()))
+        );
+        let strict = DEFAULT_POLICY.replace(
+            "p, sales, customers, own_or_unassigned",
+            "p, sales, customers, own",
+        );
+        let authz = Authorizer::new(DEFAULT_MODEL, &strict).await.unwrap();
+        assert_eq!(
+            authz.customer_scope(&principal(Role::Sales)),
+            Some(CustomerScope::OwnedBy("ana".into()))
+        );
+        let none = DEFAULT_POLICY.replace("p, viewer, customers, all", "");
+        let authz = Authorizer::new(DEFAULT_MODEL, &none).await.unwrap();
+        assert_eq!(authz.customer_scope(&principal(Role::Viewer)), None);
+    }
+}
