@@ -7,6 +7,7 @@ use crate::{
     config::{Config, Mode},
     graphql::{ApiContext, build_schema},
     http::{HttpState, router},
+    ratelimit::RateLimits,
 };
 use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
@@ -78,10 +79,21 @@ impl Application {
         let context = ApiContext::new(db.clone(), clock, region, &config.graphql);
         let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
         let graphiql = config.graphql.graphiql && config.server.mode != Mode::Production;
+        let limits = RateLimits::new(&config.rate_limit);
+        let pruned = limits.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                pruned.prune();
+            }
+        });
         let state = HttpState {
             schema,
             context,
             authenticator,
+            limits,
+            trust_forwarded_for: config.rate_limit.trust_forwarded_for,
             graphiql,
         };
         let router = router(

@@ -46,6 +46,8 @@ pub struct Config {
     pub customers: CustomersConfig,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Request rate limits.
+    pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -282,6 +284,37 @@ impl fmt::Debug for AuthConfig {
             .field("policy_file", &self.policy_file)
             .field("bootstrap_admin_key", &self.bootstrap_admin_key)
             .finish()
+    }
+}
+
+/// Request rate limits (token buckets).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Apply the limits. Default true.
+    pub enabled: bool,
+    /// Sustained requests per minute from one client IP (0: no IP limit). Default 1200.
+    pub per_ip_per_minute: u32,
+    /// Requests one client IP may send at once. Default 200.
+    pub per_ip_burst: u32,
+    /// Sustained requests per minute of one user or API key (0: no limit). Default 1200.
+    pub per_principal_per_minute: u32,
+    /// Requests one user or API key may send at once. Default 200.
+    pub per_principal_burst: u32,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you run). Default false.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip_per_minute: 1200,
+            per_ip_burst: 200,
+            per_principal_per_minute: 1200,
+            per_principal_burst: 200,
+            trust_forwarded_for: false,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! - Every error that leaves the API carries a stable `extensions.code`:
 //!   `VALIDATION_FAILED` (with `field` and `fields`: every failing input field as a path such as
 //!   `input.email`), `NOT_FOUND`, `DUPLICATE` (with `field` and `existingId`), `CONFLICT`,
-//!   `UNAUTHENTICATED`, `FORBIDDEN`, `SERVICE_UNAVAILABLE`, `INTERNAL`; request-level failures use `BAD_REQUEST`,
+//!   `UNAUTHENTICATED`, `FORBIDDEN`, `RATE_LIMITED`, `SERVICE_UNAVAILABLE`, `INTERNAL`; request-level failures use `BAD_REQUEST`,
 //!   `PAYLOAD_TOO_LARGE`, `GRAPHQL_PARSE_FAILED` and `GRAPHQL_VALIDATION_FAILED`.
 //! - Internal details are logged here, once, with the request's span, and never returned:
 //!   the client gets "internal error".
@@ -27,6 +27,8 @@ pub mod code {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// The policy does not allow this operation for the caller's role.
     pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// Too many requests; retry after `Retry-After`.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// A concurrent change won; retry.
     pub const CONFLICT: &str = "CONFLICT";
     /// The database is unreachable or overloaded.

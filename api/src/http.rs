@@ -5,19 +5,23 @@ use crate::{
     auth::{AuthError, Authenticator},
     error::code,
     graphql::{ApiContext, AppSchema},
+    ratelimit::{RateLimits, Refusal},
 };
 use async_graphql::{ServerError, http::GraphiQLSource};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Query, State, rejection::BytesRejection},
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Duration;
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -31,6 +35,8 @@ pub(crate) struct HttpState {
     pub(crate) schema: AppSchema,
     pub(crate) context: ApiContext,
     pub(crate) authenticator: Authenticator,
+    pub(crate) limits: RateLimits,
+    pub(crate) trust_forwarded_for: bool,
     pub(crate) graphiql: bool,
 }
 
@@ -101,9 +107,14 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 /// gives every error that has no code yet (parse, schema validation, limits) a stable one.
 async fn execute(
     state: &HttpState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
 ) -> Response {
+    let ip = client_ip(peer, headers, state.trust_forwarded_for);
+    if let Err(refusal) = state.limits.check_ip(ip) {
+        return rate_limited(refusal, "client address", &ip.to_string());
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
@@ -111,6 +122,13 @@ async fn execute(
         Ok(principal) => principal,
         Err(error) => return unauthenticated(&error),
     };
+    let bucket = match principal.credential {
+        crm_domain::Credential::Token => format!("user:{}", principal.subject),
+        crm_domain::Credential::ApiKey(id) => format!("key:{id}"),
+    };
+    if let Err(refusal) = state.limits.check_principal(&bucket) {
+        return rate_limited(refusal, "caller", &bucket);
+    }
     let (customers, interactions) = state.context.loaders();
     let mut request = request.data(customers).data(interactions).data(principal);
     if let Err(error) = request.parsed_query() {
@@ -125,6 +143,36 @@ async fn execute(
         tag_uncoded(error);
     }
     Json(response).into_response()
+}
+
+/// The client's address: the peer, or the first `X-Forwarded-For` hop when configured.
+fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for
+        && let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return ip;
+    }
+    peer.ip()
+}
+
+fn rate_limited(refusal: Refusal, what: &str, key: &str) -> Response {
+    let seconds = refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
+    tracing::warn!(target: "crm::security", limited = what, key, retry_after_secs = seconds, "Rate limit exceeded.");
+    let mut response = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        code::RATE_LIMITED,
+        format!("too many requests from this {what}; retry in {seconds} s"),
+    );
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert("ratelimit-limit", HeaderValue::from(refusal.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+    headers.insert("ratelimit-reset", HeaderValue::from(seconds));
+    response
 }
 
 fn unauthenticated(error: &AuthError) -> Response {
@@ -156,6 +204,7 @@ fn tag_uncoded(error: &mut ServerError) {
 
 async fn graphql_post(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -186,7 +235,7 @@ async fn graphql_post(
         );
     }
     match serde_json::from_slice::<async_graphql::Request>(&body) {
-        Ok(request) => execute(&state, &headers, request).await,
+        Ok(request) => execute(&state, peer, &headers, request).await,
         Err(error) => error_response(
             StatusCode::BAD_REQUEST,
             code::BAD_REQUEST,
@@ -207,6 +256,7 @@ struct GetParams {
 
 async fn graphql_get(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     params: Query<GetParams>,
 ) -> Response {
@@ -277,5 +327,5 @@ async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&state, &headers, request).await
+    execute(&state, peer, &headers, request).await
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 mod http;
+pub mod ratelimit;
 pub mod telemetry;
 
 pub use app::Application;

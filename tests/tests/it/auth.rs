@@ -12,6 +12,7 @@ on_both_backends!(
     the_bootstrap_key_is_an_admin_key,
     roles_are_enforced_and_nothing_is_written,
     sales_see_and_change_only_their_own_and_unassigned_customers,
+    bursts_are_rate_limited_per_caller_and_per_address,
 );
 
 async fn status_and_body(app: &TestApp, authorization: Option<&str>) -> (u16, Value) {
@@ -305,4 +306,69 @@ async fn sales_see_and_change_only_their_own_and_unassigned_customers(backend: T
         claim["data"]["updateCustomer"]["owner"], "ana",
         "an unassigned customer can be claimed"
     );
+}
+
+async fn bursts_are_rate_limited_per_caller_and_per_address(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.rate_limit.per_principal_per_minute = 1;
+        c.rate_limit.per_principal_burst = 5;
+        c.rate_limit.per_ip_per_minute = 1;
+        c.rate_limit.per_ip_burst = 12;
+    })
+    .await;
+    let ana = app.token_for(Role::Sales, "ana");
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let response = app
+            .client
+            .post(format!("{}/graphql", app.url))
+            .bearer_auth(&ana)
+            .json(&json!({ "query": "mutation { createCustomer(input: { name: \"B\", phone: \"+49 30 1234567\" }) { id } }" }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 429 {
+            assert!(
+                response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >= 1
+            );
+            assert_eq!(response.headers()["ratelimit-limit"], "5");
+            assert_eq!(response.headers()["ratelimit-remaining"], "0");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(error_code(&body), "RATE_LIMITED");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429],
+        "a burst of 5 per caller"
+    );
+    // Another caller has its own bucket...
+    let bob = app.token_for(Role::Sales, "bob");
+    assert!(
+        app.graphql_as(&bob, "{ me { subject } }", json!({}))
+            .await
+            .get("errors")
+            .is_none()
+    );
+    // ...but the address runs dry too, even for requests without credentials.
+    let mut last = 0;
+    for _ in 0..6 {
+        last = app
+            .client
+            .post(format!("{}/graphql", app.url))
+            .json(&json!({ "query": "{ me { subject } }" }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
 }
