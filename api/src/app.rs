@@ -76,7 +76,13 @@ impl Application {
         } else {
             None
         };
-        let context = ApiContext::new(db.clone(), clock, region, &config.graphql);
+        let context = ApiContext::new(
+            db.clone(),
+            clock,
+            region,
+            &config.graphql,
+            &config.audit.redact_fields,
+        );
         let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
         let graphiql = config.graphql.graphiql && config.server.mode != Mode::Production;
         let limits = RateLimits::new(&config.rate_limit);

@@ -200,6 +200,7 @@ mod tests {
         ("Mutation.updateCustomer", "AMSI"),
         ("Mutation.updateInteraction", "AMS"),
         ("Query.apiKeys", "A"),
+        ("Query.auditLog", "A"),
         ("Query.customer", "AMSIV"),
         ("Query.customers", "AMSIV"),
         ("Query.interaction", "AMSV"),

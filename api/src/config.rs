@@ -48,6 +48,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request rate limits.
     pub rate_limit: RateLimitConfig,
+    /// Audit log.
+    pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -284,6 +286,25 @@ impl fmt::Debug for AuthConfig {
             .field("policy_file", &self.policy_file)
             .field("bootstrap_admin_key", &self.bootstrap_admin_key)
             .finish()
+    }
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Fields whose values are written as `[redacted]` (the fact that they changed is kept).
+    /// Default: email, phone, notes, body.
+    pub redact_fields: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            redact_fields: ["email", "phone", "notes", "body"]
+                .map(String::from)
+                .to_vec(),
+        }
     }
 }
 

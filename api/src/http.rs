@@ -2,6 +2,7 @@
 //! `/readyz`, and the layers every request passes (request id, trace, timeout, body limit).
 
 use crate::{
+    audit::RequestId,
     auth::{AuthError, Authenticator},
     error::code,
     graphql::{ApiContext, AppSchema},
@@ -130,7 +131,16 @@ async fn execute(
         return rate_limited(refusal, "caller", &bucket);
     }
     let (customers, interactions) = state.context.loaders();
-    let mut request = request.data(customers).data(interactions).data(principal);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut request = request
+        .data(customers)
+        .data(interactions)
+        .data(principal)
+        .data(RequestId(request_id));
     if let Err(error) = request.parsed_query() {
         return error_response(
             StatusCode::BAD_REQUEST,

@@ -3,6 +3,7 @@
 //! Only this crate names concrete adapters; `main` stays thin and calls [`Application`].
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;

@@ -36,6 +36,11 @@ enum Command {
         #[arg(long)]
         ttl_secs: Option<u64>,
     },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -53,6 +58,12 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..100))]
         run: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the audit log; exit 1 at the first changed or missing entry.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +127,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 );
             }
             app.run_until(shutdown_signal()).await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let db = crm_store::Db::connect(&config.database.db_options()).await?;
+            match crm_store::audit::verify(&db).await? {
+                crm_store::audit::Verification::Intact { entries } => {
+                    println!("The audit log is intact: {entries} entries verified.");
+                    Ok(())
+                }
+                crm_store::audit::Verification::Broken { seq, reason } => {
+                    anyhow::bail!("the audit log is broken at entry {seq}: {reason}")
+                }
+            }
         }
         Command::Token {
             role,

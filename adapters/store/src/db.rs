@@ -265,6 +265,15 @@ impl Db {
         self.inner.statements.load(Ordering::Relaxed)
     }
 
+    /// Runs raw SQL statements (no results). For operator tools and tests that must reach
+    /// under the API, e.g. to prove that tampering with the audit log is detected.
+    pub async fn execute_raw(&self, sql: &str) -> StoreResult<()> {
+        with_conn!(self, |conn| {
+            conn.batch_execute(sql).await?;
+            Ok(())
+        })
+    }
+
     /// Runs `SELECT 1` on a pooled connection.
     pub async fn ping(&self) -> StoreResult<()> {
         with_conn!(self, |conn| {

@@ -6,6 +6,7 @@
 //! - Migrations are embedded per backend and applied by [`Db::open`] or [`run_migrations`].
 
 pub mod api_keys;
+pub mod audit;
 pub mod customers;
 mod db;
 mod error;

@@ -268,6 +268,20 @@ impl AccessMutation {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(target: "crm::security", key_id = %stored.id, role = %stored.role, by = %principal.subject, "API key created.");
+        let details = serde_json::json!({
+            "name": { "after": stored.name },
+            "role": { "after": stored.role.as_str() },
+            "subject": { "after": stored.subject },
+            "expires_at": { "after": stored.expires_at },
+        });
+        crate::audit::record(
+            ctx,
+            "api_key.create",
+            "api_key",
+            stored.id.to_string(),
+            details.as_object().cloned(),
+        )
+        .await;
         Ok(CreatedApiKey {
             key: generated.secret,
             api_key: ApiKeyNode(stored),
@@ -282,6 +296,14 @@ impl AccessMutation {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(target: "crm::security", key_id = %revoked.id, by = %caller(ctx)?.subject, "API key revoked.");
+        crate::audit::record(
+            ctx,
+            "api_key.revoke",
+            "api_key",
+            revoked.id.to_string(),
+            None,
+        )
+        .await;
         Ok(ApiKeyNode(revoked))
     }
 }

@@ -8,7 +8,10 @@ use super::{
     loaders::{InteractionsLoader, nested_limit, prefetch_latest_interactions, prime_customers},
     pagination::{PageArgs, connection},
 };
-use crate::error::{ApiError, ApiResult, invalid};
+use crate::{
+    audit::record_customer,
+    error::{ApiError, ApiResult, invalid},
+};
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use crm_domain::{
@@ -437,6 +440,7 @@ impl CustomerMutation {
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
         tracing::info!(customer_id = %customer.id, "Customer created.");
+        record_customer(ctx, "customer.create", None, Some(&customer)).await;
         Ok(CustomerNode(customer))
     }
 
@@ -449,7 +453,7 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        visible_customer(ctx, id).await?;
+        let before = visible_customer(ctx, id).await?;
         if let MaybeUndefined::Value(owner) = &input.owner {
             check_owner(&customer_scope(ctx)?, Some(owner))?;
         }
@@ -476,6 +480,7 @@ impl CustomerMutation {
         let customer = customers::update(&api.db, id, |c| c.apply(patch.clone(), clock.now()))
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
+        record_customer(ctx, "customer.update", Some(&before), Some(&customer)).await;
         Ok(CustomerNode(customer))
     }
 
@@ -488,11 +493,14 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        visible_customer(ctx, id).await?;
+        let before = visible_customer(ctx, id).await?;
         let now = api.clock.now();
         let customer = customers::set_deleted(&api.db, id, Some(now), now)
             .await
             .map_err(ApiError::from)?;
+        if before.deleted_at.is_none() {
+            record_customer(ctx, "customer.delete", Some(&before), Some(&customer)).await;
+        }
         Ok(CustomerNode(customer))
     }
 
@@ -504,10 +512,13 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        visible_customer(ctx, id).await?;
+        let before = visible_customer(ctx, id).await?;
         let customer = customers::set_deleted(&api.db, id, None, api.clock.now())
             .await
             .map_err(ApiError::from)?;
+        if before.deleted_at.is_some() {
+            record_customer(ctx, "customer.restore", Some(&before), Some(&customer)).await;
+        }
         Ok(CustomerNode(customer))
     }
 }

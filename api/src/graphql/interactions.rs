@@ -8,7 +8,10 @@ use super::{
     loaders::{CustomersLoader, prefetch_customers_of, prefetch_latest_interactions},
     pagination::{PageArgs, connection},
 };
-use crate::error::{ApiError, invalid};
+use crate::{
+    audit::record_interaction,
+    error::{ApiError, invalid},
+};
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use crm_domain::{
@@ -304,6 +307,7 @@ impl InteractionMutation {
         let interaction = interactions::insert(&api.db, new)
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
+        record_interaction(ctx, "interaction.create", None, Some(&interaction)).await;
         Ok(InteractionNode(interaction))
     }
 
@@ -316,13 +320,13 @@ impl InteractionMutation {
     ) -> async_graphql::Result<InteractionNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: InteractionId = parse_id("id", &id)?;
-        if visible_interaction(ctx, id).await?.is_none() {
+        let Some(before) = visible_interaction(ctx, id).await? else {
             return Err(ApiError::NotFound {
                 entity: "interaction",
                 id: id.to_string(),
             }
             .into());
-        }
+        };
         let draft = InteractionPatchDraft {
             kind: input.kind.map(Into::into),
             direction: change(input.direction, Into::into),
@@ -337,6 +341,9 @@ impl InteractionMutation {
         let interaction = interactions::update(&api.db, id, patch, api.clock.now())
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
+        if interaction != before {
+            record_interaction(ctx, "interaction.update", Some(&before), Some(&interaction)).await;
+        }
         Ok(InteractionNode(interaction))
     }
 
@@ -344,16 +351,17 @@ impl InteractionMutation {
     async fn delete_interaction(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let api = ctx.data::<ApiContext>()?;
         let parsed: InteractionId = parse_id("id", &id)?;
-        if visible_interaction(ctx, parsed).await?.is_none() {
+        let Some(before) = visible_interaction(ctx, parsed).await? else {
             return Err(ApiError::NotFound {
                 entity: "interaction",
                 id: parsed.to_string(),
             }
             .into());
-        }
+        };
         interactions::delete(&api.db, parsed)
             .await
             .map_err(ApiError::from)?;
+        record_interaction(ctx, "interaction.delete", Some(&before), None).await;
         Ok(id)
     }
 }

@@ -4,6 +4,7 @@
 //! types live here and wrap domain values; the domain never derives GraphQL traits.
 
 mod access;
+mod audit;
 mod customers;
 mod interactions;
 mod loaders;
@@ -37,12 +38,15 @@ pub struct ApiContext {
     pub region: PhoneRegion,
     /// Page sizes.
     pub pages: pagination::PageLimits,
+    /// Fields whose values the audit log replaces with `[redacted]`.
+    pub redact: Arc<[String]>,
 }
 
 /// All queries.
 #[derive(MergedObject, Default, Debug)]
 pub struct Query(
     access::AccessQuery,
+    audit::AuditQuery,
     customers::CustomerQuery,
     interactions::InteractionQuery,
 );
@@ -76,11 +80,18 @@ pub fn build_schema(
 
 impl ApiContext {
     /// Builds the context from configuration.
-    pub fn new(db: Db, clock: Arc<dyn Clock>, region: PhoneRegion, limits: &GraphqlConfig) -> Self {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        region: PhoneRegion,
+        limits: &GraphqlConfig,
+        redact: &[String],
+    ) -> Self {
         Self {
             db,
             clock,
             region,
+            redact: redact.into(),
             pages: pagination::PageLimits {
                 default: limits.default_page_size,
                 max: limits.max_page_size,

@@ -1,6 +1,7 @@
 //! The one integration test binary: the real server over HTTP, on both storage backends.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected shapes")]
 
+mod audit;
 mod auth;
 mod customers;
 mod dataloader;
