@@ -157,3 +157,62 @@ async fn get_serves_queries_and_graphiql(backend: TestBackend) {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("graphiql"));
 }
+
+mod edge {
+    use crm_tests::{TestApp, TestBackend};
+    use serde_json::json;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cors_is_closed_unless_an_origin_is_configured() {
+        let closed = TestApp::spawn(TestBackend::Sqlite).await;
+        let preflight = |app: &TestApp| {
+            app.client
+                .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.url))
+                .header("origin", "https://app.example.com")
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                )
+                .send()
+        };
+        let response = preflight(&closed).await.unwrap();
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
+        let open = TestApp::spawn_with(TestBackend::Sqlite, |c| {
+            c.server.cors_allowed_origins = vec!["https://app.example.com".into()];
+        })
+        .await;
+        let response = preflight(&open).await.unwrap();
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn introspection_can_be_turned_off() {
+        let app =
+            TestApp::spawn_with(TestBackend::Sqlite, |c| c.graphql.introspection = false).await;
+        let response = app
+            .graphql(
+                "{ __schema { queryType { name } } __type(name: \"Customer\") { name } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            response["data"],
+            json!({ "__schema": null, "__type": null }),
+            "{response}"
+        );
+        let on = TestApp::spawn(TestBackend::Sqlite).await;
+        let data = on
+            .graphql_ok("{ __schema { queryType { name } } }", json!({}))
+            .await;
+        assert_eq!(data["__schema"]["queryType"]["name"], "Query");
+    }
+}

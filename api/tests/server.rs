@@ -1,0 +1,239 @@
+//! The `crm-server` binary as an operator runs it: first start, tokens, keys, logs, refusals.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use serde_json::{Value, json};
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const SECRET: &str = "operator-secret-0123456789-0123456789-xyz";
+
+fn server(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-server"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "CRM_DATABASE__URL",
+            format!("sqlite://{}", dir.join("crm.db").display()),
+        )
+        .env("CRM_SERVER__BIND", "127.0.0.1:0")
+        .env("CRM_AUTH__JWT_SECRET", SECRET);
+    command
+}
+
+/// Starts `serve` with trace logs; returns the child, its base URL and the bootstrap key.
+fn start(dir: &std::path::Path) -> (Child, String, String) {
+    let mut child = server(dir)
+        .arg("serve")
+        .env("CRM_LOG__FILTER", "trace")
+        .env("CRM_LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut key = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while key.is_empty() && Instant::now() < deadline {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(k) = line.split_whitespace().find(|w| w.starts_with("crm_")) {
+            key = k.to_owned();
+        }
+    }
+    assert!(!key.is_empty(), "the first start prints an admin key");
+    // The address is in the `Listening.` log line on stderr.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut url = String::new();
+    let mut early = String::new();
+    while url.is_empty() && Instant::now() < deadline {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        early.push_str(&line);
+        if line.contains("Listening.") {
+            let value: Value = serde_json::from_str(&line).unwrap();
+            url = format!("http://{}", value["fields"]["addr"].as_str().unwrap());
+        }
+    }
+    assert!(!url.is_empty(), "no Listening line in: {early}");
+    // Keep draining stderr into a file-like buffer on a thread, for the secrets check.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        let _ = tx.send(early + &rest);
+    });
+    LOGS.with(|logs| *logs.borrow_mut() = Some(rx));
+    (child, url, key)
+}
+
+thread_local! {
+    static LOGS: std::cell::RefCell<Option<std::sync::mpsc::Receiver<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    LOGS.with(|logs| {
+        logs.borrow_mut()
+            .take()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+    })
+}
+
+async fn graphql(client: &reqwest::Client, url: &str, credential: &str, query: &str) -> Value {
+    client
+        .post(format!("{url}/graphql"))
+        .bearer_auth(credential)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_never_logs_a_secret() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, bootstrap) = start(dir.path());
+    let client = reqwest::Client::new();
+
+    let token = String::from_utf8(
+        server(dir.path())
+            .args(["token", "--role", "sales", "--subject", "ana"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let me = graphql(&client, &url, &token, "{ me { subject role } }").await;
+    assert_eq!(
+        me["data"]["me"],
+        json!({ "subject": "ana", "role": "SALES" })
+    );
+
+    let created = graphql(
+        &client,
+        &url,
+        &bootstrap,
+        "mutation { createApiKey(input: { name: \"zapier\", role: INTEGRATION }) { key } }",
+    )
+    .await;
+    let key = created["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lead = graphql(
+        &client,
+        &url,
+        &key,
+        "mutation { createCustomer(input: { name: \"L\", email: \"l@example.com\" }) { id } }",
+    )
+    .await;
+    assert!(lead.get("errors").is_none(), "{lead}");
+    let bad = graphql(&client, &url, &format!("{token}x"), "{ me { role } }").await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+
+    let logs = stop(child);
+    assert!(
+        logs.contains("Authentication failed."),
+        "security events are logged"
+    );
+    assert!(logs.contains("API key created."));
+    for secret in [SECRET, bootstrap.as_str(), token.as_str(), key.as_str()] {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the log: {}…",
+            &secret[..12]
+        );
+    }
+
+    // A second start over the same database creates no new key.
+    let mut restarted = server(dir.path())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it listens: by then the bootstrap step has run.
+    let mut stderr = BufReader::new(restarted.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Listening.") {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let mut printed = String::new();
+    restarted
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    assert!(
+        !printed.contains("crm_"),
+        "the bootstrap key is printed only on the first start"
+    );
+
+    let verify = server(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("intact: 2 entries"));
+}
+
+#[test]
+fn production_mode_refuses_a_weak_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["config", "check"][..], &["serve"][..]] {
+        let output = server(dir.path())
+            .args(args)
+            .env("CRM_SERVER__MODE", "production")
+            .env("CRM_AUTH__JWT_SECRET", "short")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("CRM_AUTH__JWT_SECRET") && !stderr.contains("short\""),
+            "{stderr}"
+        );
+    }
+    let ok = server(dir.path())
+        .args(["config", "check"])
+        .env("CRM_SERVER__MODE", "production")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "a 40-byte secret is enough: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&ok.stdout).contains(SECRET),
+        "config check never prints secrets"
+    );
+}
