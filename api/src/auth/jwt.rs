@@ -334,4 +334,51 @@ mod tests {
             AuthError::InvalidToken("invalid claims")
         );
     }
+
+    /// A throw-away P-256 key pair made for this test (`openssl ecparam -name prime256v1`).
+    const EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgivZ1A2+eEsPM6OQq\nYLP21IiTDvrsLAYvktW9EXClo7OhRANCAAR3Bdp5fMBddpXoJwnsSuai78KxxPkd\np6oi+/kwV6hd9aTxyNmdEaLhZRhj02GNOxQgSxhNsas0l9MnFTakbatE\n-----END PRIVATE KEY-----\n";
+    const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEdwXaeXzAXXaV6CcJ7Ermou/CscT5\nHaeqIvv5MFeoXfWk8cjZnRGi4WUYY9NhjTsUIEsYTbGrNJfTJxU2pG2rRA==\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn identity_provider_tokens_verify_with_the_public_key_only() {
+        let verifier = JwtVerifier::new(
+            None,
+            Some(EC_PUBLIC),
+            Some("https://idp.example.com/".into()),
+            Some("crm".into()),
+        )
+        .unwrap();
+        let claims = serde_json::json!({
+            "sub": "idp-user", "role": "manager", "exp": now().timestamp() + 600,
+            "iss": "https://idp.example.com/", "aud": "crm"
+        });
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        let verified = verifier.verify(&token, now()).unwrap();
+        assert_eq!(
+            (verified.sub.as_str(), verified.role),
+            ("idp-user", Role::Manager)
+        );
+        // Another issuer, or an HS256 token, is refused when only public keys are configured.
+        let mut foreign = claims.clone();
+        foreign["iss"] = serde_json::json!("https://evil.example.com/");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &foreign, &key).unwrap();
+        assert_eq!(
+            verifier.verify(&token, now()).unwrap_err(),
+            AuthError::InvalidToken("wrong issuer")
+        );
+        let hs = mint_token(
+            &secret(),
+            "x",
+            Role::Admin,
+            now(),
+            chrono::Duration::hours(1),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&hs, now()).unwrap_err(),
+            AuthError::InvalidToken("HS256 tokens are not accepted")
+        );
+    }
 }
