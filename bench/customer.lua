@@ -8,6 +8,7 @@ math.randomseed(42)
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("CRM_BENCH_TOKEN")
 
 local query = [[query($id: ID!) { customer(id: $id) { id name email phone company status tags createdAt } }]]
 

@@ -2,6 +2,7 @@
 -- interactions (newest customers first).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("CRM_BENCH_TOKEN")
 wrk.body = '{"query":"{ customers(first: 50) { nodes { id name email company status interactions(first: 5) { id kind outcome occurredAt } } pageInfo { hasNextPage endCursor } } }"}'
 
 response = function(status, headers, body)

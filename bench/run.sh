@@ -33,6 +33,11 @@ esac
 cargo build --release -p crm-api --bin crm-server
 server=target/release/crm-server
 export CRM_DATABASE__URL=$url CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=warn
+# Every request is authenticated (an admin JWT) and authorized; the rate limiter is off, since a
+# load generator is one client by design.
+export CRM_AUTH__JWT_SECRET=bench-secret-0123456789-0123456789-0123 CRM_RATE_LIMIT__ENABLED=false
+CRM_BENCH_TOKEN=$("$server" token --role admin --subject bench --ttl-secs 86400)
+export CRM_BENCH_TOKEN
 
 if [ -z "${SKIP_SEED:-}" ]; then
   /usr/bin/time -f "seed: %e s, max RSS %M KiB" "$server" seed --customers "$customers" --interactions-per-customer "$per"
