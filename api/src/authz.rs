@@ -22,10 +22,21 @@ pub const DEFAULT_MODEL: &str = include_str!("../policy/model.conf");
 /// The policy shipped with the server.
 pub const DEFAULT_POLICY: &str = include_str!("../policy/policy.csv");
 
-/// The policy decision point.
+/// A role's row-level rule for customers, as the policy states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowRule {
+    All,
+    OwnOrUnassigned,
+    Own,
+}
+
+/// The policy decision point. The policy is fixed while the server runs, so decisions are
+/// memoized: casbin (with its script engine) runs once per role and operation, not per request.
 #[derive(Clone)]
 pub struct Authorizer {
     enforcer: Arc<Enforcer>,
+    decisions: Arc<std::sync::RwLock<std::collections::HashMap<(Role, String), bool>>>,
+    rows: Arc<[(Role, Option<RowRule>)]>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -50,8 +61,30 @@ impl Authorizer {
         let enforcer = Enforcer::new(model, StringAdapter::new(rows))
             .await
             .map_err(|e| anyhow::anyhow!("invalid casbin policy: {e}"))?;
+        let allows = |role: Role, act: &str| {
+            enforcer
+                .enforce((role.as_str(), "customers", act))
+                .unwrap_or(false)
+        };
+        let row_rules = Role::ALL
+            .into_iter()
+            .map(|role| {
+                let rule = if allows(role, "all") {
+                    Some(RowRule::All)
+                } else if allows(role, "own_or_unassigned") {
+                    Some(RowRule::OwnOrUnassigned)
+                } else if allows(role, "own") {
+                    Some(RowRule::Own)
+                } else {
+                    None
+                };
+                (role, rule)
+            })
+            .collect();
         Ok(Self {
             enforcer: Arc::new(enforcer),
+            decisions: Arc::default(),
+            rows: row_rules,
         })
     }
 
@@ -72,29 +105,39 @@ impl Authorizer {
 
     /// May `role` call the operation `object` (`Query.customers`)?
     pub fn may_call(&self, role: Role, object: &str) -> bool {
-        self.enforcer
+        let key = (role, object.to_owned());
+        if let Some(decision) = self
+            .decisions
+            .read()
+            .ok()
+            .and_then(|d| d.get(&key).copied())
+        {
+            return decision;
+        }
+        let decision = self
+            .enforcer
             .enforce((role.as_str(), object, "call"))
-            .unwrap_or(false)
+            .unwrap_or(false);
+        if let Ok(mut decisions) = self.decisions.write() {
+            decisions.insert(key, decision);
+        }
+        decision
     }
 
     /// Which customers `principal` may see and change; `None` if none at all.
     pub fn customer_scope(&self, principal: &Principal) -> Option<CustomerScope> {
-        let allows = |act: &str| {
-            self.enforcer
-                .enforce((principal.role.as_str(), "customers", act))
-                .unwrap_or(false)
-        };
-        if allows("all") {
-            Some(CustomerScope::All)
-        } else if allows("own_or_unassigned") {
-            Some(CustomerScope::OwnedByOrUnassigned(
-                principal.subject.clone(),
-            ))
-        } else if allows("own") {
-            Some(CustomerScope::OwnedBy(principal.subject.clone()))
-        } else {
-            None
-        }
+        let rule = self
+            .rows
+            .iter()
+            .find(|(role, _)| *role == principal.role)
+            .and_then(|(_, rule)| *rule)?;
+        Some(match rule {
+            RowRule::All => CustomerScope::All,
+            RowRule::OwnOrUnassigned => {
+                CustomerScope::OwnedByOrUnassigned(principal.subject.clone())
+            }
+            RowRule::Own => CustomerScope::OwnedBy(principal.subject.clone()),
+        })
     }
 }
 
