@@ -16,12 +16,21 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 /// A built, bound, not yet running server.
-#[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     db: Db,
     bootstrap_key: Option<String>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("listener", &self.listener)
+            .field("db", &self.db)
+            .field("bootstrap_key", &self.bootstrap_key.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Application {

@@ -153,6 +153,10 @@ impl ExtensionFactory for AuthzExtension {
 
 const ROOT_TYPES: [&str; 3] = ["Query", "Mutation", "Subscription"];
 
+/// Nested fields that reach another entity's data and so need a rule of their own, like root
+/// fields: reading a customer must not imply reading its interactions.
+pub const GUARDED_FIELDS: &[&str] = &["Customer.interactions"];
+
 fn refused(info: &ResolveInfo<'_>, code: &'static str, message: String) -> ServerError {
     let error = async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code));
     let mut server = error.into_server_error(info.field.name.pos);
@@ -170,8 +174,10 @@ impl Extension for AuthzExtension {
         info: ResolveInfo<'_>,
         next: NextResolve<'_>,
     ) -> ServerResult<Option<Value>> {
-        if ROOT_TYPES.contains(&info.parent_type) && !info.name.starts_with("__") {
-            let object = format!("{}.{}", info.parent_type, info.name);
+        let object = format!("{}.{}", info.parent_type, info.name);
+        let guarded = (ROOT_TYPES.contains(&info.parent_type) && !info.name.starts_with("__"))
+            || GUARDED_FIELDS.contains(&object.as_str());
+        if guarded {
             let Ok(principal) = ctx.data::<Principal>() else {
                 return Err(refused(
                     &info,
@@ -207,7 +213,7 @@ mod tests {
     use async_graphql::parser::{parse_schema, types::TypeSystemDefinition};
     use std::collections::BTreeMap;
 
-    /// Every root field of the schema, as `Type.field`.
+    /// Every root field of the schema and every guarded nested field, as `Type.field`.
     fn operations() -> Vec<String> {
         let sdl = crate::graphql::sdl();
         let document = parse_schema(&sdl).unwrap();
@@ -226,6 +232,7 @@ mod tests {
                 }
             }
         }
+        out.extend(GUARDED_FIELDS.iter().map(|f| (*f).to_owned()));
         out.sort();
         out
     }
@@ -233,6 +240,7 @@ mod tests {
     /// The expected decision for every operation: which roles may call it
     /// (A admin, M manager, S sales, I integration, V viewer).
     const TABLE: &[(&str, &str)] = &[
+        ("Customer.interactions", "AMSV"),
         ("Mutation.createApiKey", "A"),
         ("Mutation.createCustomer", "AMSI"),
         ("Mutation.deleteCustomer", "AM"),

@@ -468,17 +468,21 @@ impl Config {
         if let Err(e) = crm_domain::PhoneRegion::parse(&self.customers.default_region) {
             problems.push(format!("customers.default_region: {}", e.message));
         }
-        if self.server.mode == Mode::Production {
-            let secret_len = self
-                .auth
-                .jwt_secret
-                .as_ref()
-                .map_or(0, |s| s.expose_secret().len());
-            if secret_len < MIN_JWT_SECRET_LEN && self.auth.public_keys_file.is_none() {
-                problems.push(format!(
-                    "production mode needs CRM_AUTH__JWT_SECRET of at least {MIN_JWT_SECRET_LEN} bytes (or auth.public_keys_file)"
-                ));
-            }
+        let secret_len = self
+            .auth
+            .jwt_secret
+            .as_ref()
+            .map(|s| s.expose_secret().len());
+        if secret_len.is_some_and(|len| len < MIN_JWT_SECRET_LEN) {
+            problems.push(format!("CRM_AUTH__JWT_SECRET must be at least {MIN_JWT_SECRET_LEN} bytes (HS256 tokens signed with a short secret can be forged)"));
+        }
+        if self.server.mode == Mode::Production
+            && secret_len.is_none()
+            && self.auth.public_keys_file.is_none()
+        {
+            problems.push(format!(
+                "production mode needs CRM_AUTH__JWT_SECRET of at least {MIN_JWT_SECRET_LEN} bytes (or auth.public_keys_file)"
+            ));
         }
         for origin in &self.server.cors_allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))

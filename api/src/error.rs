@@ -64,8 +64,8 @@ pub enum ApiError {
     Duplicate {
         /// Path of the input field.
         field: String,
-        /// Who holds it.
-        existing_id: String,
+        /// Who holds it, when the caller may see that customer.
+        existing_id: Option<String>,
     },
     /// Lost a race with a concurrent change.
     Conflict(String),
@@ -128,7 +128,7 @@ impl ApiError {
             StoreError::NotFound { entity, id } => Self::NotFound { entity, id },
             StoreError::Duplicate { field, existing_id } => Self::Duplicate {
                 field: graphql_path(prefix, field),
-                existing_id,
+                existing_id: Some(existing_id),
             },
             StoreError::Invalid(errors) => Self::validation(prefix, errors),
             StoreError::Conflict { entity, id } => Self::Conflict(format!(
@@ -146,9 +146,16 @@ impl ApiError {
         match self {
             Self::Validation(errors) => format!("invalid input: {errors}"),
             Self::NotFound { entity, id } => format!("{entity} `{id}` not found"),
-            Self::Duplicate { field, existing_id } => {
+            Self::Duplicate {
+                field,
+                existing_id: Some(existing_id),
+            } => {
                 format!("{field} is already taken by customer {existing_id}")
             }
+            Self::Duplicate {
+                field,
+                existing_id: None,
+            } => format!("{field} is already taken"),
             Self::Conflict(message) | Self::Forbidden(message) => message.clone(),
             Self::Unavailable(_) => "the database is unavailable, try again later".into(),
             Self::Internal(_) => "internal error".into(),
@@ -202,7 +209,9 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Duplicate { field, existing_id } => {
                 ext.set("code", code::DUPLICATE);
                 ext.set("field", field.as_str());
-                ext.set("existingId", existing_id.as_str());
+                if let Some(existing_id) = existing_id {
+                    ext.set("existingId", existing_id.as_str());
+                }
             }
             ApiError::Conflict(_) => ext.set("code", code::CONFLICT),
             ApiError::Forbidden(_) => ext.set("code", code::FORBIDDEN),

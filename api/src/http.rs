@@ -155,13 +155,16 @@ async fn execute(
     Json(response).into_response()
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` hop when configured.
+/// The client's address: the peer, or — behind a trusted proxy — the hop that proxy added,
+/// which is the **last** `X-Forwarded-For` entry (the ones before it are the client's to forge).
 fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for
         && let Some(ip) = headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok())
     {
         return ip;

@@ -86,10 +86,10 @@ pub struct Principal {
 }
 
 /// Which customers a principal may see and change (row-level rule, from the policy).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Deliberately without a default: every query must say whose rows it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomerScope {
     /// Every customer.
-    #[default]
     All,
     /// Only customers owned by this subject.
     OwnedBy(String),

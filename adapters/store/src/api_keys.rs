@@ -9,7 +9,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use crm_domain::{ApiKeyId, Role};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 /// A stored API key (without the secret, which is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +113,6 @@ pub async fn insert(db: &Db, new: &NewApiKey) -> StoreResult<ApiKey> {
 /// Stores `new` only if no key exists at all (the first start's admin key). One statement, so
 /// that replicas starting together create one key, not several. True if it was stored.
 pub async fn insert_if_none(db: &Db, new: &NewApiKey) -> StoreResult<bool> {
-    use diesel::sql_types::{Nullable, Text, Timestamp};
     let row = ApiKeyRow::from_new(new);
     let placeholders: Vec<String> = match db.backend() {
         Backend::Postgres => (1..=8).map(|n| format!("${n}")).collect(),
@@ -124,8 +123,40 @@ pub async fn insert_if_none(db: &Db, new: &NewApiKey) -> StoreResult<bool> {
          SELECT {} WHERE NOT EXISTS (SELECT 1 FROM api_keys)",
         placeholders.join(", ")
     );
-    let inserted = with_conn!(db, |conn| {
-        diesel::sql_query(sql.clone())
+    let inserted = with_conn!(
+        db,
+        postgres | conn | {
+            // READ COMMITTED does not make INSERT … WHERE NOT EXISTS atomic across sessions:
+            // serialize the bootstrap with a transaction-scoped advisory lock.
+            conn.transaction(async |conn| {
+                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({BOOTSTRAP_LOCK})"))
+                    .execute(conn)
+                    .await?;
+                bind_row!(diesel::sql_query(sql.clone()), &row)
+                    .execute(conn)
+                    .await
+            })
+            .await?
+        },
+        sqlite | conn | {
+            // SQLite runs one writer at a time, so the statement alone is atomic.
+            bind_row!(diesel::sql_query(sql.clone()), &row)
+                .execute(conn)
+                .await?
+        }
+    );
+    Ok(inserted == 1)
+}
+
+/// Lock key of the bootstrap-key advisory lock.
+const BOOTSTRAP_LOCK: i64 = 0x0063_726d_6b65_7973; // "crmkeys"
+
+/// Binds the bootstrap row to the `INSERT … SELECT` (a macro: the query type differs per backend).
+macro_rules! bind_row {
+    ($query:expr, $row:expr) => {{
+        use diesel::sql_types::{Nullable, Text, Timestamp};
+        let row = $row;
+        $query
             .bind::<Text, _>(row.id.clone())
             .bind::<Text, _>(row.name.clone())
             .bind::<Text, _>(row.prefix.clone())
@@ -134,11 +165,9 @@ pub async fn insert_if_none(db: &Db, new: &NewApiKey) -> StoreResult<bool> {
             .bind::<Text, _>(row.subject.clone())
             .bind::<Nullable<Text>, _>(row.created_by.clone())
             .bind::<Timestamp, _>(row.created_at)
-            .execute(conn)
-            .await?
-    });
-    Ok(inserted == 1)
+    }};
 }
+use bind_row;
 
 /// The key whose secret hashes to `key_hash`, revoked or not.
 pub async fn find_by_hash(db: &Db, key_hash: &str) -> StoreResult<Option<ApiKey>> {

@@ -9,17 +9,16 @@ use crate::{
     schema::{customer_tags, customers},
 };
 use chrono::{DateTime, Utc};
-use crm_domain::{
-    Customer, CustomerId, CustomerScope, CustomerStatus, NewCustomer, Tag, ValidationErrors,
-};
+use crm_domain::{Customer, CustomerId, CustomerScope, CustomerStatus, NewCustomer, Tag};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 /// How often an update is retried when the row changed between read and write.
 const UPDATE_ATTEMPTS: usize = 5;
 
-/// Which customers a list returns. All conditions must hold.
-#[derive(Debug, Clone, Default)]
+/// Which customers a list returns. All conditions must hold. No `Default`: the caller's
+/// row-level scope must always be given.
+#[derive(Debug, Clone)]
 pub struct CustomerFilter {
     /// Substring of name, email or company (case-insensitive, Unicode-aware).
     pub text: Option<String>,
@@ -385,13 +384,16 @@ pub async fn list(
     Page::from_probe(rows, seek).try_map(Customer::try_from)
 }
 
-/// Changes a customer with `change`, which sees the current state and may refuse. Concurrent
+/// Changes a customer with `change`, which sees the current state and may refuse (return
+/// `StoreError::Invalid` for a domain rule, `NotFound` for a row the caller may not touch); it
+/// is re-run on the fresh state after a concurrent write, so its checks always hold for what is
+/// written. Concurrent
 /// writers are detected (the row is written only if `updated_at` is still what was read) and
 /// the change is re-applied to the fresh state. Soft-deleted customers are not found.
 pub async fn update(
     db: &Db,
     id: CustomerId,
-    mut change: impl FnMut(&mut Customer) -> Result<(), ValidationErrors>,
+    mut change: impl FnMut(&mut Customer) -> Result<(), StoreError>,
 ) -> StoreResult<Customer> {
     for _ in 0..UPDATE_ATTEMPTS {
         let current = get(db, id)
@@ -399,7 +401,7 @@ pub async fn update(
             .filter(|c| c.deleted_at.is_none())
             .ok_or_else(|| not_found(id))?;
         let mut next = current.clone();
-        change(&mut next).map_err(StoreError::Invalid)?;
+        change(&mut next)?;
         if next == current {
             return Ok(current);
         }

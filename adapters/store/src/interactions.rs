@@ -24,8 +24,9 @@ use std::collections::HashMap;
 /// The tag of interaction cursors (ordered by `occurred_at`, newest first).
 pub const CURSOR_TAG: &str = "o";
 
-/// Which interactions a list returns.
-#[derive(Debug, Clone, Default)]
+/// Which interactions a list returns. No `Default`: the caller's row-level scope must always
+/// be given.
+#[derive(Debug, Clone)]
 pub struct InteractionFilter {
     /// Of this customer.
     pub customer_id: Option<CustomerId>,

@@ -83,9 +83,18 @@ impl Cursor {
         if tag != ordering {
             return Err(CursorError("the cursor belongs to another ordering"));
         }
+        // Only what we encode is accepted: a UUID id, a timestamp PostgreSQL can hold, text
+        // without control characters (a NUL would make PostgreSQL fail the query).
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Err(CursorError("not a cursor"));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(CursorError("not a cursor"));
+        }
         let key = if time_key {
             let micros: i64 = key.parse().map_err(|_| CursorError("not a cursor"))?;
             let at = DateTime::<Utc>::from_timestamp_micros(micros)
+                .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
                 .ok_or(CursorError("not a cursor"))?;
             CursorKey::Time(at.naive_utc())
         } else {
@@ -159,20 +168,42 @@ mod tests {
         let at = DateTime::<Utc>::from_timestamp_micros(1_764_000_000_123_456)
             .unwrap()
             .naive_utc();
+        let id = "01a21343-0759-77de-bfba-e0e752bc02cf".to_owned();
         let c = Cursor {
             ordering: "c",
             key: CursorKey::Time(at),
-            id: "abc".into(),
+            id: id.clone(),
         };
         assert_eq!(Cursor::decode(&c.encode(), "c", true).unwrap(), c);
         assert!(Cursor::decode(&c.encode(), "n", false).is_err());
         let n = Cursor {
             ordering: "n",
             key: CursorKey::Text("Ana | Đorđe".into()),
-            id: "x".into(),
+            id: id.clone(),
         };
         assert_eq!(Cursor::decode(&n.encode(), "n", false).unwrap(), n);
         assert!(Cursor::decode("!!!", "c", true).is_err());
-        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("c|id|notanumber"), "c", true).is_err());
+        assert!(
+            Cursor::decode(
+                &URL_SAFE_NO_PAD.encode(format!("c|{id}|notanumber")),
+                "c",
+                true
+            )
+            .is_err()
+        );
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("c|not-a-uuid|1"), "c", true).is_err());
+        assert!(
+            Cursor::decode(
+                &URL_SAFE_NO_PAD.encode(format!("n|{id}|a\u{0}b")),
+                "n",
+                false
+            )
+            .is_err()
+        );
+        let far = format!("c|{id}|{}", -300_000_000_000_000_000_i64);
+        assert!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode(far), "c", true).is_err(),
+            "out of PostgreSQL's range"
+        );
     }
 }

@@ -159,7 +159,14 @@ impl JwtVerifier {
         // Time claims are checked below against the server's clock, which tests control.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &self.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
@@ -200,10 +207,13 @@ pub fn mint_token(
     ttl: chrono::Duration,
     issuer: Option<&str>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    let expires = now
+        .checked_add_signed(ttl)
+        .ok_or(jsonwebtoken::errors::ErrorKind::ExpiredSignature)?;
     let claims = Claims {
         sub: subject.to_owned(),
         role,
-        exp: (now + ttl).timestamp(),
+        exp: expires.timestamp(),
         iat: Some(now.timestamp()),
         nbf: Some(now.timestamp()),
         iss: issuer.map(str::to_owned),

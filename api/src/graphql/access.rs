@@ -71,6 +71,43 @@ pub(crate) async fn visible_interaction(
         .then_some(interaction))
 }
 
+/// Maps a store error of a customer write, hiding the id of a duplicate's holder when the
+/// caller may not see that customer (otherwise `DUPLICATE` would reveal who is in the CRM).
+pub(crate) async fn scoped_write_error(
+    ctx: &Context<'_>,
+    prefix: &str,
+    error: crm_store::StoreError,
+) -> ApiError {
+    let mut mapped = ApiError::from_store(prefix, error);
+    if let ApiError::Duplicate {
+        existing_id: existing @ Some(_),
+        ..
+    } = &mut mapped
+    {
+        let visible = match (
+            customer_scope(ctx),
+            existing
+                .as_deref()
+                .and_then(|id| id.parse::<CustomerId>().ok()),
+        ) {
+            (Ok(CustomerScope::All), _) => true,
+            (Ok(scope), Some(id)) => match ctx.data::<ApiContext>() {
+                Ok(api) => customers::get(&api.db, id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| scope.covers(c.owner.as_deref())),
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        if !visible {
+            *existing = None;
+        }
+    }
+    mapped
+}
+
 /// Refuses to give a customer an owner outside the caller's scope.
 pub(crate) fn check_owner(scope: &CustomerScope, owner: Option<&str>) -> ApiResult<()> {
     match scope.subject() {

@@ -103,7 +103,7 @@ pub(crate) struct AuditQuery;
 impl AuditQuery {
     /// The audit log, newest first (admin). Page size as for `customers`.
     #[graphql(
-        complexity = "usize::try_from(first.unwrap_or(20)).unwrap_or(1).max(1) * child_complexity"
+        complexity = "usize::try_from(first.unwrap_or(20)).unwrap_or(1).clamp(1, 1000).saturating_mul(child_complexity)"
     )]
     async fn audit_log(
         &self,

@@ -3,7 +3,7 @@
 
 use super::{
     ApiContext,
-    access::{check_owner, customer_scope, visible_customer},
+    access::{check_owner, customer_scope, scoped_write_error, visible_customer},
     interactions::InteractionNode,
     loaders::{InteractionsLoader, nested_limit, prefetch_latest_interactions, prime_customers},
     pagination::{PageArgs, connection},
@@ -135,7 +135,9 @@ impl CustomerNode {
     }
     /// The newest interactions, newest first (at most the maximum page size). Batched across
     /// all customers of a response.
-    #[graphql(complexity = "usize::try_from(first).unwrap_or(1).max(1) * child_complexity")]
+    #[graphql(
+        complexity = "usize::try_from(first).unwrap_or(1).clamp(1, 1000).saturating_mul(child_complexity)"
+    )]
     async fn interactions(
         &self,
         ctx: &Context<'_>,
@@ -180,6 +182,10 @@ pub(crate) struct CustomerFilter {
 
 impl CustomerFilter {
     fn into_store(self, scope: crm_domain::CustomerScope) -> ApiResult<StoreFilter> {
+        let text = crm_domain::values::optional_text("filter.text", self.text.as_deref(), 200)
+            .map_err(|e| invalid(e.field, e.code, e.message))?;
+        let owner = crm_domain::values::optional_text("filter.owner", self.owner.as_deref(), 200)
+            .map_err(|e| invalid(e.field, e.code, e.message))?;
         let tag = self
             .tag
             .map(|t| Tag::parse(&t).map_err(|e| invalid("filter.tag", e.code, e.message)))
@@ -194,10 +200,10 @@ impl CustomerFilter {
             ));
         }
         Ok(StoreFilter {
-            text: self.text,
+            text,
             status: self.status.map(Into::into),
             tag,
-            owner: self.owner,
+            owner,
             created_after: self.created_after,
             created_before: self.created_before,
             include_deleted: self.include_deleted,
@@ -348,7 +354,7 @@ impl CustomerQuery {
     /// Customers, newest first by default, as a Relay connection. Page size: `first` or
     /// `last`, default 20, at most 100 (config `graphql.max_page_size`).
     #[graphql(
-        complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).max(1) * child_complexity"
+        complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).clamp(1, 1000).saturating_mul(child_complexity)"
     )]
     #[expect(
         clippy::too_many_arguments,
@@ -436,9 +442,10 @@ impl CustomerMutation {
         };
         let new = NewCustomer::parse(draft, api.region, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
-        let customer = customers::insert(&api.db, new)
-            .await
-            .map_err(|e| ApiError::from_store("input", e))?;
+        let customer = match customers::insert(&api.db, new).await {
+            Ok(customer) => customer,
+            Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
+        };
         tracing::info!(customer_id = %customer.id, "Customer created.");
         record_customer(ctx, "customer.create", None, Some(&customer)).await;
         Ok(CustomerNode(customer))
@@ -477,9 +484,24 @@ impl CustomerMutation {
         let patch = CustomerPatch::parse(draft, api.region)
             .map_err(|e| ApiError::validation("input", e))?;
         let clock = api.clock.clone();
-        let customer = customers::update(&api.db, id, |c| c.apply(patch.clone(), clock.now()))
-            .await
-            .map_err(|e| ApiError::from_store("input", e))?;
+        let scope = customer_scope(ctx)?;
+        // The scope is checked again on the state being written: a concurrent reassignment
+        // must not let this change land on someone else's customer.
+        let customer = customers::update(&api.db, id, |c| {
+            if !scope.covers(c.owner.as_deref()) {
+                return Err(crm_store::StoreError::NotFound {
+                    entity: "customer",
+                    id: id.to_string(),
+                });
+            }
+            c.apply(patch.clone(), clock.now())
+                .map_err(crm_store::StoreError::Invalid)
+        })
+        .await;
+        let customer = match customer {
+            Ok(customer) => customer,
+            Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
+        };
         record_customer(ctx, "customer.update", Some(&before), Some(&customer)).await;
         Ok(CustomerNode(customer))
     }

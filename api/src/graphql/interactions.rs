@@ -211,7 +211,7 @@ impl InteractionQuery {
 
     /// Interactions, newest first, as a Relay connection (page size as for `customers`).
     #[graphql(
-        complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).max(1) * child_complexity"
+        complexity = "usize::try_from(first.or(last).unwrap_or(20)).unwrap_or(1).clamp(1, 1000).saturating_mul(child_complexity)"
     )]
     async fn interactions(
         &self,

@@ -13,6 +13,7 @@ on_both_backends!(
     roles_are_enforced_and_nothing_is_written,
     sales_see_and_change_only_their_own_and_unassigned_customers,
     bursts_are_rate_limited_per_caller_and_per_address,
+    nested_fields_and_duplicates_do_not_leak_across_rules,
 );
 
 async fn status_and_body(app: &TestApp, authorization: Option<&str>) -> (u16, Value) {
@@ -371,4 +372,40 @@ async fn bursts_are_rate_limited_per_caller_and_per_address(backend: TestBackend
             .as_u16();
     }
     assert_eq!(last, 429);
+}
+
+async fn nested_fields_and_duplicates_do_not_leak_across_rules(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app
+        .create_customer(json!({ "name": "Theirs", "email": "theirs@example.com", "owner": "bob" }))
+        .await;
+    app.graphql_ok(
+        "mutation($id: ID!) { logInteraction(input: { customerId: $id, kind: CALL, body: \"transcript\" }) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    // An integration key reads customers but not their interactions, not even nested.
+    let integration = app.token_for(Role::Integration, "zapier");
+    let nested = app
+        .graphql_as(
+            &integration,
+            "{ customers { nodes { name interactions { body } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&nested), "FORBIDDEN", "{nested}");
+    assert!(!nested.to_string().contains("transcript"));
+    // A sales user learns that an email is taken, not by whom.
+    let ana = app.token_for(Role::Sales, "ana");
+    let twin = app.graphql_as(&ana, "mutation { createCustomer(input: { name: \"T\", email: \"theirs@example.com\" }) { id } }", json!({})).await;
+    assert_eq!(error_code(&twin), "DUPLICATE");
+    assert!(
+        twin["errors"][0]["extensions"].get("existingId").is_none(),
+        "{twin}"
+    );
+    assert!(!twin.to_string().contains(&id));
+    // A manager (all customers) is told who holds it.
+    let manager = app.token_for(Role::Manager, "meg");
+    let told = app.graphql_as(&manager, "mutation { createCustomer(input: { name: \"T\", email: \"theirs@example.com\" }) { id } }", json!({})).await;
+    assert_eq!(told["errors"][0]["extensions"]["existingId"], id.as_str());
 }
