@@ -155,7 +155,10 @@ impl TestApp {
             TestBackend::Postgres => {
                 let admin_url = std::env::var(POSTGRES_URL_VAR)
                     .with_context(|| format!("{POSTGRES_URL_VAR} is not set"))?;
-                let name = format!("crm_test_{}", uuid::Uuid::new_v4().simple());
+                // A run-specific prefix (CI sets one) lets a sweep drop only this run's leftovers.
+                let prefix =
+                    std::env::var("CRM_TEST_DB_PREFIX").unwrap_or_else(|_| "crm_test_".to_owned());
+                let name = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
                 let (client, connection) =
                     tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
                         .await

@@ -53,7 +53,9 @@ pub async fn insert(db: &Db, new: NewInteraction) -> StoreResult<Interaction> {
     let row = InteractionRow::from(&interaction);
     let customer = row.customer_id.clone();
     let inserted = with_conn!(db, |conn| {
-        // Insert only if the customer is alive; one statement, no read-then-write race.
+        // Insert only if the customer is alive. A soft delete racing between the check and the
+        // insert can let one interaction land on a just-deleted customer (it stays with it and
+        // shows again on restore); a hard delete is caught by the foreign key.
         let alive: i64 = customers::table
             .filter(customers::id.eq(&customer))
             .filter(customers::deleted_at.is_null())
