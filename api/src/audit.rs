@@ -2,10 +2,13 @@
 //! (before/after), PII-heavy fields redacted per `audit.redact_fields`, and the request id.
 //! Secrets never reach this module (API key secrets are not part of any record).
 
-use crate::graphql::ApiContext;
+use crate::{
+    error::{ApiError, ApiResult},
+    graphql::ApiContext,
+};
 use async_graphql::Context;
 use crm_domain::{Credential, Customer, Interaction, Principal};
-use crm_store::audit::{self, ActorKind, NewAuditEntry};
+use crm_store::audit::{ActorKind, NewAuditEntry};
 use serde_json::{Map, Value, json};
 
 /// The id of the HTTP request, as set by the request-id layer.
@@ -92,85 +95,92 @@ pub(crate) fn changes(
     out
 }
 
-/// Appends an entry for the caller of this request. A failure is logged loudly and does not
-/// undo the change that was made.
-pub(crate) async fn record(
-    ctx: &Context<'_>,
-    action: &str,
-    target_type: &str,
-    target_id: String,
-    changed: Option<Map<String, Value>>,
-) {
-    let (Ok(api), Ok(principal)) = (ctx.data::<ApiContext>(), ctx.data::<Principal>()) else {
-        tracing::error!(action, "Audit entry without context or principal.");
-        return;
-    };
-    let (actor_kind, actor) = match principal.credential {
-        Credential::Token => (ActorKind::User, principal.subject.clone()),
-        Credential::ApiKey(id) => (
-            ActorKind::ApiKey,
-            format!("{} (key {id})", principal.subject),
-        ),
-    };
-    let entry = NewAuditEntry {
-        at: api.clock.now(),
-        actor_kind,
-        actor,
-        action: action.to_owned(),
-        target_type: Some(target_type.to_owned()),
-        target_id: Some(target_id),
-        request_id: ctx.data::<RequestId>().ok().map(|r| r.0.clone()),
-        payload: changed
-            .filter(|c| !c.is_empty())
-            .map(|c| Value::Object(c).to_string()),
-    };
-    if let Err(error) = audit::append(&api.db, &entry).await {
-        tracing::error!(%error, action, "Cannot append to the audit log.");
+/// Builds the audit entries of one request: who (from the principal), when, which request.
+/// The store appends them in the same transaction as the change they describe.
+#[derive(Debug, Clone)]
+pub(crate) struct Auditor {
+    actor_kind: ActorKind,
+    actor: String,
+    request_id: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+    redact: std::sync::Arc<[String]>,
+}
+
+impl Auditor {
+    /// The auditor of the current request.
+    pub(crate) fn of(ctx: &Context<'_>) -> ApiResult<Self> {
+        let api = ctx
+            .data::<ApiContext>()
+            .map_err(|e| ApiError::Internal(e.message))?;
+        let principal = ctx
+            .data::<Principal>()
+            .map_err(|e| ApiError::Internal(e.message))?;
+        let (actor_kind, actor) = match principal.credential {
+            Credential::Token => (ActorKind::User, principal.subject.clone()),
+            Credential::ApiKey(id) => (
+                ActorKind::ApiKey,
+                format!("{} (key {id})", principal.subject),
+            ),
+        };
+        Ok(Self {
+            actor_kind,
+            actor,
+            request_id: ctx.data::<RequestId>().ok().map(|r| r.0.clone()),
+            at: api.clock.now(),
+            redact: api.redact.clone(),
+        })
     }
-}
 
-/// Records a change to a customer (`before`/`after` absent for create/hard delete).
-pub(crate) async fn record_customer(
-    ctx: &Context<'_>,
-    action: &str,
-    before: Option<&Customer>,
-    after: Option<&Customer>,
-) {
-    let Some(id) = after.or(before).map(|c| c.id.to_string()) else {
-        return;
-    };
-    let redact = ctx
-        .data::<ApiContext>()
-        .map(|api| api.redact.clone())
-        .unwrap_or_default();
-    let changed = changes(
-        before.map(customer_fields).as_ref(),
-        after.map(customer_fields).as_ref(),
-        &redact,
-    );
-    record(ctx, action, "customer", id, Some(changed)).await;
-}
+    /// An entry with the given changes.
+    pub(crate) fn entry(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: String,
+        changed: Map<String, Value>,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            at: self.at,
+            actor_kind: self.actor_kind,
+            actor: self.actor.clone(),
+            action: action.to_owned(),
+            target_type: Some(target_type.to_owned()),
+            target_id: Some(target_id),
+            request_id: self.request_id.clone(),
+            payload: (!changed.is_empty()).then(|| Value::Object(changed).to_string()),
+        }
+    }
 
-/// Records a change to an interaction.
-pub(crate) async fn record_interaction(
-    ctx: &Context<'_>,
-    action: &str,
-    before: Option<&Interaction>,
-    after: Option<&Interaction>,
-) {
-    let Some(id) = after.or(before).map(|i| i.id.to_string()) else {
-        return;
-    };
-    let redact = ctx
-        .data::<ApiContext>()
-        .map(|api| api.redact.clone())
-        .unwrap_or_default();
-    let changed = changes(
-        before.map(interaction_fields).as_ref(),
-        after.map(interaction_fields).as_ref(),
-        &redact,
-    );
-    record(ctx, action, "interaction", id, Some(changed)).await;
+    /// The entry of a change to a customer (`before` absent for a create).
+    pub(crate) fn customer(
+        &self,
+        action: &str,
+        before: Option<&Customer>,
+        after: &Customer,
+    ) -> Option<NewAuditEntry> {
+        let changed = changes(
+            before.map(customer_fields).as_ref(),
+            Some(&customer_fields(after)),
+            &self.redact,
+        );
+        Some(self.entry(action, "customer", after.id.to_string(), changed))
+    }
+
+    /// The entry of a change to an interaction (`after` absent for a delete).
+    pub(crate) fn interaction(
+        &self,
+        action: &str,
+        before: Option<&Interaction>,
+        after: Option<&Interaction>,
+    ) -> Option<NewAuditEntry> {
+        let id = after.or(before)?.id.to_string();
+        let changed = changes(
+            before.map(interaction_fields).as_ref(),
+            after.map(interaction_fields).as_ref(),
+            &self.redact,
+        );
+        Some(self.entry(action, "interaction", id, changed))
+    }
 }
 
 #[cfg(test)]

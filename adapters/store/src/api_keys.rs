@@ -1,6 +1,7 @@
 //! API keys: stored by the hash of the key; looked up on every request that presents one.
 
 use crate::{
+    audit::{AppendAudit as _, NewAuditEntry},
     db::{Backend, Db, with_conn},
     error::{StoreError, StoreResult},
     rows::{from_db_time, to_db_time},
@@ -98,14 +99,21 @@ impl ApiKeyRow {
     }
 }
 
-/// Stores a key.
-pub async fn insert(db: &Db, new: &NewApiKey) -> StoreResult<ApiKey> {
+/// Stores a key; `audit` (if any) is appended in the same transaction.
+pub async fn insert(db: &Db, new: &NewApiKey, audit: Option<NewAuditEntry>) -> StoreResult<ApiKey> {
     let row = ApiKeyRow::from_new(new);
     with_conn!(db, |conn| {
-        diesel::insert_into(api_keys::table)
-            .values(&row)
-            .execute(conn)
-            .await?;
+        conn.transaction(async |conn| {
+            diesel::insert_into(api_keys::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })
+        .await?;
     });
     row.into_key()
 }
@@ -194,24 +202,38 @@ pub async fn list(db: &Db) -> StoreResult<Vec<ApiKey>> {
     rows.into_iter().map(ApiKeyRow::into_key).collect()
 }
 
-/// Revokes a key (idempotent: a revoked key keeps its first revocation time).
-pub async fn revoke(db: &Db, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey> {
+/// Revokes a key (idempotent: a revoked key keeps its first revocation time); `audit` is
+/// appended in the same transaction when this call revoked it.
+pub async fn revoke(
+    db: &Db,
+    id: ApiKeyId,
+    at: DateTime<Utc>,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<ApiKey> {
     let key = id.to_string();
     let row: Option<ApiKeyRow> = with_conn!(db, |conn| {
-        diesel::update(
+        conn.transaction(async |conn| {
+            let revoked = diesel::update(
+                api_keys::table
+                    .filter(api_keys::id.eq(&key))
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set(api_keys::revoked_at.eq(Some(to_db_time(at))))
+            .execute(conn)
+            .await?;
+            if revoked == 1
+                && let Some(entry) = &audit
+            {
+                conn.append_audit(entry).await?;
+            }
             api_keys::table
-                .filter(api_keys::id.eq(&key))
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set(api_keys::revoked_at.eq(Some(to_db_time(at))))
-        .execute(conn)
-        .await?;
-        api_keys::table
-            .find(&key)
-            .select(ApiKeyRow::as_select())
-            .first(conn)
-            .await
-            .optional()?
+                .find(&key)
+                .select(ApiKeyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })
+        .await?
     });
     row.ok_or(StoreError::NotFound {
         entity: "api_key",

@@ -160,50 +160,85 @@ fn chain(new: &NewAuditEntry, head: Option<(i64, String)>) -> AuditEntry {
     entry
 }
 
-/// Appends an entry at the head of the chain.
+/// Appends to the chain from inside a transaction that the caller runs, so that an entry
+/// commits or rolls back together with the change it records. Implemented for both backends'
+/// connections, so one query body can call it in either arm of `with_conn!`.
+pub(crate) trait AppendAudit {
+    /// Appends `new` at the head of the chain. Must run inside a transaction; on SQLite that
+    /// transaction must already have written (so it holds the write lock before this reads).
+    fn append_audit<'a>(
+        &'a mut self,
+        new: &'a NewAuditEntry,
+    ) -> futures_util::future::BoxFuture<'a, diesel::QueryResult<AuditEntry>>;
+}
+
+impl AppendAudit for diesel_async::AsyncPgConnection {
+    fn append_audit<'a>(
+        &'a mut self,
+        new: &'a NewAuditEntry,
+    ) -> futures_util::future::BoxFuture<'a, diesel::QueryResult<AuditEntry>> {
+        Box::pin(async move {
+            // Serializes appenders until this transaction ends, so the chain cannot fork.
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
+                .execute(self)
+                .await?;
+            let head: Option<(i64, String)> = audit_log::table
+                .order_by(audit_log::seq.desc())
+                .select((audit_log::seq, audit_log::hash))
+                .first(self)
+                .await
+                .optional()?;
+            let entry = chain(new, head);
+            diesel::insert_into(audit_log::table)
+                .values(&entry)
+                .execute(self)
+                .await?;
+            Ok(entry)
+        })
+    }
+}
+
+impl AppendAudit for crate::db::SqliteConn {
+    fn append_audit<'a>(
+        &'a mut self,
+        new: &'a NewAuditEntry,
+    ) -> futures_util::future::BoxFuture<'a, diesel::QueryResult<AuditEntry>> {
+        let new = new.clone();
+        Box::pin(self.spawn_blocking(move |conn| append_sync(conn, &new)))
+    }
+}
+
+/// The SQLite append on the sync connection (inside the caller's write transaction).
+pub(crate) fn append_sync(
+    conn: &mut diesel::SqliteConnection,
+    new: &NewAuditEntry,
+) -> diesel::QueryResult<AuditEntry> {
+    let head: Option<(i64, String)> = diesel::RunQueryDsl::first(
+        audit_log::table
+            .order_by(audit_log::seq.desc())
+            .select((audit_log::seq, audit_log::hash)),
+        conn,
+    )
+    .optional()?;
+    let entry = chain(new, head);
+    diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(&entry), conn)?;
+    Ok(entry)
+}
+
+/// Appends an entry on its own (for events that change no row, such as security events).
 pub async fn append(db: &Db, new: &NewAuditEntry) -> StoreResult<AuditEntry> {
     let new = new.clone();
     let entry = with_conn!(
         db,
         postgres | conn | {
-            conn.transaction(async |conn| {
-                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
-                    .execute(conn)
-                    .await?;
-                let head: Option<(i64, String)> = audit_log::table
-                    .order_by(audit_log::seq.desc())
-                    .select((audit_log::seq, audit_log::hash))
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let entry = chain(&new, head);
-                diesel::insert_into(audit_log::table)
-                    .values(&entry)
-                    .execute(conn)
-                    .await?;
-                Ok::<_, diesel::result::Error>(entry)
-            })
-            .await?
+            conn.transaction(async |conn| conn.append_audit(&new).await)
+                .await?
         },
         sqlite | conn | {
             conn.spawn_blocking(move |conn| {
-                // IMMEDIATE takes the write lock first, so the read of the head and the insert
-                // cannot interleave with another writer.
-                conn.immediate_transaction(|conn| {
-                    let head: Option<(i64, String)> = diesel::RunQueryDsl::first(
-                        audit_log::table
-                            .order_by(audit_log::seq.desc())
-                            .select((audit_log::seq, audit_log::hash)),
-                        conn,
-                    )
-                    .optional()?;
-                    let entry = chain(&new, head);
-                    diesel::RunQueryDsl::execute(
-                        diesel::insert_into(audit_log::table).values(&entry),
-                        conn,
-                    )?;
-                    Ok::<_, diesel::result::Error>(entry)
-                })
+                // IMMEDIATE takes the write lock first, so reading the head and inserting cannot
+                // interleave with another writer.
+                conn.immediate_transaction(|conn| append_sync(conn, &new))
             })
             .await?
         }

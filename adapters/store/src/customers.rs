@@ -2,6 +2,7 @@
 //! soft delete and restore.
 
 use crate::{
+    audit::{AppendAudit as _, NewAuditEntry},
     db::{Db, with_conn},
     error::{StoreError, StoreResult},
     page::{Cursor, CursorKey, Page, Seek},
@@ -150,11 +151,16 @@ macro_rules! keyset {
 
 /// Stores a new customer. A taken email or phone is [`StoreError::Duplicate`] naming the
 /// customer that holds it.
-pub async fn insert(db: &Db, new: NewCustomer) -> StoreResult<Customer> {
+/// `audit` (if any) is appended to the audit log in the same transaction.
+pub async fn insert(
+    db: &Db,
+    new: NewCustomer,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<Customer> {
     let NewCustomer(customer) = new;
     let row = CustomerRow::from(&customer);
     let tags = tag_rows(&customer);
-    let result = insert_rows(db, vec![row.clone()], tags).await?;
+    let result = insert_rows(db, vec![row.clone()], tags, audit).await?;
     match result {
         Ok(()) => Customer::try_from(row),
         Err(error) if StoreError::is_unique_violation(&error) => {
@@ -169,7 +175,7 @@ pub async fn insert(db: &Db, new: NewCustomer) -> StoreResult<Customer> {
 pub async fn insert_batch(db: &Db, batch: &[Customer]) -> StoreResult<()> {
     let rows: Vec<CustomerRow> = batch.iter().map(CustomerRow::from).collect();
     let tags: Vec<_> = batch.iter().flat_map(tag_rows).collect();
-    insert_rows(db, rows, tags).await??;
+    insert_rows(db, rows, tags, None).await??;
     Ok(())
 }
 
@@ -179,6 +185,7 @@ async fn insert_rows(
     db: &Db,
     rows: Vec<CustomerRow>,
     tags: Vec<TagRow>,
+    audit: Option<NewAuditEntry>,
 ) -> StoreResult<Result<(), diesel::result::Error>> {
     // Bind-parameter limits: SQLite allows 32766 per statement, PostgreSQL 65535; a customer
     // row has 20 columns.
@@ -199,6 +206,9 @@ async fn insert_rows(
                         .execute(conn)
                         .await?;
                 }
+                if let Some(entry) = &audit {
+                    conn.append_audit(entry).await?;
+                }
                 Ok::<_, diesel::result::Error>(())
             })
             .await
@@ -217,6 +227,9 @@ async fn insert_rows(
                             diesel::insert_into(customer_tags::table).values(chunk),
                             conn,
                         )?;
+                    }
+                    if let Some(entry) = &audit {
+                        crate::audit::append_sync(conn, entry)?;
                     }
                     Ok(())
                 })
@@ -394,6 +407,7 @@ pub async fn update(
     db: &Db,
     id: CustomerId,
     mut change: impl FnMut(&mut Customer) -> Result<(), StoreError>,
+    audit: impl Fn(&Customer, &Customer) -> Option<NewAuditEntry>,
 ) -> StoreResult<Customer> {
     for _ in 0..UPDATE_ATTEMPTS {
         let current = get(db, id)
@@ -410,6 +424,8 @@ pub async fn update(
         let tags_changed = next.tags != current.tags;
         let tags = tag_rows(&next);
         let key = row.id.clone();
+        // The entry describes exactly this write, and commits with it.
+        let entry = audit(&current, &next);
         let written = with_conn!(
             db,
             postgres | conn | {
@@ -433,6 +449,11 @@ pub async fn update(
                                 .execute(conn)
                                 .await?;
                         }
+                    }
+                    if updated == 1
+                        && let Some(entry) = &entry
+                    {
+                        conn.append_audit(entry).await?;
                     }
                     Ok::<_, diesel::result::Error>(updated == 1)
                 })
@@ -458,6 +479,11 @@ pub async fn update(
                                 let new = diesel::insert_into(customer_tags::table).values(&tags);
                                 diesel::RunQueryDsl::execute(new, conn)?;
                             }
+                        }
+                        if updated == 1
+                            && let Some(entry) = &entry
+                        {
+                            crate::audit::append_sync(conn, entry)?;
                         }
                         Ok(updated == 1)
                     })
@@ -487,31 +513,42 @@ pub async fn set_deleted(
     id: CustomerId,
     deleted_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    audit: impl FnOnce(&Customer) -> Option<NewAuditEntry> + Send,
 ) -> StoreResult<Customer> {
     let key = id.to_string();
     let deleted = deleted_at.map(to_db_time);
     let now = to_db_time(now);
     let row: Option<CustomerRow> = with_conn!(db, |conn| {
-        let target = customers::table.filter(customers::id.eq(&key));
-        let set = (
-            customers::deleted_at.eq(deleted),
-            customers::updated_at.eq(now),
-        );
-        if deleted.is_some() {
-            diesel::update(target.filter(customers::deleted_at.is_null()))
-                .set(set)
-                .returning(CustomerRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        } else {
-            diesel::update(target.filter(customers::deleted_at.is_not_null()))
-                .set(set)
-                .returning(CustomerRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
-        }
+        conn.transaction(async |conn| {
+            let target = customers::table.filter(customers::id.eq(&key));
+            let set = (
+                customers::deleted_at.eq(deleted),
+                customers::updated_at.eq(now),
+            );
+            let row = if deleted.is_some() {
+                diesel::update(target.filter(customers::deleted_at.is_null()))
+                    .set(set)
+                    .returning(CustomerRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?
+            } else {
+                diesel::update(target.filter(customers::deleted_at.is_not_null()))
+                    .set(set)
+                    .returning(CustomerRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()?
+            };
+            // Only a real change is audited, in the same transaction as the change.
+            if let Some(row) = &row
+                && let Some(entry) = audit(&Customer::try_from(row.clone())?)
+            {
+                conn.append_audit(&entry).await?;
+            }
+            Ok::<_, StoreError>(row)
+        })
+        .await?
     });
     match row {
         Some(row) => Customer::try_from(row),

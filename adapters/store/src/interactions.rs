@@ -2,6 +2,7 @@
 //! delete.
 
 use crate::{
+    audit::{AppendAudit as _, NewAuditEntry},
     customers::not_found as customer_not_found,
     db::{Backend, Db, with_conn},
     error::{StoreError, StoreResult},
@@ -18,7 +19,7 @@ use diesel::{
     prelude::*,
     sql_types::{BigInt, Text},
 };
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use std::collections::HashMap;
 
 /// The tag of interaction cursors (ordered by `occurred_at`, newest first).
@@ -48,46 +49,51 @@ fn not_found(id: InteractionId) -> StoreError {
 }
 
 /// Logs an interaction for a live (not deleted) customer.
-pub async fn insert(db: &Db, new: NewInteraction) -> StoreResult<Interaction> {
+/// `audit` (if any) is appended in the same transaction.
+pub async fn insert(
+    db: &Db,
+    new: NewInteraction,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<Interaction> {
     let NewInteraction(interaction) = new;
     let row = InteractionRow::from(&interaction);
     let customer = row.customer_id.clone();
-    let inserted = with_conn!(db, |conn| {
-        // Insert only if the customer is alive. A soft delete racing between the check and the
-        // insert can let one interaction land on a just-deleted customer (it stays with it and
-        // shows again on restore); a hard delete is caught by the foreign key.
-        let alive: i64 = customers::table
-            .filter(customers::id.eq(&customer))
-            .filter(customers::deleted_at.is_null())
-            .count()
-            .get_result(conn)
-            .await?;
-        if alive == 0 {
-            0
-        } else {
+    let result: Result<(), StoreError> = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            // Write first, then check that the customer is alive, rolling back if not: a
+            // transaction that starts with a write never has to upgrade a read lock on SQLite.
+            // A missing customer fails the foreign key.
             diesel::insert_into(interactions::table)
                 .values(&row)
                 .execute(conn)
-                .await
-                .map_err(|e| {
-                    match e {
-                        // The customer was hard-deleted in between.
-                        diesel::result::Error::DatabaseError(
-                            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                            _,
-                        ) => StoreError::NotFound {
-                            entity: "customer",
-                            id: customer.clone(),
-                        },
-                        other => other.into(),
-                    }
-                })?
-        }
+                .await?;
+            let alive: i64 = customers::table
+                .filter(customers::id.eq(&customer))
+                .filter(customers::deleted_at.is_null())
+                .count()
+                .get_result(conn)
+                .await?;
+            if alive == 0 {
+                return Err(StoreError::NotFound {
+                    entity: "customer",
+                    id: customer.clone(),
+                });
+            }
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
+            Ok(())
+        })
+        .await
     });
-    if inserted == 0 {
-        return Err(customer_not_found(interaction.customer_id));
+    match result {
+        Ok(()) => Interaction::try_from(row),
+        Err(StoreError::Database(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        ))) => Err(customer_not_found(interaction.customer_id)),
+        Err(other) => Err(other),
     }
-    Interaction::try_from(row)
 }
 
 /// Inserts many interactions in one transaction (for seeding and imports).
@@ -312,6 +318,7 @@ pub async fn update(
     id: InteractionId,
     patch: InteractionPatch,
     now: DateTime<Utc>,
+    audit: impl FnOnce(&Interaction, &Interaction) -> Option<NewAuditEntry>,
 ) -> StoreResult<Interaction> {
     let mut interaction = get(db, id).await?.ok_or_else(|| not_found(id))?;
     let before = interaction.clone();
@@ -319,13 +326,23 @@ pub async fn update(
     if interaction == before {
         return Ok(interaction);
     }
+    let entry = audit(&before, &interaction);
     let row = InteractionRow::from(&interaction);
     let key = row.id.clone();
     let updated = with_conn!(db, |conn| {
-        diesel::update(interactions::table.filter(interactions::id.eq(&key)))
-            .set(&row)
-            .execute(conn)
-            .await?
+        conn.transaction(async |conn| {
+            let updated = diesel::update(interactions::table.filter(interactions::id.eq(&key)))
+                .set(&row)
+                .execute(conn)
+                .await?;
+            if updated == 1
+                && let Some(entry) = &entry
+            {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, diesel::result::Error>(updated)
+        })
+        .await?
     });
     if updated == 0 {
         return Err(not_found(id));
@@ -334,12 +351,21 @@ pub async fn update(
 }
 
 /// Deletes an interaction for good.
-pub async fn delete(db: &Db, id: InteractionId) -> StoreResult<()> {
+pub async fn delete(db: &Db, id: InteractionId, audit: Option<NewAuditEntry>) -> StoreResult<()> {
     let key = id.to_string();
     let deleted = with_conn!(db, |conn| {
-        diesel::delete(interactions::table.filter(interactions::id.eq(&key)))
-            .execute(conn)
-            .await?
+        conn.transaction(async |conn| {
+            let deleted = diesel::delete(interactions::table.filter(interactions::id.eq(&key)))
+                .execute(conn)
+                .await?;
+            if deleted == 1
+                && let Some(entry) = &audit
+            {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, diesel::result::Error>(deleted)
+        })
+        .await?
     });
     if deleted == 0 {
         Err(not_found(id))

@@ -2,6 +2,7 @@
 
 use super::{ApiContext, customers::parse_id};
 use crate::{
+    audit::Auditor,
     auth::generate_key,
     authz::Authorizer,
     error::{ApiError, ApiResult},
@@ -301,24 +302,22 @@ impl AccessMutation {
             },
             key_hash: generated.hash.clone(),
         };
-        let stored = api_keys::insert(&api.db, &new)
+        let details = serde_json::json!({
+            "name": { "after": new.key.name },
+            "role": { "after": new.key.role.as_str() },
+            "subject": { "after": new.key.subject },
+            "expires_at": { "after": new.key.expires_at },
+        });
+        let entry = Auditor::of(ctx)?.entry(
+            "api_key.create",
+            "api_key",
+            new.key.id.to_string(),
+            details.as_object().cloned().unwrap_or_default(),
+        );
+        let stored = api_keys::insert(&api.db, &new, Some(entry))
             .await
             .map_err(ApiError::from)?;
         tracing::info!(target: "crm::security", key_id = %stored.id, role = %stored.role, by = %principal.subject, "API key created.");
-        let details = serde_json::json!({
-            "name": { "after": stored.name },
-            "role": { "after": stored.role.as_str() },
-            "subject": { "after": stored.subject },
-            "expires_at": { "after": stored.expires_at },
-        });
-        crate::audit::record(
-            ctx,
-            "api_key.create",
-            "api_key",
-            stored.id.to_string(),
-            details.as_object().cloned(),
-        )
-        .await;
         Ok(CreatedApiKey {
             key: generated.secret,
             api_key: ApiKeyNode(stored),
@@ -329,18 +328,16 @@ impl AccessMutation {
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: ApiKeyId = parse_id("id", &id)?;
-        let revoked = api_keys::revoke(&api.db, id, api.clock.now())
+        let entry = Auditor::of(ctx)?.entry(
+            "api_key.revoke",
+            "api_key",
+            id.to_string(),
+            serde_json::Map::new(),
+        );
+        let revoked = api_keys::revoke(&api.db, id, api.clock.now(), Some(entry))
             .await
             .map_err(ApiError::from)?;
         tracing::info!(target: "crm::security", key_id = %revoked.id, by = %caller(ctx)?.subject, "API key revoked.");
-        crate::audit::record(
-            ctx,
-            "api_key.revoke",
-            "api_key",
-            revoked.id.to_string(),
-            None,
-        )
-        .await;
         Ok(ApiKeyNode(revoked))
     }
 }

@@ -9,7 +9,7 @@ use super::{
     pagination::{PageArgs, connection},
 };
 use crate::{
-    audit::record_customer,
+    audit::Auditor,
     error::{ApiError, ApiResult, invalid},
 };
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
@@ -442,12 +442,12 @@ impl CustomerMutation {
         };
         let new = NewCustomer::parse(draft, api.region, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
-        let customer = match customers::insert(&api.db, new).await {
+        let entry = Auditor::of(ctx)?.customer("customer.create", None, &new.0);
+        let customer = match customers::insert(&api.db, new, entry).await {
             Ok(customer) => customer,
             Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
         };
         tracing::info!(customer_id = %customer.id, "Customer created.");
-        record_customer(ctx, "customer.create", None, Some(&customer)).await;
         Ok(CustomerNode(customer))
     }
 
@@ -460,7 +460,7 @@ impl CustomerMutation {
     ) -> async_graphql::Result<CustomerNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
-        let before = visible_customer(ctx, id).await?;
+        visible_customer(ctx, id).await?;
         if let MaybeUndefined::Value(owner) = &input.owner {
             check_owner(&customer_scope(ctx)?, Some(owner))?;
         }
@@ -485,24 +485,29 @@ impl CustomerMutation {
             .map_err(|e| ApiError::validation("input", e))?;
         let clock = api.clock.clone();
         let scope = customer_scope(ctx)?;
+        let auditor = Auditor::of(ctx)?;
         // The scope is checked again on the state being written: a concurrent reassignment
         // must not let this change land on someone else's customer.
-        let customer = customers::update(&api.db, id, |c| {
-            if !scope.covers(c.owner.as_deref()) {
-                return Err(crm_store::StoreError::NotFound {
-                    entity: "customer",
-                    id: id.to_string(),
-                });
-            }
-            c.apply(patch.clone(), clock.now())
-                .map_err(crm_store::StoreError::Invalid)
-        })
+        let customer = customers::update(
+            &api.db,
+            id,
+            |c| {
+                if !scope.covers(c.owner.as_deref()) {
+                    return Err(crm_store::StoreError::NotFound {
+                        entity: "customer",
+                        id: id.to_string(),
+                    });
+                }
+                c.apply(patch.clone(), clock.now())
+                    .map_err(crm_store::StoreError::Invalid)
+            },
+            |before, after| auditor.customer("customer.update", Some(before), after),
+        )
         .await;
         let customer = match customer {
             Ok(customer) => customer,
             Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
         };
-        record_customer(ctx, "customer.update", Some(&before), Some(&customer)).await;
         Ok(CustomerNode(customer))
     }
 
@@ -516,13 +521,13 @@ impl CustomerMutation {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
         let before = visible_customer(ctx, id).await?;
+        let auditor = Auditor::of(ctx)?;
         let now = api.clock.now();
-        let customer = customers::set_deleted(&api.db, id, Some(now), now)
-            .await
-            .map_err(ApiError::from)?;
-        if before.deleted_at.is_none() {
-            record_customer(ctx, "customer.delete", Some(&before), Some(&customer)).await;
-        }
+        let customer = customers::set_deleted(&api.db, id, Some(now), now, |after| {
+            auditor.customer("customer.delete", Some(&before), after)
+        })
+        .await
+        .map_err(ApiError::from)?;
         Ok(CustomerNode(customer))
     }
 
@@ -535,12 +540,12 @@ impl CustomerMutation {
         let api = ctx.data::<ApiContext>()?;
         let id: CustomerId = parse_id("id", &id)?;
         let before = visible_customer(ctx, id).await?;
-        let customer = customers::set_deleted(&api.db, id, None, api.clock.now())
-            .await
-            .map_err(ApiError::from)?;
-        if before.deleted_at.is_some() {
-            record_customer(ctx, "customer.restore", Some(&before), Some(&customer)).await;
-        }
+        let auditor = Auditor::of(ctx)?;
+        let customer = customers::set_deleted(&api.db, id, None, api.clock.now(), |after| {
+            auditor.customer("customer.restore", Some(&before), after)
+        })
+        .await
+        .map_err(ApiError::from)?;
         Ok(CustomerNode(customer))
     }
 }

@@ -9,7 +9,7 @@ use super::{
     pagination::{PageArgs, connection},
 };
 use crate::{
-    audit::record_interaction,
+    audit::Auditor,
     error::{ApiError, invalid},
 };
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
@@ -304,10 +304,10 @@ impl InteractionMutation {
         };
         let new = NewInteraction::parse(draft, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
-        let interaction = interactions::insert(&api.db, new)
+        let entry = Auditor::of(ctx)?.interaction("interaction.create", None, Some(&new.0));
+        let interaction = interactions::insert(&api.db, new, entry)
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
-        record_interaction(ctx, "interaction.create", None, Some(&interaction)).await;
         Ok(InteractionNode(interaction))
     }
 
@@ -320,13 +320,13 @@ impl InteractionMutation {
     ) -> async_graphql::Result<InteractionNode> {
         let api = ctx.data::<ApiContext>()?;
         let id: InteractionId = parse_id("id", &id)?;
-        let Some(before) = visible_interaction(ctx, id).await? else {
+        if visible_interaction(ctx, id).await?.is_none() {
             return Err(ApiError::NotFound {
                 entity: "interaction",
                 id: id.to_string(),
             }
             .into());
-        };
+        }
         let draft = InteractionPatchDraft {
             kind: input.kind.map(Into::into),
             direction: change(input.direction, Into::into),
@@ -338,12 +338,12 @@ impl InteractionMutation {
             author: change(input.author, |v| v),
         };
         let patch = InteractionPatch::parse(draft).map_err(|e| ApiError::validation("input", e))?;
-        let interaction = interactions::update(&api.db, id, patch, api.clock.now())
-            .await
-            .map_err(|e| ApiError::from_store("input", e))?;
-        if interaction != before {
-            record_interaction(ctx, "interaction.update", Some(&before), Some(&interaction)).await;
-        }
+        let auditor = Auditor::of(ctx)?;
+        let interaction = interactions::update(&api.db, id, patch, api.clock.now(), |old, new| {
+            auditor.interaction("interaction.update", Some(old), Some(new))
+        })
+        .await
+        .map_err(|e| ApiError::from_store("input", e))?;
         Ok(InteractionNode(interaction))
     }
 
@@ -358,10 +358,10 @@ impl InteractionMutation {
             }
             .into());
         };
-        interactions::delete(&api.db, parsed)
+        let entry = Auditor::of(ctx)?.interaction("interaction.delete", Some(&before), None);
+        interactions::delete(&api.db, parsed, entry)
             .await
             .map_err(ApiError::from)?;
-        record_interaction(ctx, "interaction.delete", Some(&before), None).await;
         Ok(id)
     }
 }

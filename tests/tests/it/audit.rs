@@ -35,6 +35,27 @@ async fn mutations_are_audited_and_the_chain_detects_tampering(backend: TestBack
         )
         .await;
     assert_eq!(error_code(&refused), "FORBIDDEN");
+    // Failed writes leave no entry: the entry commits or rolls back with the change.
+    let duplicate = app.graphql("mutation { createCustomer(input: { name: \"Twin\", email: \"ana@firma.de\" }) { id } }", json!({})).await;
+    assert_eq!(error_code(&duplicate), "DUPLICATE");
+    let on_deleted = app
+        .graphql(
+            "mutation($id: ID!) { logInteraction(input: { customerId: $id, kind: NOTE }) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(error_code(&on_deleted), "NOT_FOUND");
+    let again = app
+        .graphql_ok(
+            "mutation($id: ID!) { deleteCustomer(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        again["deleteCustomer"]["id"],
+        id.as_str(),
+        "deleting twice changes nothing and logs nothing"
+    );
 
     let log = app
         .graphql_ok(
