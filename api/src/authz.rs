@@ -301,6 +301,14 @@ mod tests {
         }
     }
 
+    #[test]
+    fn subscriptions_are_not_served_before_they_are_guarded() {
+        // The extension checks root fields as they resolve; a subscription's root field is
+        // subscribed, not resolved. The first subscription must add `connection_init`
+        // authentication and a subscribe-time policy check (issue 3) — then drop this tripwire.
+        assert!(!crate::graphql::sdl().contains("type Subscription"));
+    }
+
     #[tokio::test]
     async fn row_scopes_follow_the_policy() {
         let authz = Authorizer::new(DEFAULT_MODEL, DEFAULT_POLICY)

@@ -90,23 +90,35 @@ impl JwtVerifier {
             None => Vec::new(),
             Some(text) if text.trim_start().starts_with('{') => {
                 let set: JwkSet = serde_json::from_str(text)?;
-                set.keys
-                    .iter()
-                    .map(|jwk| {
-                        let algorithm = match jwk.common.key_algorithm {
-                            Some(jsonwebtoken::jwk::KeyAlgorithm::ES256) => Algorithm::ES256,
-                            Some(jsonwebtoken::jwk::KeyAlgorithm::RS256) | None => Algorithm::RS256,
-                            Some(other) => anyhow::bail!(
-                                "unsupported JWK algorithm {other:?} (use RS256 or ES256)"
-                            ),
-                        };
-                        Ok(PublicKey {
+                let mut keys = Vec::new();
+                for jwk in &set.keys {
+                    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm};
+                    // The algorithm comes from `alg`, or else from the key type and curve.
+                    let algorithm = match (jwk.common.key_algorithm, &jwk.algorithm) {
+                        (Some(KeyAlgorithm::RS256), _) => Some(Algorithm::RS256),
+                        (Some(KeyAlgorithm::ES256), _) => Some(Algorithm::ES256),
+                        (None, AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
+                        (None, AlgorithmParameters::EllipticCurve(ec))
+                            if ec.curve == EllipticCurve::P256 =>
+                        {
+                            Some(Algorithm::ES256)
+                        }
+                        _ => None,
+                    };
+                    match (algorithm, DecodingKey::from_jwk(jwk)) {
+                        (Some(algorithm), Ok(key)) => keys.push(PublicKey {
                             kid: jwk.common.key_id.clone(),
                             algorithm,
-                            key: DecodingKey::from_jwk(jwk)?,
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?
+                            key,
+                        }),
+                        // Identity providers publish keys for other uses too; skip, do not fail.
+                        _ => {
+                            tracing::warn!(kid = ?jwk.common.key_id, "Skipping a JWK that is not an RS256 or ES256 signing key.")
+                        }
+                    }
+                }
+                anyhow::ensure!(!keys.is_empty(), "the JWKS holds no RS256 or ES256 key");
+                keys
             }
             Some(pem) => {
                 let (algorithm, key) = match DecodingKey::from_rsa_pem(pem.as_bytes()) {
@@ -137,24 +149,28 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::InvalidToken("malformed token"))?;
-        let key = match header.alg {
-            Algorithm::HS256 => self
-                .secret
-                .as_ref()
-                .ok_or(AuthError::InvalidToken("HS256 tokens are not accepted"))?,
-            Algorithm::RS256 | Algorithm::ES256 => {
-                let candidates = self.public.iter().filter(|k| k.algorithm == header.alg);
-                let mut candidates = candidates
-                    .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid);
-                &candidates
-                    .next()
-                    .ok_or(AuthError::InvalidToken(
-                        "no key for this algorithm and key id",
-                    ))?
-                    .key
+        let keys: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => {
+                vec![
+                    self.secret
+                        .as_ref()
+                        .ok_or(AuthError::InvalidToken("HS256 tokens are not accepted"))?,
+                ]
             }
+            Algorithm::RS256 | Algorithm::ES256 => self
+                .public
+                .iter()
+                .filter(|k| k.algorithm == header.alg)
+                .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+                .map(|k| &k.key)
+                .collect(),
             _ => return Err(AuthError::InvalidToken("algorithm not accepted")),
         };
+        if keys.is_empty() {
+            return Err(AuthError::InvalidToken(
+                "no key for this algorithm and key id",
+            ));
+        }
         let mut validation = Validation::new(header.alg);
         // Time claims are checked below against the server's clock, which tests control.
         validation.validate_exp = false;
@@ -175,18 +191,34 @@ impl JwtVerifier {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            AuthError::InvalidToken(match e.kind() {
-                ErrorKind::InvalidSignature => "bad signature",
-                ErrorKind::InvalidIssuer => "wrong issuer",
-                ErrorKind::InvalidAudience => "wrong audience",
-                ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
-                ErrorKind::Json(_) => "invalid claims",
-                _ => "malformed token",
-            })
-        })?;
-        let claims = data.claims;
+        // Without a `kid`, several keys may match (rotation): the first that verifies wins.
+        let mut last = None;
+        let mut verified = None;
+        for key in keys {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => {
+                    verified = Some(data.claims);
+                    break;
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        let claims = match (verified, last) {
+            (Some(claims), _) => claims,
+            (None, error) => {
+                use jsonwebtoken::errors::ErrorKind;
+                return Err(AuthError::InvalidToken(
+                    match error.as_ref().map(|e| e.kind()) {
+                        Some(ErrorKind::InvalidSignature) => "bad signature",
+                        Some(ErrorKind::InvalidIssuer) => "wrong issuer",
+                        Some(ErrorKind::InvalidAudience) => "wrong audience",
+                        Some(ErrorKind::MissingRequiredClaim(_)) => "a required claim is missing",
+                        Some(ErrorKind::Json(_)) => "invalid claims",
+                        _ => "malformed token",
+                    },
+                ));
+            }
+        };
         let now = now.timestamp();
         if claims.exp + LEEWAY_SECS <= now {
             return Err(AuthError::InvalidToken("the token has expired"));
@@ -389,6 +421,29 @@ mod tests {
         assert_eq!(
             verifier.verify(&hs, now()).unwrap_err(),
             AuthError::InvalidToken("HS256 tokens are not accepted")
+        );
+    }
+
+    #[test]
+    fn a_jwks_without_alg_and_with_foreign_keys_still_verifies_by_kid() {
+        // The same P-256 key as EC_PUBLIC, as a JWK without `alg`, next to an encryption key.
+        let jwks = r#"{"keys": [
+            {"kty": "oct", "kid": "enc", "use": "enc", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "sig-1", "crv": "P-256", "x": "dwXaeXzAXXaV6CcJ7Ermou_CscT5HaeqIvv5MFeoXfU", "y": "pPHI2Z0RouFlGGPTYY07FCBLGE2xqzSX0ycVNqRtq0Q"}
+        ]}"#;
+        let verifier = JwtVerifier::new(None, Some(jwks), None, None).unwrap();
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap();
+        let claims =
+            serde_json::json!({ "sub": "u", "role": "viewer", "exp": now().timestamp() + 60 });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("sig-1".into());
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(verifier.verify(&token, now()).unwrap().role, Role::Viewer);
+        header.kid = Some("unknown".into());
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert_eq!(
+            verifier.verify(&token, now()).unwrap_err(),
+            AuthError::InvalidToken("no key for this algorithm and key id")
         );
     }
 }

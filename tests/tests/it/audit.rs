@@ -6,7 +6,10 @@ use crm_store::audit::{self, Verification};
 use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
 use serde_json::json;
 
-on_both_backends!(mutations_are_audited_and_the_chain_detects_tampering);
+on_both_backends!(
+    mutations_are_audited_and_the_chain_detects_tampering,
+    concurrent_writers_keep_one_chain
+);
 
 async fn mutations_are_audited_and_the_chain_detects_tampering(backend: TestBackend) {
     let app = TestApp::spawn(backend).await;
@@ -145,4 +148,25 @@ async fn mutations_are_audited_and_the_chain_detects_tampering(backend: TestBack
         audit::verify(&app.db).await.unwrap(),
         Verification::Broken { seq: 3, .. }
     ));
+}
+
+async fn concurrent_writers_keep_one_chain(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for(Role::Admin, "admin-test");
+    let writes = (0..16).map(|n| {
+        let (app, token) = (&app, &token);
+        async move {
+            let query = format!("mutation {{ createCustomer(input: {{ name: \"C{n}\", email: \"c{n}@example.com\" }}) {{ id }} }}");
+            app.graphql_as(token, &query, json!({})).await
+        }
+    });
+    let responses = futures_util::future::join_all(writes).await;
+    assert!(
+        responses.iter().all(|r| r.get("errors").is_none()),
+        "{responses:?}"
+    );
+    assert_eq!(
+        audit::verify(&app.db).await.unwrap(),
+        Verification::Intact { entries: 16 }
+    );
 }
