@@ -318,36 +318,48 @@ pub async fn update(
     id: InteractionId,
     patch: InteractionPatch,
     now: DateTime<Utc>,
-    audit: impl FnOnce(&Interaction, &Interaction) -> Option<NewAuditEntry>,
+    audit: impl Fn(&Interaction, &Interaction) -> Option<NewAuditEntry>,
 ) -> StoreResult<Interaction> {
-    let mut interaction = get(db, id).await?.ok_or_else(|| not_found(id))?;
-    let before = interaction.clone();
-    interaction.apply(patch, now);
-    if interaction == before {
-        return Ok(interaction);
-    }
-    let entry = audit(&before, &interaction);
-    let row = InteractionRow::from(&interaction);
-    let key = row.id.clone();
-    let updated = with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let updated = diesel::update(interactions::table.filter(interactions::id.eq(&key)))
+    // Optimistic, like customers: the row is written only if it is still what was read, and
+    // the patch is re-applied to the fresh state otherwise, so no concurrent change is lost.
+    for _ in 0..3 {
+        let before = get(db, id).await?.ok_or_else(|| not_found(id))?;
+        let mut interaction = before.clone();
+        interaction.apply(patch.clone(), now);
+        if interaction == before {
+            return Ok(interaction);
+        }
+        let entry = audit(&before, &interaction);
+        let row = InteractionRow::from(&interaction);
+        let key = row.id.clone();
+        let read_version = to_db_time(before.updated_at);
+        let updated = with_conn!(db, |conn| {
+            conn.transaction(async |conn| {
+                let updated = diesel::update(
+                    interactions::table
+                        .filter(interactions::id.eq(&key))
+                        .filter(interactions::updated_at.eq(read_version)),
+                )
                 .set(&row)
                 .execute(conn)
                 .await?;
-            if updated == 1
-                && let Some(entry) = &entry
-            {
-                conn.append_audit(entry).await?;
-            }
-            Ok::<_, diesel::result::Error>(updated)
-        })
-        .await?
-    });
-    if updated == 0 {
-        return Err(not_found(id));
+                if updated == 1
+                    && let Some(entry) = &entry
+                {
+                    conn.append_audit(entry).await?;
+                }
+                Ok::<_, diesel::result::Error>(updated)
+            })
+            .await?
+        });
+        if updated == 1 {
+            return Interaction::try_from(row);
+        }
     }
-    Interaction::try_from(row)
+    Err(StoreError::Conflict {
+        entity: "interaction",
+        id: id.to_string(),
+    })
 }
 
 /// Deletes an interaction for good.
