@@ -68,6 +68,10 @@ id_type!(
     /// Identifies an API key (not the secret key itself).
     ApiKeyId
 );
+id_type!(
+    /// Identifies a job of the durable queue.
+    JobId
+);
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
 };
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId};
+pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId, JobId};
 pub use interaction::{
     Direction, Interaction, InteractionDraft, InteractionKind, InteractionPatch,
     InteractionPatchDraft, NewInteraction,

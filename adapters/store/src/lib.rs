@@ -11,6 +11,7 @@ pub mod customers;
 mod db;
 mod error;
 pub mod interactions;
+pub mod jobs;
 mod page;
 mod rows;
 mod schema;

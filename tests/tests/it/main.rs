@@ -7,4 +7,5 @@ mod customers;
 mod dataloader;
 mod http;
 mod interactions;
+mod jobs;
 mod schema;

@@ -1,0 +1,435 @@
+//! The durable job queue (DESIGN.md §4): jobs persisted with their payload, claimed by leasing
+//! them, completed or failed by the lease holder, retried at a time the caller computes
+//! (backoff with jitter is the runner's policy), dead-lettered after the last attempt, and
+//! replayable.
+//!
+//! Claiming is the one statement that differs per backend: PostgreSQL takes rows with
+//! `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on or take each other's rows;
+//! SQLite runs one writer at a time, so the same `UPDATE … WHERE id IN (SELECT … LIMIT n)
+//! RETURNING` is atomic there. Times come from the caller's clock, so tests control them.
+
+use crate::{
+    db::{Backend, Db, with_conn},
+    error::{StoreError, StoreResult},
+    rows::{from_db_time, to_db_time},
+    schema::jobs,
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use crm_domain::JobId;
+use diesel::{
+    prelude::*,
+    sql_types::{BigInt, Text, Timestamp},
+};
+use diesel_async::RunQueryDsl;
+use std::{fmt, str::FromStr};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    /// Waiting for `run_at`.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    /// Finished.
+    Done,
+    /// Failed its last attempt (dead letter); `retry` queues it again.
+    Dead,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Done,
+            Self::Dead,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| format!("unknown job status `{s}`"))
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Identity.
+    pub id: JobId,
+    /// The job type (`qualify-lead`, …).
+    pub kind: String,
+    /// JSON payload.
+    pub payload: String,
+    /// Deduplication key, if any.
+    pub dedupe_key: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The worker holding the lease.
+    pub locked_by: Option<String>,
+    /// The lease ends at.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Finished (done, dead or cancelled).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
+#[diesel(table_name = jobs, treat_none_as_default_value = false)]
+struct JobRow {
+    id: String,
+    kind: String,
+    payload: String,
+    dedupe_key: Option<String>,
+    priority: i32,
+    status: String,
+    run_at: NaiveDateTime,
+    attempts: i32,
+    max_attempts: i32,
+    locked_by: Option<String>,
+    locked_until: Option<NaiveDateTime>,
+    last_error: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    finished_at: Option<NaiveDateTime>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            entity: "job",
+            id: row.id.clone(),
+            reason,
+        };
+        Ok(Job {
+            id: row.id.parse().map_err(|e| corrupt(format!("id: {e}")))?,
+            status: row.status.parse().map_err(corrupt)?,
+            kind: row.kind,
+            payload: row.payload,
+            dedupe_key: row.dedupe_key,
+            priority: row.priority,
+            run_at: from_db_time(row.run_at),
+            attempts: row.attempts,
+            max_attempts: row.max_attempts,
+            locked_by: row.locked_by,
+            locked_until: row.locked_until.map(from_db_time),
+            last_error: row.last_error,
+            created_at: from_db_time(row.created_at),
+            finished_at: row.finished_at.map(from_db_time),
+        })
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job type.
+    pub kind: String,
+    /// JSON payload.
+    pub payload: String,
+    /// Deduplication key: a second job with the same key is not created.
+    pub dedupe_key: Option<String>,
+    /// Higher runs first (default 0).
+    pub priority: i32,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Attempts allowed (at least 1).
+    pub max_attempts: i32,
+}
+
+/// The result of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job.
+    Created(JobId),
+    /// A job with the same dedupe key already exists.
+    Duplicate(JobId),
+}
+
+impl Enqueued {
+    /// The job's id, new or existing.
+    pub fn id(self) -> JobId {
+        match self {
+            Self::Created(id) | Self::Duplicate(id) => id,
+        }
+    }
+}
+
+/// Enqueues a job at `now`.
+pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<Enqueued> {
+    let id = JobId::new();
+    let row = JobRow {
+        id: id.to_string(),
+        kind: new.kind.clone(),
+        payload: new.payload.clone(),
+        dedupe_key: new.dedupe_key.clone(),
+        priority: new.priority,
+        status: JobStatus::Queued.as_str().to_owned(),
+        run_at: to_db_time(new.run_at),
+        attempts: 0,
+        max_attempts: new.max_attempts.max(1),
+        locked_by: None,
+        locked_until: None,
+        last_error: None,
+        created_at: to_db_time(now),
+        updated_at: to_db_time(now),
+        finished_at: None,
+    };
+    let inserted = with_conn!(db, |conn| {
+        diesel::insert_into(jobs::table)
+            .values(&row)
+            .execute(conn)
+            .await
+    });
+    match inserted {
+        Ok(_) => Ok(Enqueued::Created(id)),
+        Err(error) if StoreError::is_unique_violation(&error) => {
+            let key = new.dedupe_key.clone().unwrap_or_default();
+            let existing: String = with_conn!(db, |conn| {
+                jobs::table
+                    .filter(jobs::dedupe_key.eq(&key))
+                    .select(jobs::id)
+                    .first(conn)
+                    .await?
+            });
+            Ok(Enqueued::Duplicate(existing.parse().map_err(|e| {
+                StoreError::Corrupt {
+                    entity: "job",
+                    id: existing.clone(),
+                    reason: format!("id: {e}"),
+                }
+            })?))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Leases up to `limit` due jobs (queued and due, or running with an expired lease) to
+/// `worker` until `lease_until`, highest priority first, and counts an attempt for each.
+pub async fn claim(
+    db: &Db,
+    worker: &str,
+    limit: usize,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<Vec<Job>> {
+    let (p1, p2, p3, p4, p5) = match db.backend() {
+        Backend::Postgres => ("$1", "$2", "$3", "$4", "$5"),
+        Backend::Sqlite => ("?1", "?2", "?3", "?4", "?5"),
+    };
+    let lock = match db.backend() {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', locked_by = {p1}, locked_until = {p2}, \
+                attempts = attempts + 1, updated_at = {p3} \
+         WHERE id IN (SELECT id FROM jobs \
+                      WHERE (status = 'queued' AND run_at <= {p4}) \
+                         OR (status = 'running' AND locked_until < {p4}) \
+                      ORDER BY priority DESC, run_at, id LIMIT {p5} {lock}) \
+         RETURNING *"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (now, lease_until) = (to_db_time(now), to_db_time(lease_until));
+    let rows: Vec<JobRow> = with_conn!(db, |conn| {
+        diesel::sql_query(sql.clone())
+            .bind::<Text, _>(worker)
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(now)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(conn)
+            .await?
+    });
+    let mut jobs: Vec<Job> = rows
+        .into_iter()
+        .map(Job::try_from)
+        .collect::<StoreResult<_>>()?;
+    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+    Ok(jobs)
+}
+
+/// Marks a job done, if `worker` still holds its lease. False if the lease was lost (it ran out
+/// and another worker took the job): the caller's result must then be discarded.
+pub async fn complete(db: &Db, id: JobId, worker: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    let key = id.to_string();
+    let now = to_db_time(now);
+    let updated = with_conn!(db, |conn| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(&key))
+                .filter(jobs::locked_by.eq(worker))
+                .filter(jobs::status.eq("running")),
+        )
+        .set((
+            jobs::status.eq(JobStatus::Done.as_str()),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<NaiveDateTime>),
+            jobs::updated_at.eq(now),
+            jobs::finished_at.eq(Some(now)),
+        ))
+        .execute(conn)
+        .await?
+    });
+    Ok(updated == 1)
+}
+
+/// Records a failed attempt by the lease holder: queued again at `retry_at`, or dead (dead
+/// letter) when `retry_at` is `None` or the attempts are used up. False if the lease was lost.
+pub async fn fail(
+    db: &Db,
+    id: JobId,
+    worker: &str,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let key = id.to_string();
+    let now = to_db_time(now);
+    let error: String = error.chars().take(4000).collect();
+    let retry_at = retry_at.map(to_db_time);
+    let updated = with_conn!(db, |conn| {
+        let target = jobs::table
+            .filter(jobs::id.eq(&key))
+            .filter(jobs::locked_by.eq(worker))
+            .filter(jobs::status.eq("running"));
+        let retried = match retry_at {
+            Some(at) => {
+                diesel::update(target.filter(jobs::attempts.lt(jobs::max_attempts)))
+                    .set((
+                        jobs::status.eq(JobStatus::Queued.as_str()),
+                        jobs::run_at.eq(at),
+                        jobs::locked_by.eq(None::<String>),
+                        jobs::locked_until.eq(None::<NaiveDateTime>),
+                        jobs::last_error.eq(Some(error.clone())),
+                        jobs::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+            None => 0,
+        };
+        if retried == 1 {
+            1
+        } else {
+            diesel::update(target)
+                .set((
+                    jobs::status.eq(JobStatus::Dead.as_str()),
+                    jobs::locked_by.eq(None::<String>),
+                    jobs::locked_until.eq(None::<NaiveDateTime>),
+                    jobs::last_error.eq(Some(error.clone())),
+                    jobs::updated_at.eq(now),
+                    jobs::finished_at.eq(Some(now)),
+                ))
+                .execute(conn)
+                .await?
+        }
+    });
+    Ok(updated == 1)
+}
+
+/// Queues a dead job again with fresh attempts (replay from the dead letter).
+pub async fn retry(db: &Db, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+    let key = id.to_string();
+    let now = to_db_time(now);
+    let row: Option<JobRow> = with_conn!(db, |conn| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(&key))
+                .filter(jobs::status.eq(JobStatus::Dead.as_str())),
+        )
+        .set((
+            jobs::status.eq(JobStatus::Queued.as_str()),
+            jobs::attempts.eq(0),
+            jobs::run_at.eq(now),
+            jobs::updated_at.eq(now),
+            jobs::finished_at.eq(None::<NaiveDateTime>),
+        ))
+        .returning(JobRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    row.ok_or(StoreError::NotFound {
+        entity: "dead job",
+        id: key,
+    })?
+    .try_into()
+}
+
+/// Cancels a queued job.
+pub async fn cancel(db: &Db, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+    let key = id.to_string();
+    let now = to_db_time(now);
+    let row: Option<JobRow> = with_conn!(db, |conn| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(&key))
+                .filter(jobs::status.eq(JobStatus::Queued.as_str())),
+        )
+        .set((
+            jobs::status.eq(JobStatus::Cancelled.as_str()),
+            jobs::updated_at.eq(now),
+            jobs::finished_at.eq(Some(now)),
+        ))
+        .returning(JobRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?
+    });
+    row.ok_or(StoreError::NotFound {
+        entity: "queued job",
+        id: key,
+    })?
+    .try_into()
+}
+
+/// The job with this id.
+pub async fn get(db: &Db, id: JobId) -> StoreResult<Option<Job>> {
+    let key = id.to_string();
+    let row: Option<JobRow> = with_conn!(db, |conn| {
+        jobs::table
+            .find(&key)
+            .select(JobRow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    });
+    row.map(Job::try_from).transpose()
+}

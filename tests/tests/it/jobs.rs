@@ -1,0 +1,293 @@
+//! The durable job queue at the store level, on both backends, with times chosen by the test.
+
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use crm_store::jobs::{self, Enqueued, JobStatus, NewJob};
+use crm_tests::{TestApp, TestBackend, on_both_backends};
+use std::collections::HashSet;
+
+on_both_backends!(
+    dedupe_keys_enqueue_once,
+    claims_follow_due_time_and_priority,
+    failures_back_off_then_dead_letter_then_replay,
+    an_expired_lease_lets_another_worker_finish_once,
+    concurrent_workers_never_share_a_job,
+);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+        .single()
+        .unwrap()
+}
+
+fn job(kind: &str, run_at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        payload: "{}".into(),
+        dedupe_key: None,
+        priority: 0,
+        run_at,
+        max_attempts: 3,
+    }
+}
+
+async fn dedupe_keys_enqueue_once(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let new = NewJob {
+        dedupe_key: Some("report:daily:2026-11-25".into()),
+        ..job("generate-report", t0())
+    };
+    let first = jobs::enqueue(&app.db, &new, t0()).await.unwrap();
+    let second = jobs::enqueue(&app.db, &new, t0()).await.unwrap();
+    assert!(matches!(first, Enqueued::Created(_)));
+    assert_eq!(second, Enqueued::Duplicate(first.id()));
+    let claimed = jobs::claim(&app.db, "w1", 10, t0(), t0() + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "one job for one key");
+}
+
+async fn claims_follow_due_time_and_priority(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let low = jobs::enqueue(&app.db, &job("low", t0()), t0())
+        .await
+        .unwrap()
+        .id();
+    let high = jobs::enqueue(
+        &app.db,
+        &NewJob {
+            priority: 10,
+            ..job("high", t0())
+        },
+        t0(),
+    )
+    .await
+    .unwrap()
+    .id();
+    let later = jobs::enqueue(&app.db, &job("later", t0() + Duration::days(7)), t0())
+        .await
+        .unwrap()
+        .id();
+    let lease = t0() + Duration::seconds(30);
+    let first = jobs::claim(&app.db, "w1", 1, t0(), lease).await.unwrap();
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [high],
+        "priority first"
+    );
+    assert_eq!(
+        (
+            first[0].status,
+            first[0].attempts,
+            first[0].locked_by.as_deref()
+        ),
+        (JobStatus::Running, 1, Some("w1"))
+    );
+    let rest = jobs::claim(&app.db, "w1", 10, t0(), lease).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [low],
+        "the delayed job is not due"
+    );
+    let week = t0() + Duration::days(7);
+    let due = jobs::claim(&app.db, "w1", 10, week, week + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        due.iter().any(|j| j.id == later),
+        "due after seven days (re-score)"
+    );
+}
+
+async fn failures_back_off_then_dead_letter_then_replay(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let id = jobs::enqueue(&app.db, &job("flaky", t0()), t0())
+        .await
+        .unwrap()
+        .id();
+    let mut now = t0();
+    for attempt in 1..=3 {
+        let claimed = jobs::claim(&app.db, "w", 10, now, now + Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "attempt {attempt}");
+        assert_eq!(claimed[0].attempts, attempt);
+        let retry_at = now + Duration::seconds(10 * i64::from(attempt));
+        assert!(
+            jobs::fail(
+                &app.db,
+                id,
+                "w",
+                &format!("boom {attempt}"),
+                Some(retry_at),
+                now
+            )
+            .await
+            .unwrap()
+        );
+        // Not before the backoff has passed.
+        assert!(
+            jobs::claim(&app.db, "w", 10, retry_at - Duration::seconds(1), retry_at)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        now = retry_at;
+    }
+    let dead = jobs::get(&app.db, id).await.unwrap().unwrap();
+    assert_eq!(
+        (dead.status, dead.last_error.as_deref()),
+        (JobStatus::Dead, Some("boom 3")),
+        "after the last attempt"
+    );
+    assert!(
+        jobs::claim(
+            &app.db,
+            "w",
+            10,
+            now + Duration::days(1),
+            now + Duration::days(2)
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    let replayed = jobs::retry(&app.db, id, now).await.unwrap();
+    assert_eq!((replayed.status, replayed.attempts), (JobStatus::Queued, 0));
+    assert!(
+        jobs::retry(&app.db, id, now).await.is_err(),
+        "only dead jobs are replayed"
+    );
+    let claimed = jobs::claim(&app.db, "w", 10, now, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        jobs::complete(&app.db, claimed[0].id, "w", now)
+            .await
+            .unwrap()
+    );
+    // A job that cannot be retried (no retry time) goes straight to the dead letter.
+    let fatal = jobs::enqueue(&app.db, &job("fatal", now), now)
+        .await
+        .unwrap()
+        .id();
+    jobs::claim(&app.db, "w", 10, now, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        jobs::fail(
+            &app.db,
+            fatal,
+            "w",
+            "payload does not deserialize",
+            None,
+            now
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        jobs::get(&app.db, fatal).await.unwrap().unwrap().status,
+        JobStatus::Dead
+    );
+    // Queued jobs can be cancelled, others not.
+    let doomed = jobs::enqueue(&app.db, &job("doomed", now + Duration::hours(1)), now)
+        .await
+        .unwrap()
+        .id();
+    assert_eq!(
+        jobs::cancel(&app.db, doomed, now).await.unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(jobs::cancel(&app.db, fatal, now).await.is_err());
+}
+
+async fn an_expired_lease_lets_another_worker_finish_once(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let id = jobs::enqueue(&app.db, &job("call", t0()), t0())
+        .await
+        .unwrap()
+        .id();
+    let a = jobs::claim(&app.db, "worker-a", 1, t0(), t0() + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(a[0].id, id);
+    // Worker A dies; while its lease holds, nobody else gets the job.
+    assert!(
+        jobs::claim(
+            &app.db,
+            "worker-b",
+            1,
+            t0() + Duration::seconds(29),
+            t0() + Duration::seconds(59)
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    let later = t0() + Duration::seconds(31);
+    let b = jobs::claim(&app.db, "worker-b", 1, later, later + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (b[0].id, b[0].attempts),
+        (id, 2),
+        "the expired lease makes the job claimable again"
+    );
+    assert!(
+        !jobs::complete(&app.db, id, "worker-a", later)
+            .await
+            .unwrap(),
+        "a lost lease cannot complete"
+    );
+    assert!(
+        jobs::complete(&app.db, id, "worker-b", later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !jobs::complete(&app.db, id, "worker-b", later)
+            .await
+            .unwrap(),
+        "completing twice does nothing"
+    );
+    assert_eq!(
+        jobs::get(&app.db, id).await.unwrap().unwrap().status,
+        JobStatus::Done
+    );
+}
+
+async fn concurrent_workers_never_share_a_job(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    const JOBS: usize = 120;
+    for n in 0..JOBS {
+        jobs::enqueue(&app.db, &job(&format!("noop-{n}"), t0()), t0())
+            .await
+            .unwrap();
+    }
+    let workers = (0..4).map(|w| {
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            let name = format!("worker-{w}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = jobs::claim(&db, &name, 7, t0(), t0() + Duration::minutes(5))
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    break mine;
+                }
+                for job in claimed {
+                    assert!(jobs::complete(&db, job.id, &name, t0()).await.unwrap());
+                    mine.push(job.id);
+                }
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for handle in workers {
+        all.extend(handle.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), JOBS, "every job ran");
+    assert_eq!(unique.len(), JOBS, "no job ran twice");
+}
