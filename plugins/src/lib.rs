@@ -1,7 +1,11 @@
 //! The agents of the crm lead chain (`/import-lead`, `/qualify-lead`, `/voice-call`,
 //! `/send-email`, `/follow-up`, `/nurture-email`, `/generate-report`) as durable jobs, with the
-//! runner and the scheduler that drive them (DESIGN.md §4).
+//! runner that drives them (DESIGN.md §4).
 //!
-//! Jobs are small serde structs with a stable name, idempotent, registered in one list; they
-//! reach providers only through the `Arc<dyn Port>`s of their context, never by naming a
-//! concrete adapter. The job queue and the pipeline arrive with the pipeline issue.
+//! Jobs are registered in one [`Registry`] by their stable kind; each handler is idempotent
+//! (a retry after a lost lease must not repeat a side effect) and reaches providers only through
+//! the ports in its context, never by naming a concrete adapter.
+
+pub mod runner;
+
+pub use runner::{JobError, JobHandler, Registry, RetryPolicy, Runner, RunnerOptions};

@@ -1,9 +1,16 @@
 //! The durable job queue at the store level, on both backends, with times chosen by the test.
 
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use crm_plugins::{JobError, JobHandler, Registry, Runner, RunnerOptions};
 use crm_store::jobs::{self, Enqueued, JobStatus, NewJob};
 use crm_tests::{TestApp, TestBackend, on_both_backends};
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 on_both_backends!(
     dedupe_keys_enqueue_once,
@@ -11,6 +18,7 @@ on_both_backends!(
     failures_back_off_then_dead_letter_then_replay,
     an_expired_lease_lets_another_worker_finish_once,
     concurrent_workers_never_share_a_job,
+    the_runner_retries_with_backoff_and_dead_letters,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -290,4 +298,135 @@ async fn concurrent_workers_never_share_a_job(backend: TestBackend) {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), JOBS, "every job ran");
     assert_eq!(unique.len(), JOBS, "no job ran twice");
+}
+
+/// Fails its first `failures` runs, then succeeds; counts runs.
+struct Flaky {
+    runs: AtomicUsize,
+    failures: usize,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Flaky {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), JobError> {
+        if payload == "bad" {
+            return Err(JobError::Fatal("payload does not deserialize".into()));
+        }
+        if payload == "panic" {
+            panic!("handler bug");
+        }
+        let run = self.runs.fetch_add(1, Ordering::SeqCst);
+        if run < self.failures {
+            Err(JobError::Retryable(format!("provider timeout {run}")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+async fn the_runner_retries_with_backoff_and_dead_letters(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let flaky = Arc::new(Flaky {
+        runs: AtomicUsize::new(0),
+        failures: 2,
+    });
+    let registry = Registry::default().with(flaky.clone());
+    let options = RunnerOptions {
+        worker_id: "test-runner".into(),
+        concurrency: 4,
+        lease: Duration::seconds(60),
+        poll_interval: std::time::Duration::from_secs(1),
+    };
+    let runner = Runner::new(app.db.clone(), registry, app.clock.clone(), options);
+    let now = crm_domain::Clock::now(app.clock.as_ref());
+    let id = jobs::enqueue(
+        &app.db,
+        &NewJob {
+            payload: "ok".into(),
+            max_attempts: 5,
+            ..job("flaky", now)
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .id();
+
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    let after_first = jobs::get(&app.db, id).await.unwrap().unwrap();
+    assert_eq!(after_first.status, JobStatus::Queued);
+    let delay = after_first.run_at - now;
+    assert!(
+        delay >= Duration::seconds(8) && delay <= Duration::seconds(12),
+        "10 s ± 20 %: {delay}"
+    );
+    assert_eq!(
+        runner.run_once().await.unwrap(),
+        0,
+        "not before the backoff"
+    );
+    app.clock.advance(Duration::seconds(12));
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    let after_second = jobs::get(&app.db, id).await.unwrap().unwrap();
+    let delay = after_second.run_at - crm_domain::Clock::now(app.clock.as_ref());
+    assert!(
+        delay >= Duration::seconds(16) && delay <= Duration::seconds(24),
+        "doubled: {delay}"
+    );
+    app.clock.advance(Duration::seconds(24));
+    assert_eq!(runner.run_once().await.unwrap(), 1);
+    let done = jobs::get(&app.db, id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempts), (JobStatus::Done, 3));
+    assert_eq!(
+        flaky.runs.load(Ordering::SeqCst),
+        3,
+        "ran exactly three times"
+    );
+
+    // Unknown kinds, bad payloads and panics do not stop the runner.
+    let now = crm_domain::Clock::now(app.clock.as_ref());
+    let unknown = jobs::enqueue(&app.db, &job("no-such-agent", now), now)
+        .await
+        .unwrap()
+        .id();
+    let bad = jobs::enqueue(
+        &app.db,
+        &NewJob {
+            payload: "bad".into(),
+            ..job("flaky", now)
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .id();
+    let panics = jobs::enqueue(
+        &app.db,
+        &NewJob {
+            payload: "panic".into(),
+            ..job("flaky", now)
+        },
+        now,
+    )
+    .await
+    .unwrap()
+    .id();
+    assert_eq!(runner.run_once().await.unwrap(), 3);
+    let unknown = jobs::get(&app.db, unknown).await.unwrap().unwrap();
+    assert_eq!(
+        (unknown.status, unknown.last_error.as_deref()),
+        (JobStatus::Dead, Some("unknown job kind `no-such-agent`"))
+    );
+    assert_eq!(
+        jobs::get(&app.db, bad).await.unwrap().unwrap().status,
+        JobStatus::Dead,
+        "fatal: no retry"
+    );
+    let panicked = jobs::get(&app.db, panics).await.unwrap().unwrap();
+    assert_eq!(panicked.status, JobStatus::Queued, "a panic is retried");
+    assert!(panicked.last_error.unwrap().contains("panicked"));
 }
