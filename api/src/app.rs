@@ -11,6 +11,7 @@ use crate::{
 };
 use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
+use crm_plugins::{Registry, Runner, RunnerOptions};
 use crm_store::Db;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -21,6 +22,7 @@ pub struct Application {
     router: axum::Router,
     db: Db,
     bootstrap_key: Option<String>,
+    runner: Option<Runner>,
 }
 
 impl std::fmt::Debug for Application {
@@ -80,6 +82,7 @@ impl Application {
             tracing::warn!("No JWT secret or public keys configured: only API keys authenticate.");
         }
         let authenticator = Authenticator::new(jwt, db.clone(), clock.clone());
+        let runner_clock = clock.clone();
         let bootstrap_key = if config.auth.bootstrap_admin_key {
             bootstrap_admin_key(&db, clock.as_ref()).await?
         } else {
@@ -120,11 +123,14 @@ impl Application {
         let listener = TcpListener::bind(&config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let runner = (config.jobs.workers > 0)
+            .then(|| job_runner(config, db.clone(), runner_clock, config.jobs.workers));
         Ok(Self {
             listener,
             router,
             db,
             bootstrap_key,
+            runner,
         })
     }
 
@@ -144,22 +150,58 @@ impl Application {
         &self.db
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves (and runs jobs, if configured) until `shutdown` resolves, then finishes
+    /// in-flight requests and the jobs in hand.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, backend = %self.db.backend(), "Listening.");
-        axum::serve(
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let runner = self.runner.map(|runner| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(runner.run_until(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
-        .context("the HTTP server failed")
+        .context("the HTTP server failed");
+        if let Some(runner) = runner {
+            let _ = runner.await;
+        }
+        served
     }
+}
+
+/// The job kinds this server runs. The agents of the lead chain register here as they land.
+pub fn registry() -> Registry {
+    Registry::default()
+}
+
+/// A job runner over `db` with the configured lease and polling, running `concurrency` jobs.
+pub fn job_runner(config: &Config, db: Db, clock: Arc<dyn Clock>, concurrency: usize) -> Runner {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "crm".to_owned());
+    let options = RunnerOptions {
+        worker_id: format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ),
+        concurrency,
+        lease: chrono::Duration::seconds(i64::try_from(config.jobs.lease_secs).unwrap_or(300)),
+        poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
+    };
+    Runner::new(db, registry(), clock, options)
 }
 
 /// Creates the first admin API key when no key exists yet (one statement, so replicas starting

@@ -50,6 +50,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Audit log.
     pub audit: AuditConfig,
+    /// The job runner.
+    pub jobs: JobsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -289,6 +291,34 @@ impl fmt::Debug for AuthConfig {
     }
 }
 
+/// The job runner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs `crm-server serve` runs at once (0: serve runs none; use `crm-server worker`).
+    /// Default 4.
+    pub workers: usize,
+    /// Jobs `crm-server worker` runs at once. Default 8.
+    pub worker_concurrency: usize,
+    /// How long a claimed job is leased, in seconds; a job still running then may be claimed
+    /// again by another worker. Default 300.
+    pub lease_secs: u64,
+    /// How often an idle runner looks for due jobs (enqueues in the same process wake it at
+    /// once), in milliseconds. Default 1000.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            worker_concurrency: 8,
+            lease_secs: 300,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
 /// Audit log settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -447,6 +477,12 @@ impl Config {
         }
         if let Err(e) = crm_store::check_url(&self.database.url) {
             problems.push(format!("database.url: {e}"));
+        }
+        if self.jobs.lease_secs < 5 {
+            problems.push("jobs.lease_secs must be at least 5".into());
+        }
+        if self.jobs.poll_interval_ms == 0 {
+            problems.push("jobs.poll_interval_ms must be at least 1".into());
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".into());

@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Serve the API (the default): migrates the database first, then listens on server.bind.
     Serve,
+    /// Run jobs only (no HTTP), with `jobs.worker_concurrency` at once; scale these apart from
+    /// the API. Stops on Ctrl-C/SIGTERM after the jobs in hand finish.
+    Worker,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
@@ -168,6 +171,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 config.auth.issuer.as_deref(),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Worker => {
+            let db = crm_store::Db::open(&config.database.db_options()).await?;
+            let clock: std::sync::Arc<dyn crm_domain::Clock> =
+                std::sync::Arc::new(crm_domain::SystemClock);
+            let runner =
+                crm_api::app::job_runner(&config, db, clock, config.jobs.worker_concurrency.max(1));
+            runner.run_until(shutdown_signal()).await;
             Ok(())
         }
         Command::Migrate => {

@@ -147,6 +147,8 @@ impl TestApp {
         config.server.bind = "127.0.0.1:0".into();
         config.database.max_connections = 4;
         config.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+        // Tests drive job runners themselves (`Runner::run_once`), deterministically.
+        config.jobs.workers = 0;
         let pg = match backend {
             TestBackend::Sqlite => {
                 config.database.url = format!("sqlite://{}", dir.path().join("crm.db").display());
