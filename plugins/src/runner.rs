@@ -189,19 +189,33 @@ impl Runner {
         .await?;
         let count = claimed.len();
         let outcomes = join_all(claimed.into_iter().map(|job| self.run_job(job))).await;
+        // Successes are recorded together, in one statement; failures were recorded one by one.
+        let mut succeeded = Vec::new();
         for outcome in outcomes {
-            outcome?;
+            if let Some(id) = outcome? {
+                succeeded.push(id);
+            }
+        }
+        let now = self.clock.now();
+        let recorded =
+            jobs::complete_many(&self.db, &succeeded, &self.options.worker_id, now).await?;
+        if recorded.len() < succeeded.len() {
+            tracing::warn!(
+                lost = succeeded.len() - recorded.len(),
+                "Leases lost before jobs finished; their results are dropped."
+            );
         }
         Ok(count)
     }
 
-    async fn run_job(&self, job: jobs::Job) -> StoreResult<()> {
+    /// Runs one job; returns its id if it succeeded (to be completed with its batch).
+    async fn run_job(&self, job: jobs::Job) -> StoreResult<Option<crm_domain::JobId>> {
         let worker = self.options.worker_id.as_str();
         let Some(handler) = self.registry.handlers.get(job.kind.as_str()).cloned() else {
             tracing::error!(job_id = %job.id, kind = %job.kind, "Unknown job kind: dead letter.");
             let reason = format!("unknown job kind `{}`", job.kind);
             jobs::fail(&self.db, job.id, worker, &reason, None, self.clock.now()).await?;
-            return Ok(());
+            return Ok(None);
         };
         // Run on its own task, so that a panicking handler fails its job, not the runner.
         let payload = job.payload.clone();
@@ -214,28 +228,22 @@ impl Runner {
             Err(join) => Err(JobError::Retryable(format!("the handler panicked: {join}"))),
         };
         let now = self.clock.now();
-        let recorded = match &result {
-            Ok(()) => jobs::complete(&self.db, job.id, worker, now).await?,
-            Err(JobError::Fatal(reason)) => {
-                jobs::fail(&self.db, job.id, worker, reason, None, now).await?
-            }
+        let (error, retry_at) = match result {
+            Ok(()) => return Ok(Some(job.id)),
+            Err(JobError::Fatal(reason)) => (reason, None),
             Err(JobError::Retryable(reason)) => {
                 let policy = handler.retry_policy();
                 let retry_at = (job.attempts < policy.max_attempts.min(job.max_attempts))
                     .then(|| now + policy.delay(job.attempts, random_unit()));
-                jobs::fail(&self.db, job.id, worker, reason, retry_at, now).await?
+                (reason, retry_at)
             }
         };
-        match (&result, recorded) {
-            (_, false) => {
-                tracing::warn!(job_id = %job.id, kind = %job.kind, "Lease lost before the job finished; its outcome is dropped.")
-            }
-            (Ok(()), true) => tracing::debug!(job_id = %job.id, kind = %job.kind, "Job done."),
-            (Err(error), true) => {
-                tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, %error, "Job failed.")
-            }
+        if jobs::fail(&self.db, job.id, worker, &error, retry_at, now).await? {
+            tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, %error, dead = retry_at.is_none(), "Job failed.");
+        } else {
+            tracing::warn!(job_id = %job.id, kind = %job.kind, "Lease lost before the job failed; its outcome is dropped.");
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Runs batches until `shutdown` resolves; then finishes the batch in hand and returns.

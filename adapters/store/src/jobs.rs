@@ -239,14 +239,52 @@ pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<E
     }
 }
 
-/// Leases up to `limit` due jobs (queued and due, or running with an expired lease) to
-/// `worker` until `lease_until`, highest priority first, and counts an attempt for each.
+/// Leases up to `limit` due jobs (running with an expired lease first, then queued and due,
+/// highest priority first) to `worker` until `lease_until`, and counts an attempt for each.
 pub async fn claim(
     db: &Db,
     worker: &str,
     limit: usize,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
+) -> StoreResult<Vec<Job>> {
+    // Two statements, each served by its own index (an OR of both conditions would scan the
+    // table): expired leases by `jobs_lease_idx`, due jobs in claim order by `jobs_ready_idx`.
+    let mut claimed = claim_where(
+        db,
+        worker,
+        limit,
+        now,
+        lease_until,
+        "status = 'running' AND locked_until < {now}",
+        "locked_until",
+    )
+    .await?;
+    if claimed.len() < limit {
+        let more = claim_where(
+            db,
+            worker,
+            limit - claimed.len(),
+            now,
+            lease_until,
+            "status = 'queued' AND run_at <= {now}",
+            "priority DESC, run_at",
+        )
+        .await?;
+        claimed.extend(more);
+    }
+    claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+    Ok(claimed)
+}
+
+async fn claim_where(
+    db: &Db,
+    worker: &str,
+    limit: usize,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    condition: &str,
+    order: &str,
 ) -> StoreResult<Vec<Job>> {
     let (p1, p2, p3, p4, p5) = match db.backend() {
         Backend::Postgres => ("$1", "$2", "$3", "$4", "$5"),
@@ -256,13 +294,11 @@ pub async fn claim(
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
+    let condition = condition.replace("{now}", p4);
     let sql = format!(
         "UPDATE jobs SET status = 'running', locked_by = {p1}, locked_until = {p2}, \
                 attempts = attempts + 1, updated_at = {p3} \
-         WHERE id IN (SELECT id FROM jobs \
-                      WHERE (status = 'queued' AND run_at <= {p4}) \
-                         OR (status = 'running' AND locked_until < {p4}) \
-                      ORDER BY priority DESC, run_at, id LIMIT {p5} {lock}) \
+         WHERE id IN (SELECT id FROM jobs WHERE {condition} ORDER BY {order} LIMIT {p5} {lock}) \
          RETURNING *"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -277,12 +313,7 @@ pub async fn claim(
             .load(conn)
             .await?
     });
-    let mut jobs: Vec<Job> = rows
-        .into_iter()
-        .map(Job::try_from)
-        .collect::<StoreResult<_>>()?;
-    jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
-    Ok(jobs)
+    rows.into_iter().map(Job::try_from).collect()
 }
 
 /// Marks a job done, if `worker` still holds its lease. False if the lease was lost (it ran out
@@ -308,6 +339,48 @@ pub async fn complete(db: &Db, id: JobId, worker: &str, now: DateTime<Utc>) -> S
         .await?
     });
     Ok(updated == 1)
+}
+
+/// Marks many jobs done in one statement (a runner's finished batch); returns the ids whose
+/// lease `worker` still held — the others' results must be discarded.
+pub async fn complete_many(
+    db: &Db,
+    ids: &[JobId],
+    worker: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<JobId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let now = to_db_time(now);
+    let done: Vec<String> = with_conn!(db, |conn| {
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq_any(&keys))
+                .filter(jobs::locked_by.eq(worker))
+                .filter(jobs::status.eq("running")),
+        )
+        .set((
+            jobs::status.eq(JobStatus::Done.as_str()),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<NaiveDateTime>),
+            jobs::updated_at.eq(now),
+            jobs::finished_at.eq(Some(now)),
+        ))
+        .returning(jobs::id)
+        .get_results(conn)
+        .await?
+    });
+    done.iter()
+        .map(|id| {
+            id.parse().map_err(|e| StoreError::Corrupt {
+                entity: "job",
+                id: id.clone(),
+                reason: format!("id: {e}"),
+            })
+        })
+        .collect()
 }
 
 /// Records a failed attempt by the lease holder: queued again at `retry_at`, or dead (dead
