@@ -250,6 +250,20 @@ impl Runner {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         tracing::info!(worker = %self.options.worker_id, kinds = ?self.registry.kinds(), "Job runner started.");
+        // Enqueues in other processes wake this runner through PostgreSQL NOTIFY.
+        let listener = {
+            let (db, wake) = (self.db.clone(), self.wake.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) = db.listen(jobs::CHANNEL, || wake.notify_one()).await {
+                        tracing::warn!(%error, "Job notifications lost; polling until reconnected.");
+                    } else {
+                        break; // This backend has no notifications.
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            })
+        };
         loop {
             let ran = match self.run_once().await {
                 Ok(ran) => ran,
@@ -267,6 +281,7 @@ impl Runner {
                 () = tokio::time::sleep(self.options.poll_interval) => {},
             }
         }
+        listener.abort();
         tracing::info!(worker = %self.options.worker_id, "Job runner stopped.");
     }
 }

@@ -75,6 +75,8 @@ struct Inner {
     backend: Backend,
     /// SQL statements started on any connection of this handle (for tests and metrics).
     statements: Arc<AtomicU64>,
+    /// For connections outside the pool (PostgreSQL `LISTEN`). Holds any password: never shown.
+    url: String,
 }
 
 /// A cheap-to-clone handle to the database.
@@ -240,6 +242,7 @@ impl Db {
                 pools,
                 backend,
                 statements,
+                url: options.url.clone(),
             }),
         })
     }
@@ -272,6 +275,27 @@ impl Db {
             conn.batch_execute(sql).await?;
             Ok(())
         })
+    }
+
+    /// PostgreSQL: holds a dedicated connection that `LISTEN`s on `channel` and calls `wake`
+    /// for every notification, until the connection fails (the caller reconnects). SQLite has
+    /// no cross-process notifications: returns at once, and in-process wakes cover it.
+    pub async fn listen(&self, channel: &str, wake: impl Fn() + Send) -> StoreResult<()> {
+        if self.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let mut conn = AsyncPgConnection::establish(&self.inner.url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        conn.batch_execute(&format!("LISTEN {channel}")).await?;
+        let mut notifications = std::pin::pin!(conn.notifications_stream());
+        while let Some(notification) = futures_util::StreamExt::next(&mut notifications).await {
+            notification?;
+            wake();
+        }
+        Err(StoreError::Unavailable(format!(
+            "the LISTEN connection for {channel} closed"
+        )))
     }
 
     /// Runs `SELECT 1` on a pooled connection.

@@ -190,7 +190,10 @@ impl Enqueued {
     }
 }
 
-/// Enqueues a job at `now`.
+/// The PostgreSQL channel on which enqueues wake idle runners in every process.
+pub const CHANNEL: &str = "crm_jobs";
+
+/// Enqueues a job at `now`, and wakes runners listening on [`CHANNEL`] (PostgreSQL).
 pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<Enqueued> {
     let id = JobId::new();
     let row = JobRow {
@@ -217,7 +220,12 @@ pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<E
             .await
     });
     match inserted {
-        Ok(_) => Ok(Enqueued::Created(id)),
+        Ok(_) => {
+            if db.backend() == Backend::Postgres && new.run_at <= now {
+                db.execute_raw(&format!("NOTIFY {CHANNEL}")).await?;
+            }
+            Ok(Enqueued::Created(id))
+        }
         Err(error) if StoreError::is_unique_violation(&error) => {
             let key = new.dedupe_key.clone().unwrap_or_default();
             let existing: String = with_conn!(db, |conn| {

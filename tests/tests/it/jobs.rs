@@ -19,6 +19,7 @@ on_both_backends!(
     an_expired_lease_lets_another_worker_finish_once,
     concurrent_workers_never_share_a_job,
     the_runner_retries_with_backoff_and_dead_letters,
+    an_idle_runner_wakes_on_enqueue,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -429,4 +430,66 @@ async fn the_runner_retries_with_backoff_and_dead_letters(backend: TestBackend) 
     let panicked = jobs::get(&app.db, panics).await.unwrap().unwrap();
     assert_eq!(panicked.status, JobStatus::Queued, "a panic is retried");
     assert!(panicked.last_error.unwrap().contains("panicked"));
+}
+
+async fn an_idle_runner_wakes_on_enqueue(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let flaky = Arc::new(Flaky {
+        runs: AtomicUsize::new(0),
+        failures: 0,
+    });
+    let options = RunnerOptions {
+        worker_id: "idle".into(),
+        concurrency: 4,
+        lease: Duration::seconds(60),
+        // Polling alone would take an hour: only a wake-up can make the job run in time.
+        poll_interval: std::time::Duration::from_secs(3600),
+    };
+    let runner = Runner::new(
+        app.db.clone(),
+        Registry::default().with(flaky.clone()),
+        app.clock.clone(),
+        options,
+    );
+    let handle = runner.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run_until(async move {
+        let _ = stopped.await;
+    }));
+    // PostgreSQL: the NOTIFY of an enqueue wakes it (the first may race the runner's LISTEN, so
+    // enqueue until one lands). SQLite: the in-process wake does.
+    let mut woke = false;
+    for attempt in 0..40 {
+        let now = crm_domain::Clock::now(app.clock.as_ref());
+        let payload = format!("ok-{attempt}");
+        jobs::enqueue(
+            &app.db,
+            &NewJob {
+                payload,
+                ..job("flaky", now)
+            },
+            now,
+        )
+        .await
+        .unwrap();
+        if backend == TestBackend::Sqlite {
+            handle.wake();
+        }
+        for _ in 0..50 {
+            if flaky.runs.load(Ordering::SeqCst) > 0 {
+                woke = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if woke {
+            break;
+        }
+    }
+    let _ = stop.send(());
+    task.await.unwrap();
+    assert!(
+        woke,
+        "an enqueue must wake an idle runner long before its poll interval"
+    );
 }
