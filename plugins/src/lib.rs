@@ -7,5 +7,7 @@
 //! the ports in its context, never by naming a concrete adapter.
 
 pub mod runner;
+pub mod scheduler;
 
 pub use runner::{JobError, JobHandler, Registry, RetryPolicy, Runner, RunnerOptions};
+pub use scheduler::{Schedule, Scheduler};

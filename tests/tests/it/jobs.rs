@@ -1,7 +1,7 @@
 //! The durable job queue at the store level, on both backends, with times chosen by the test.
 
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
-use crm_plugins::{JobError, JobHandler, Registry, Runner, RunnerOptions};
+use crm_plugins::{JobError, JobHandler, Registry, Runner, RunnerOptions, Schedule, Scheduler};
 use crm_store::jobs::{self, Enqueued, JobStatus, NewJob};
 use crm_tests::{TestApp, TestBackend, on_both_backends};
 use std::{
@@ -20,6 +20,7 @@ on_both_backends!(
     concurrent_workers_never_share_a_job,
     the_runner_retries_with_backoff_and_dead_letters,
     an_idle_runner_wakes_on_enqueue,
+    two_schedulers_fire_once_per_period_and_catch_up_by_the_rule,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -491,5 +492,95 @@ async fn an_idle_runner_wakes_on_enqueue(backend: TestBackend) {
     assert!(
         woke,
         "an enqueue must wake an idle runner long before its poll interval"
+    );
+}
+
+async fn two_schedulers_fire_once_per_period_and_catch_up_by_the_rule(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let daily = Schedule::parse(
+        "daily-report",
+        "0 18 * * *",
+        "Europe/Berlin",
+        "generate-report",
+        "{}",
+        Duration::hours(12),
+    )
+    .unwrap();
+    let replica_a = Scheduler::new(app.db.clone(), app.clock.clone(), vec![daily.clone()]);
+    let replica_b = Scheduler::new(app.db.clone(), app.clock.clone(), vec![daily]);
+    // 2026-11-25 18:00:30 in Berlin (CET, UTC+1).
+    app.clock.set(
+        Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 30)
+            .single()
+            .unwrap(),
+    );
+    let a = replica_a.tick().await.unwrap();
+    let b = replica_b.tick().await.unwrap();
+    let again = replica_a.tick().await.unwrap();
+    assert!(matches!(a[0].1, Enqueued::Created(_)));
+    assert_eq!(
+        b[0].1,
+        Enqueued::Duplicate(a[0].1.id()),
+        "the second replica enqueues nothing"
+    );
+    assert_eq!(
+        again[0].1,
+        Enqueued::Duplicate(a[0].1.id()),
+        "a second tick neither"
+    );
+    let job = jobs::get(&app.db, a[0].1.id()).await.unwrap().unwrap();
+    assert_eq!(
+        job.run_at,
+        Utc.with_ymd_and_hms(2026, 11, 25, 17, 0, 0)
+            .single()
+            .unwrap()
+    );
+    assert_eq!(
+        job.dedupe_key.as_deref(),
+        Some("schedule:daily-report:2026-11-25T17:00:00+00:00")
+    );
+
+    // Down for two days and back at 02:00 the next morning: the latest firing (yesterday 18:00,
+    // 8 h ago) is within the 12 h catch-up window and runs once; older ones are skipped.
+    app.clock.set(
+        Utc.with_ymd_and_hms(2026, 11, 28, 1, 0, 0)
+            .single()
+            .unwrap(),
+    );
+    let caught = replica_b.tick().await.unwrap();
+    let job = jobs::get(&app.db, caught[0].1.id()).await.unwrap().unwrap();
+    assert_eq!(
+        job.run_at,
+        Utc.with_ymd_and_hms(2026, 11, 27, 17, 0, 0)
+            .single()
+            .unwrap()
+    );
+    // Back only at 07:00 the day after: that firing is 14 h old, outside the window.
+    app.clock.set(
+        Utc.with_ymd_and_hms(2026, 11, 29, 7, 0, 0)
+            .single()
+            .unwrap(),
+    );
+    assert!(
+        replica_a.tick().await.unwrap().is_empty(),
+        "too old to catch up"
+    );
+    let due = jobs::claim(
+        &app.db,
+        "w",
+        100,
+        Utc.with_ymd_and_hms(2026, 11, 29, 7, 0, 0)
+            .single()
+            .unwrap(),
+        Utc.with_ymd_and_hms(2026, 11, 29, 8, 0, 0)
+            .single()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        due.len(),
+        2,
+        "one report for the 25th, one caught up for the 27th"
     );
 }
