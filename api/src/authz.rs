@@ -257,6 +257,10 @@ mod tests {
         ("Query.interaction", "AMSV"),
         ("Query.interactions", "AMSV"),
         ("Query.me", "AMSIV"),
+        ("Query.jobs", "AM"),
+        ("Query.deadJobs", "AM"),
+        ("Mutation.retryJob", "AM"),
+        ("Mutation.cancelJob", "AM"),
     ];
 
     fn letter(role: Role) -> char {

@@ -9,6 +9,7 @@
 //! RETURNING` is atomic there. Times come from the caller's clock, so tests control them.
 
 use crate::{
+    audit::{AppendAudit as _, NewAuditEntry},
     db::{Backend, Db, with_conn},
     error::{StoreError, StoreResult},
     rows::{from_db_time, to_db_time},
@@ -20,7 +21,7 @@ use diesel::{
     prelude::*,
     sql_types::{BigInt, Text, Timestamp},
 };
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use std::{fmt, str::FromStr};
 
 /// Where a job stands.
@@ -446,26 +447,40 @@ pub async fn fail(
 }
 
 /// Queues a dead job again with fresh attempts (replay from the dead letter).
-pub async fn retry(db: &Db, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+pub async fn retry(
+    db: &Db,
+    id: JobId,
+    now: DateTime<Utc>,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<Job> {
     let key = id.to_string();
     let now = to_db_time(now);
     let row: Option<JobRow> = with_conn!(db, |conn| {
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(&key))
-                .filter(jobs::status.eq(JobStatus::Dead.as_str())),
-        )
-        .set((
-            jobs::status.eq(JobStatus::Queued.as_str()),
-            jobs::attempts.eq(0),
-            jobs::run_at.eq(now),
-            jobs::updated_at.eq(now),
-            jobs::finished_at.eq(None::<NaiveDateTime>),
-        ))
-        .returning(JobRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
+        conn.transaction(async |conn| {
+            let row = diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(&key))
+                    .filter(jobs::status.eq(JobStatus::Dead.as_str())),
+            )
+            .set((
+                jobs::status.eq(JobStatus::Queued.as_str()),
+                jobs::attempts.eq(0),
+                jobs::run_at.eq(now),
+                jobs::updated_at.eq(now),
+                jobs::finished_at.eq(None::<NaiveDateTime>),
+            ))
+            .returning(JobRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            if row.is_some()
+                && let Some(entry) = &audit
+            {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, diesel::result::Error>(row)
+        })
+        .await?
     });
     row.ok_or(StoreError::NotFound {
         entity: "dead job",
@@ -475,30 +490,74 @@ pub async fn retry(db: &Db, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
 }
 
 /// Cancels a queued job.
-pub async fn cancel(db: &Db, id: JobId, now: DateTime<Utc>) -> StoreResult<Job> {
+pub async fn cancel(
+    db: &Db,
+    id: JobId,
+    now: DateTime<Utc>,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<Job> {
     let key = id.to_string();
     let now = to_db_time(now);
     let row: Option<JobRow> = with_conn!(db, |conn| {
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(&key))
-                .filter(jobs::status.eq(JobStatus::Queued.as_str())),
-        )
-        .set((
-            jobs::status.eq(JobStatus::Cancelled.as_str()),
-            jobs::updated_at.eq(now),
-            jobs::finished_at.eq(Some(now)),
-        ))
-        .returning(JobRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
+        conn.transaction(async |conn| {
+            let row = diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(&key))
+                    .filter(jobs::status.eq(JobStatus::Queued.as_str())),
+            )
+            .set((
+                jobs::status.eq(JobStatus::Cancelled.as_str()),
+                jobs::updated_at.eq(now),
+                jobs::finished_at.eq(Some(now)),
+            ))
+            .returning(JobRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            if row.is_some()
+                && let Some(entry) = &audit
+            {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, diesel::result::Error>(row)
+        })
+        .await?
     });
     row.ok_or(StoreError::NotFound {
         entity: "queued job",
         id: key,
     })?
     .try_into()
+}
+
+/// Jobs newest first (ids are time-ordered), optionally of one status and kind, `limit + 1` of
+/// them after the cursor id `before` (to detect a next page).
+pub async fn list(
+    db: &Db,
+    status: Option<JobStatus>,
+    kind: Option<&str>,
+    before: Option<JobId>,
+    limit: usize,
+) -> StoreResult<Vec<Job>> {
+    let probe = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    let rows: Vec<JobRow> = with_conn!(db, |conn| {
+        let mut query = jobs::table.select(JobRow::as_select()).into_boxed();
+        if let Some(status) = status {
+            query = query.filter(jobs::status.eq(status.as_str()));
+        }
+        if let Some(kind) = kind {
+            query = query.filter(jobs::kind.eq(kind.to_owned()));
+        }
+        if let Some(before) = before {
+            query = query.filter(jobs::id.lt(before.to_string()));
+        }
+        query
+            .order_by(jobs::id.desc())
+            .limit(probe)
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Job::try_from).collect()
 }
 
 /// The job with this id.

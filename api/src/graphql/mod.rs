@@ -7,6 +7,7 @@ mod access;
 mod audit;
 mod customers;
 mod interactions;
+mod jobs;
 mod loaders;
 mod pagination;
 
@@ -49,6 +50,7 @@ pub struct Query(
     audit::AuditQuery,
     customers::CustomerQuery,
     interactions::InteractionQuery,
+    jobs::JobQuery,
 );
 
 /// All mutations.
@@ -57,6 +59,7 @@ pub struct Mutation(
     access::AccessMutation,
     customers::CustomerMutation,
     interactions::InteractionMutation,
+    jobs::JobMutation,
 );
 
 /// Builds the schema with its limits and the authorization extension. `context` and

@@ -1,9 +1,11 @@
 //! The durable job queue at the store level, on both backends, with times chosen by the test.
 
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use crm_domain::Role;
 use crm_plugins::{JobError, JobHandler, Registry, Runner, RunnerOptions, Schedule, Scheduler};
 use crm_store::jobs::{self, Enqueued, JobStatus, NewJob};
-use crm_tests::{TestApp, TestBackend, on_both_backends};
+use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
+use serde_json::json;
 use std::{
     collections::HashSet,
     sync::{
@@ -21,6 +23,7 @@ on_both_backends!(
     the_runner_retries_with_backoff_and_dead_letters,
     an_idle_runner_wakes_on_enqueue,
     two_schedulers_fire_once_per_period_and_catch_up_by_the_rule,
+    operators_see_the_dead_letter_and_replay_it,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -161,10 +164,10 @@ async fn failures_back_off_then_dead_letter_then_replay(backend: TestBackend) {
         .unwrap()
         .is_empty()
     );
-    let replayed = jobs::retry(&app.db, id, now).await.unwrap();
+    let replayed = jobs::retry(&app.db, id, now, None).await.unwrap();
     assert_eq!((replayed.status, replayed.attempts), (JobStatus::Queued, 0));
     assert!(
-        jobs::retry(&app.db, id, now).await.is_err(),
+        jobs::retry(&app.db, id, now, None).await.is_err(),
         "only dead jobs are replayed"
     );
     let claimed = jobs::claim(&app.db, "w", 10, now, now + Duration::seconds(30))
@@ -205,10 +208,13 @@ async fn failures_back_off_then_dead_letter_then_replay(backend: TestBackend) {
         .unwrap()
         .id();
     assert_eq!(
-        jobs::cancel(&app.db, doomed, now).await.unwrap().status,
+        jobs::cancel(&app.db, doomed, now, None)
+            .await
+            .unwrap()
+            .status,
         JobStatus::Cancelled
     );
-    assert!(jobs::cancel(&app.db, fatal, now).await.is_err());
+    assert!(jobs::cancel(&app.db, fatal, now, None).await.is_err());
 }
 
 async fn an_expired_lease_lets_another_worker_finish_once(backend: TestBackend) {
@@ -582,5 +588,81 @@ async fn two_schedulers_fire_once_per_period_and_catch_up_by_the_rule(backend: T
         due.len(),
         2,
         "one report for the 25th, one caught up for the 27th"
+    );
+}
+
+async fn operators_see_the_dead_letter_and_replay_it(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let now = crm_domain::Clock::now(app.clock.as_ref());
+    let id = jobs::enqueue(&app.db, &job("voice-call", now), now)
+        .await
+        .unwrap()
+        .id();
+    jobs::claim(&app.db, "w", 1, now, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    jobs::fail(&app.db, id, "w", "provider said no", None, now)
+        .await
+        .unwrap();
+
+    let dead = app
+        .graphql_ok(
+            "{ deadJobs { nodes { id kind status lastError attempts } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        dead["deadJobs"]["nodes"],
+        json!([{ "id": id.to_string(), "kind": "voice-call", "status": "DEAD", "lastError": "provider said no", "attempts": 1 }])
+    );
+    let manager = app.token_for(Role::Manager, "meg");
+    let retried = app
+        .graphql_as(
+            &manager,
+            "mutation($id: ID!) { retryJob(id: $id) { status attempts } }",
+            json!({ "id": id.to_string() }),
+        )
+        .await;
+    assert_eq!(
+        retried["data"]["retryJob"],
+        json!({ "status": "QUEUED", "attempts": 0 })
+    );
+    let again = app
+        .graphql_as(
+            &manager,
+            "mutation($id: ID!) { retryJob(id: $id) { status } }",
+            json!({ "id": id.to_string() }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&again),
+        "NOT_FOUND",
+        "only dead jobs are replayed"
+    );
+    let cancelled = app
+        .graphql_ok(
+            "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+            json!({ "id": id.to_string() }),
+        )
+        .await;
+    assert_eq!(cancelled["cancelJob"]["status"], "CANCELLED");
+    let queued = app
+        .graphql_ok("{ jobs(status: QUEUED) { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(queued["jobs"]["nodes"], json!([]));
+    let sales = app.token_for(Role::Sales, "ana");
+    assert_eq!(
+        error_code(
+            &app.graphql_as(&sales, "{ jobs { nodes { id } } }", json!({}))
+                .await
+        ),
+        "FORBIDDEN"
+    );
+    let log = app
+        .graphql_ok("{ auditLog { nodes { action actor } } }", json!({}))
+        .await;
+    assert_eq!(
+        log["auditLog"]["nodes"],
+        json!([{ "action": "job.cancel", "actor": "admin-test" }, { "action": "job.retry", "actor": "meg" }])
     );
 }
