@@ -120,6 +120,18 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
+    /// Builds a forward page from rows fetched with `limit + 1` (the extra row only tells that
+    /// more follow); `after_given` says whether the page started after a cursor.
+    pub fn forward(mut items: Vec<(String, T)>, limit: usize, after_given: bool) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Self {
+            items,
+            has_next_page: more,
+            has_previous_page: after_given,
+        }
+    }
+
     /// Builds a page from rows fetched with `limit + 1` in seek direction: trims the probe row
     /// and restores the requested order.
     pub(crate) fn from_probe(mut rows: Vec<(String, T)>, seek: &Seek) -> Self {

@@ -1,5 +1,6 @@
 //! The audit log over GraphQL (admin only, per the policy).
 
+use super::pagination::first_or_default;
 use super::{ApiContext, pagination::PageInfo};
 use crate::error::{ApiError, invalid};
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
@@ -113,18 +114,7 @@ impl AuditQuery {
         after: Option<String>,
     ) -> async_graphql::Result<AuditConnection> {
         let api = ctx.data::<ApiContext>()?;
-        let limit = match first.map(usize::try_from) {
-            None => api.pages.default,
-            Some(Ok(n)) if n <= api.pages.max => n,
-            Some(_) => {
-                return Err(invalid(
-                    "first",
-                    "out_of_range",
-                    format!("first must be between 0 and {}", api.pages.max),
-                )
-                .into());
-            }
-        };
+        let limit = first_or_default(first, api.pages)?;
         let before_seq = after
             .map(|raw| {
                 decode(&raw).ok_or_else(|| {
@@ -145,13 +135,7 @@ impl AuditQuery {
             .map_err(ApiError::from)?;
         let items: Vec<(String, AuditEntry)> =
             rows.into_iter().map(|e| (cursor(e.seq), e)).collect();
-        let more = items.len() > limit;
-        let mut page = Page {
-            items,
-            has_next_page: more,
-            has_previous_page: before_seq.is_some(),
-        };
-        page.items.truncate(limit);
+        let page = Page::forward(items, limit, before_seq.is_some());
         let page_info = PageInfo::of(&page);
         Ok(AuditConnection {
             nodes: page

@@ -5,8 +5,8 @@ use super::{
     ApiContext,
     access::{check_owner, customer_scope, scoped_write_error, visible_customer},
     interactions::InteractionNode,
-    loaders::{InteractionsLoader, nested_limit, prefetch_latest_interactions, prime_customers},
-    pagination::{PageArgs, connection},
+    loaders::{InteractionsLoader, prefetch_latest_interactions, prime_customers},
+    pagination::{PageArgs, connection, size},
 };
 use crate::{
     audit::Auditor,
@@ -144,7 +144,7 @@ impl CustomerNode {
         #[graphql(default = 20)] first: i32,
     ) -> async_graphql::Result<Vec<InteractionNode>> {
         let api = ctx.data::<ApiContext>()?;
-        let limit = nested_limit(first, api.pages.max)?;
+        let limit = size("first", first, api.pages)?;
         let loader = ctx.data::<InteractionsLoader>()?;
         let found = loader
             .load_one((self.0.id, limit))

@@ -1,6 +1,10 @@
 //! The job queue over GraphQL: what is queued, running, dead; replay and cancel (operators).
 
-use super::{ApiContext, customers::parse_id, pagination::PageInfo};
+use super::{
+    ApiContext,
+    customers::parse_id,
+    pagination::{PageInfo, first_or_default},
+};
 use crate::{
     audit::Auditor,
     error::{ApiError, invalid},
@@ -95,18 +99,7 @@ async fn page(
     after: Option<String>,
 ) -> async_graphql::Result<JobConnection> {
     let api = ctx.data::<ApiContext>()?;
-    let limit = match first.map(usize::try_from) {
-        None => api.pages.default,
-        Some(Ok(n)) if n <= api.pages.max => n,
-        Some(_) => {
-            return Err(invalid(
-                "first",
-                "out_of_range",
-                format!("first must be between 0 and {}", api.pages.max),
-            )
-            .into());
-        }
-    };
+    let limit = first_or_default(first, api.pages)?;
     let before = after
         .map(|raw| {
             raw.parse::<JobId>()
@@ -122,15 +115,8 @@ async fn page(
     )
     .await
     .map_err(ApiError::from)?;
-    let more = rows.len() > limit;
-    let mut items: Vec<(String, jobs::Job)> =
-        rows.into_iter().map(|j| (j.id.to_string(), j)).collect();
-    items.truncate(limit);
-    let page = Page {
-        items,
-        has_next_page: more,
-        has_previous_page: before.is_some(),
-    };
+    let items: Vec<(String, jobs::Job)> = rows.into_iter().map(|j| (j.id.to_string(), j)).collect();
+    let page = Page::forward(items, limit, before.is_some());
     let page_info = PageInfo::of(&page);
     Ok(JobConnection {
         nodes: page.items.into_iter().map(|(_, j)| JobNode(j)).collect(),

@@ -7,7 +7,7 @@
 //! whole page in one statement before the children resolve ([`prefetch_latest_interactions`]).
 
 use super::ApiContext;
-use crate::error::{ApiError, ApiResult, invalid};
+use crate::error::{ApiError, ApiResult};
 use async_graphql::{
     Context, Value,
     dataloader::{DataLoader, HashMapCache, Loader},
@@ -138,18 +138,6 @@ pub(crate) async fn prefetch_latest_interactions(
             .await;
     }
     Ok(())
-}
-
-/// Checks the `first` argument of `Customer.interactions`.
-pub(crate) fn nested_limit(first: i32, max: usize) -> ApiResult<usize> {
-    match usize::try_from(first) {
-        Ok(n) if n <= max => Ok(n),
-        _ => Err(invalid(
-            "first",
-            "out_of_range",
-            format!("first must be between 0 and {max}"),
-        )),
-    }
 }
 
 /// When the selection below the current field asks for `customer` at one of `paths`, loads

@@ -14,6 +14,11 @@ pub struct PageLimits {
     pub max: usize,
 }
 
+/// `first` checked against the maximum, or the default page size when absent.
+pub(crate) fn first_or_default(first: Option<i32>, limits: PageLimits) -> ApiResult<usize> {
+    first.map_or(Ok(limits.default), |n| size("first", n, limits))
+}
+
 /// The arguments of a connection field.
 #[derive(Debug, Default)]
 pub(crate) struct PageArgs {
@@ -23,7 +28,8 @@ pub(crate) struct PageArgs {
     pub(crate) before: Option<String>,
 }
 
-fn size(field: &str, value: i32, limits: PageLimits) -> ApiResult<usize> {
+/// Checks a page size argument against the maximum.
+pub(crate) fn size(field: &str, value: i32, limits: PageLimits) -> ApiResult<usize> {
     match usize::try_from(value) {
         Ok(n) if n <= limits.max => Ok(n),
         _ => Err(invalid(
