@@ -11,7 +11,7 @@ use crate::{
 };
 use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
-use crm_plugins::{Registry, Runner, RunnerOptions};
+use crm_plugins::{Registry, Runner, RunnerOptions, Scheduler};
 use crm_store::Db;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ pub struct Application {
     db: Db,
     bootstrap_key: Option<String>,
     runner: Option<Runner>,
+    scheduler: Option<Scheduler>,
 }
 
 impl std::fmt::Debug for Application {
@@ -83,6 +84,7 @@ impl Application {
         }
         let authenticator = Authenticator::new(jwt, db.clone(), clock.clone());
         let runner_clock = clock.clone();
+        let scheduler_clock = clock.clone();
         let bootstrap_key = if config.auth.bootstrap_admin_key {
             bootstrap_admin_key(&db, clock.as_ref()).await?
         } else {
@@ -125,12 +127,14 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
         let runner = (config.jobs.workers > 0)
             .then(|| job_runner(config, db.clone(), runner_clock, config.jobs.workers));
+        let scheduler = scheduler(config, db.clone(), scheduler_clock)?;
         Ok(Self {
             listener,
             router,
             db,
             bootstrap_key,
             runner,
+            scheduler,
         })
     }
 
@@ -165,6 +169,12 @@ impl Application {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
+        let scheduler = self.scheduler.map(|scheduler| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(scheduler.run_until(SCHEDULER_TICK, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         let served = axum::serve(
             self.listener,
             self.router
@@ -179,6 +189,9 @@ impl Application {
         if let Some(runner) = runner {
             let _ = runner.await;
         }
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
         served
     }
 }
@@ -186,6 +199,27 @@ impl Application {
 /// The job kinds this server runs. The agents of the lead chain register here as they land.
 pub fn registry() -> Registry {
     Registry::default()
+}
+
+/// How often the scheduler looks for due firings.
+pub const SCHEDULER_TICK: Duration = Duration::from_secs(30);
+
+/// The scheduler of the configured `[[jobs.schedules]]`, if there are any.
+pub fn scheduler(
+    config: &Config,
+    db: Db,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Scheduler>> {
+    if config.jobs.schedules.is_empty() {
+        return Ok(None);
+    }
+    let schedules = config
+        .jobs
+        .schedules
+        .iter()
+        .map(|s| s.parse().map_err(|e| anyhow::anyhow!(e)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(Scheduler::new(db, clock, schedules)))
 }
 
 /// A job runner over `db` with the configured lease and polling, running `concurrency` jobs.

@@ -306,6 +306,57 @@ pub struct JobsConfig {
     /// How often an idle runner looks for due jobs (enqueues in the same process wake it at
     /// once), in milliseconds. Default 1000.
     pub poll_interval_ms: u64,
+    /// Recurring jobs (`[[jobs.schedules]]`), enqueued by every `serve`/`worker` process
+    /// (replicas enqueue each firing once). Default none.
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// One recurring job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique name.
+    pub name: String,
+    /// Cron expression (`0 18 * * *`: daily at 18:00).
+    pub cron: String,
+    /// IANA time zone the expression is read in. Default `Europe/Berlin`.
+    #[serde(default = "default_schedule_zone")]
+    pub time_zone: String,
+    /// The job kind to enqueue (must be a kind this server runs).
+    pub kind: String,
+    /// JSON payload of the job. Default `{}`.
+    #[serde(default = "default_payload")]
+    pub payload: String,
+    /// A firing missed during downtime still runs if it is at most this many hours old (only
+    /// the latest one). Default 12.
+    #[serde(default = "default_catch_up_hours")]
+    pub catch_up_hours: u32,
+}
+
+fn default_schedule_zone() -> String {
+    "Europe/Berlin".into()
+}
+
+fn default_payload() -> String {
+    "{}".into()
+}
+
+fn default_catch_up_hours() -> u32 {
+    12
+}
+
+impl ScheduleConfig {
+    /// The parsed schedule.
+    pub fn parse(&self) -> Result<crm_plugins::Schedule, String> {
+        crm_plugins::Schedule::parse(
+            &self.name,
+            &self.cron,
+            &self.time_zone,
+            &self.kind,
+            &self.payload,
+            chrono::Duration::hours(i64::from(self.catch_up_hours)),
+        )
+    }
 }
 
 impl Default for JobsConfig {
@@ -315,6 +366,7 @@ impl Default for JobsConfig {
             worker_concurrency: 8,
             lease_secs: 300,
             poll_interval_ms: 1000,
+            schedules: Vec::new(),
         }
     }
 }
@@ -480,6 +532,25 @@ impl Config {
         }
         if self.jobs.lease_secs < 5 {
             problems.push("jobs.lease_secs must be at least 5".into());
+        }
+        let kinds = crate::app::registry().kinds();
+        let mut names = std::collections::HashSet::new();
+        for schedule in &self.jobs.schedules {
+            if let Err(problem) = schedule.parse() {
+                problems.push(format!("jobs.schedules: {problem}"));
+            }
+            if !kinds.contains(&schedule.kind.as_str()) {
+                problems.push(format!(
+                    "jobs.schedules: schedule {} names job kind `{}`, which this server does not run (known: {kinds:?})",
+                    schedule.name, schedule.kind
+                ));
+            }
+            if !names.insert(schedule.name.as_str()) {
+                problems.push(format!(
+                    "jobs.schedules: the name {} is used twice",
+                    schedule.name
+                ));
+            }
         }
         if self.jobs.poll_interval_ms == 0 {
             problems.push("jobs.poll_interval_ms must be at least 1".into());
@@ -665,6 +736,24 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn schedules_are_checked_at_load() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[[jobs.schedules]]\nname = \"r\"\ncron = \"61 18 * * *\"\nkind = \"generate-report\"\n\
+             [[jobs.schedules]]\nname = \"r\"\ncron = \"0 18 * * *\"\ntime_zone = \"Mars/Base\"\nkind = \"x\""
+        )
+        .unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid cron"), "{err}");
+        assert!(err.contains("unknown time zone"), "{err}");
+        assert!(err.contains("does not run"), "{err}");
+        assert!(err.contains("used twice"), "{err}");
     }
 
     #[test]
