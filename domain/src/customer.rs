@@ -5,7 +5,7 @@ use crate::{
     ids::CustomerId,
     values::{
         CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone, optional_text, parse_tags,
-        required_text,
+        required_text, text_change,
     },
 };
 use chrono::{DateTime, Utc};
@@ -345,19 +345,6 @@ pub struct CustomerPatch {
     consent_call: Option<bool>,
     consent_sms: Option<bool>,
     notes: Change<String>,
-}
-
-fn text_change(
-    field: &'static str,
-    change: Change<String>,
-    max: usize,
-) -> Result<Change<String>, FieldError> {
-    match change.try_map(|raw| optional_text(field, Some(&raw), max))? {
-        // A blank string clears the field, like `null`.
-        Change::Set(None) | Change::Clear => Ok(Change::Clear),
-        Change::Set(Some(text)) => Ok(Change::Set(text)),
-        Change::Keep => Ok(Change::Keep),
-    }
 }
 
 impl CustomerPatch {

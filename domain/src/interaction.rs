@@ -4,7 +4,7 @@ use crate::{
     customer::Change,
     error::{FieldError, ValidationErrors},
     ids::{CustomerId, InteractionId},
-    values::optional_text,
+    values::{optional_text, text_change},
 };
 use chrono::{DateTime, Utc};
 use std::{fmt, str::FromStr};
@@ -216,20 +216,6 @@ pub struct InteractionPatchDraft {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InteractionPatch(InteractionPatchDraft);
 
-fn text(
-    field: &'static str,
-    change: Change<String>,
-    max: usize,
-) -> Result<Change<String>, FieldError> {
-    Ok(
-        match change.try_map(|raw| optional_text(field, Some(&raw), max))? {
-            Change::Set(Some(text)) => Change::Set(text),
-            Change::Set(None) | Change::Clear => Change::Clear,
-            Change::Keep => Change::Keep,
-        },
-    )
-}
-
 impl InteractionPatch {
     /// Validates a partial update, reporting every failing field.
     pub fn parse(draft: InteractionPatchDraft) -> Result<Self, ValidationErrors> {
@@ -238,20 +224,20 @@ impl InteractionPatch {
             kind: draft.kind,
             direction: draft.direction,
             subject: errors
-                .check(text("subject", draft.subject, SUBJECT_MAX_LEN))
+                .check(text_change("subject", draft.subject, SUBJECT_MAX_LEN))
                 .unwrap_or_default(),
             body: errors
-                .check(text("body", draft.body, BODY_MAX_LEN))
+                .check(text_change("body", draft.body, BODY_MAX_LEN))
                 .unwrap_or_default(),
             outcome: errors
-                .check(text("outcome", draft.outcome, OUTCOME_MAX_LEN))
+                .check(text_change("outcome", draft.outcome, OUTCOME_MAX_LEN))
                 .unwrap_or_default(),
             occurred_at: draft.occurred_at,
             duration_seconds: errors
                 .check(draft.duration_seconds.try_map(duration))
                 .unwrap_or_default(),
             author: errors
-                .check(text("author", draft.author, OUTCOME_MAX_LEN))
+                .check(text_change("author", draft.author, OUTCOME_MAX_LEN))
                 .unwrap_or_default(),
         };
         errors.into_result(|| Self(patch))

@@ -431,6 +431,23 @@ pub fn optional_text(
     Ok(Some(text.to_owned()))
 }
 
+/// Validates the new value of an optional text field in a partial update; a blank string
+/// clears the field, like `null`.
+pub fn text_change(
+    field: &'static str,
+    change: crate::customer::Change<String>,
+    max_chars: usize,
+) -> Result<crate::customer::Change<String>, FieldError> {
+    use crate::customer::Change;
+    Ok(
+        match change.try_map(|raw| optional_text(field, Some(&raw), max_chars))? {
+            Change::Set(Some(text)) => Change::Set(text),
+            Change::Set(None) | Change::Clear => Change::Clear,
+            Change::Keep => Change::Keep,
+        },
+    )
+}
+
 /// Like [`optional_text`], but the field must be present and not blank.
 pub fn required_text(
     field: &'static str,

@@ -5,8 +5,9 @@
 //! deleted or reordered entry breaks it. The payload (changed values, possibly personal) is
 //! covered through its hash only, so it can be erased without breaking the chain.
 //!
-//! Appends are serialized: on SQLite by an immediate (write-locking) transaction, on
-//! PostgreSQL by a transaction-scoped advisory lock, so two writers never fork the chain.
+//! Entries are appended inside the transaction of the change they record ([`AppendAudit`]).
+//! Appends are serialized so two writers never fork the chain: on SQLite by the write lock that
+//! the transaction's first write took, on PostgreSQL by a transaction-scoped advisory lock.
 
 use crate::{
     db::{Db, with_conn},
@@ -16,7 +17,7 @@ use crate::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use sha2::{Digest as _, Sha256};
 
 /// The hash before the first entry.
@@ -222,27 +223,6 @@ pub(crate) fn append_sync(
     .optional()?;
     let entry = chain(new, head);
     diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(&entry), conn)?;
-    Ok(entry)
-}
-
-/// Appends an entry on its own (for events that change no row, such as security events).
-pub async fn append(db: &Db, new: &NewAuditEntry) -> StoreResult<AuditEntry> {
-    let new = new.clone();
-    let entry = with_conn!(
-        db,
-        postgres | conn | {
-            conn.transaction(async |conn| conn.append_audit(&new).await)
-                .await?
-        },
-        sqlite | conn | {
-            conn.spawn_blocking(move |conn| {
-                // IMMEDIATE takes the write lock first, so reading the head and inserting cannot
-                // interleave with another writer.
-                conn.immediate_transaction(|conn| append_sync(conn, &new))
-            })
-            .await?
-        }
-    );
     Ok(entry)
 }
 

@@ -318,7 +318,8 @@ pub(crate) struct UpdateCustomerInput {
     notes: MaybeUndefined<String>,
 }
 
-fn change<T>(value: MaybeUndefined<T>) -> Change<T> {
+/// An absent, `null` or given input field as a change of a partial update.
+pub(crate) fn change<T>(value: MaybeUndefined<T>) -> Change<T> {
     match value {
         MaybeUndefined::Undefined => Change::Keep,
         MaybeUndefined::Null => Change::Clear,

@@ -4,7 +4,7 @@
 use super::{
     ApiContext,
     access::{customer_scope, visible_customer, visible_interaction},
-    customers::{CustomerNode, parse_id},
+    customers::{CustomerNode, change, parse_id},
     loaders::{CustomersLoader, prefetch_customers_of, prefetch_latest_interactions},
     pagination::{PageArgs, connection},
 };
@@ -15,7 +15,7 @@ use crate::{
 use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, Utc};
 use crm_domain::{
-    Change, CustomerId, Interaction, InteractionDraft, InteractionId, InteractionPatch,
+    CustomerId, Interaction, InteractionDraft, InteractionId, InteractionPatch,
     InteractionPatchDraft, NewInteraction,
 };
 use crm_store::interactions::{self, CURSOR_TAG, InteractionFilter as StoreFilter};
@@ -185,14 +185,6 @@ pub(crate) struct UpdateInteractionInput {
     author: MaybeUndefined<String>,
 }
 
-fn change<T, U>(value: MaybeUndefined<T>, f: impl FnOnce(T) -> U) -> Change<U> {
-    match value {
-        MaybeUndefined::Undefined => Change::Keep,
-        MaybeUndefined::Null => Change::Clear,
-        MaybeUndefined::Value(v) => Change::Set(f(v)),
-    }
-}
-
 /// Interaction queries.
 #[derive(Default, Debug)]
 pub(crate) struct InteractionQuery;
@@ -329,13 +321,13 @@ impl InteractionMutation {
         }
         let draft = InteractionPatchDraft {
             kind: input.kind.map(Into::into),
-            direction: change(input.direction, Into::into),
-            subject: change(input.subject, |v| v),
-            body: change(input.body, |v| v),
-            outcome: change(input.outcome, |v| v),
+            direction: change(input.direction.map_value(Into::into)),
+            subject: change(input.subject),
+            body: change(input.body),
+            outcome: change(input.outcome),
             occurred_at: input.occurred_at,
-            duration_seconds: change(input.duration_seconds, |v| v),
-            author: change(input.author, |v| v),
+            duration_seconds: change(input.duration_seconds),
+            author: change(input.author),
         };
         let patch = InteractionPatch::parse(draft).map_err(|e| ApiError::validation("input", e))?;
         let auditor = Auditor::of(ctx)?;
