@@ -11,7 +11,10 @@ use crate::{
 };
 use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
-use crm_plugins::{Registry, Runner, RunnerOptions, Scheduler};
+use crm_plugins::{
+    Pipeline, Registry, Runner, RunnerOptions, Scheduler,
+    pipeline::{QualifyLead, RescoreLead},
+};
 use crm_store::Db;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -57,6 +60,7 @@ impl Application {
             )
         })?;
         let region = config.default_region()?;
+        let pipeline = pipeline(config)?;
         let authorizer = Authorizer::from_files(
             config.auth.model_file.as_deref(),
             config.auth.policy_file.as_deref(),
@@ -94,6 +98,7 @@ impl Application {
             db.clone(),
             clock,
             region,
+            pipeline.clone(),
             &config.graphql,
             &config.audit.redact_fields,
         );
@@ -125,8 +130,15 @@ impl Application {
         let listener = TcpListener::bind(&config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
-        let runner = (config.jobs.workers > 0)
-            .then(|| job_runner(config, db.clone(), runner_clock, config.jobs.workers));
+        let runner = (config.jobs.workers > 0).then(|| {
+            job_runner(
+                config,
+                db.clone(),
+                runner_clock,
+                &pipeline,
+                config.jobs.workers,
+            )
+        });
         let scheduler = scheduler(config, db.clone(), scheduler_clock)?;
         Ok(Self {
             listener,
@@ -196,9 +208,30 @@ impl Application {
     }
 }
 
+/// The lead chain of `config`, as this build runs it.
+pub fn pipeline(config: &Config) -> anyhow::Result<Arc<Pipeline>> {
+    Pipeline::new(
+        config.pipeline.clone(),
+        config.scoring.clone(),
+        crm_plugins::KINDS.iter().copied(),
+    )
+    .map(Arc::new)
+    .map_err(|problems| anyhow::anyhow!("invalid pipeline config: {problems}"))
+}
+
 /// The job kinds this server runs. The agents of the lead chain register here as they land.
-pub fn registry() -> Registry {
+pub fn registry(db: &Db, clock: &Arc<dyn Clock>, pipeline: &Arc<Pipeline>) -> Registry {
     Registry::default()
+        .with(Arc::new(QualifyLead::new(
+            db.clone(),
+            clock.clone(),
+            pipeline.clone(),
+        )))
+        .with(Arc::new(RescoreLead::new(
+            db.clone(),
+            clock.clone(),
+            pipeline.clone(),
+        )))
 }
 
 /// How often the scheduler looks for due firings.
@@ -223,7 +256,13 @@ pub fn scheduler(
 }
 
 /// A job runner over `db` with the configured lease and polling, running `concurrency` jobs.
-pub fn job_runner(config: &Config, db: Db, clock: Arc<dyn Clock>, concurrency: usize) -> Runner {
+pub fn job_runner(
+    config: &Config,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    pipeline: &Arc<Pipeline>,
+    concurrency: usize,
+) -> Runner {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "crm".to_owned());
     let options = RunnerOptions {
         worker_id: format!(
@@ -235,7 +274,8 @@ pub fn job_runner(config: &Config, db: Db, clock: Arc<dyn Clock>, concurrency: u
         lease: chrono::Duration::seconds(i64::try_from(config.jobs.lease_secs).unwrap_or(300)),
         poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
     };
-    Runner::new(db, registry(), clock, options)
+    let registry = registry(&db, &clock, pipeline);
+    Runner::new(db, registry, clock, options)
 }
 
 /// Creates the first admin API key when no key exists yet (one statement, so replicas starting

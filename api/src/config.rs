@@ -52,6 +52,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The job runner.
     pub jobs: JobsConfig,
+    /// The lead chain: threshold, re-scoring, branches.
+    pub pipeline: crm_plugins::pipeline::PipelineConfig,
+    /// Lead scoring rules.
+    pub scoring: crm_domain::ScoringRules,
     /// Logging.
     pub log: LogConfig,
 }
@@ -533,7 +537,8 @@ impl Config {
         if self.jobs.lease_secs < 5 {
             problems.push("jobs.lease_secs must be at least 5".into());
         }
-        let kinds = crate::app::registry().kinds();
+        problems.extend(self.pipeline.problems(&self.scoring));
+        let kinds = crm_plugins::KINDS;
         let mut names = std::collections::HashSet::new();
         for schedule in &self.jobs.schedules {
             if let Err(problem) = schedule.parse() {

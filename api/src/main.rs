@@ -177,8 +177,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let db = crm_store::Db::open(&config.database.db_options()).await?;
             let clock: std::sync::Arc<dyn crm_domain::Clock> =
                 std::sync::Arc::new(crm_domain::SystemClock);
-            let runner =
-                crm_api::app::job_runner(&config, db, clock, config.jobs.worker_concurrency.max(1));
+            let pipeline = crm_api::app::pipeline(&config)?;
+            let runner = crm_api::app::job_runner(
+                &config,
+                db,
+                clock,
+                &pipeline,
+                config.jobs.worker_concurrency.max(1),
+            );
             runner.run_until(shutdown_signal()).await;
             Ok(())
         }

@@ -73,6 +73,19 @@ id_type!(
     JobId
 );
 
+id_type!(
+    /// Identifies a pipeline run (one pass of a lead through the chain).
+    RunId
+);
+id_type!(
+    /// Identifies a step of a pipeline run.
+    StepId
+);
+id_type!(
+    /// Identifies one scoring of a lead.
+    ScoreId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,10 @@ pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
 };
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId, JobId};
+pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId, JobId, RunId, ScoreId, StepId};
 pub use interaction::{
     Direction, Interaction, InteractionDraft, InteractionKind, InteractionPatch,
     InteractionPatchDraft, NewInteraction,
 };
+pub use scoring::{Activity, LeadScore, NextAction, Priority, Reason, ScoringRules};
 pub use values::{CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone};

@@ -6,8 +6,13 @@
 //! (a retry after a lost lease must not repeat a side effect) and reaches providers only through
 //! the ports in its context, never by naming a concrete adapter.
 
+pub mod pipeline;
 pub mod runner;
 pub mod scheduler;
 
+/// The job kinds this crate implements (the agents that exist so far).
+pub const KINDS: &[&str] = &[pipeline::QUALIFY_LEAD, pipeline::RESCORE_LEAD];
+
+pub use pipeline::{Pipeline, PipelineConfig};
 pub use runner::{JobError, JobHandler, Registry, RetryPolicy, Runner, RunnerOptions};
 pub use scheduler::{Schedule, Scheduler};

@@ -4,6 +4,7 @@
 use crate::{
     audit::{AppendAudit as _, NewAuditEntry},
     db::{Db, with_conn},
+    effects::{Effect, WriteEffects as _},
     error::{StoreError, StoreResult},
     page::{Cursor, CursorKey, Page, Seek},
     rows::{CustomerRow, to_db_time},
@@ -150,19 +151,43 @@ macro_rules! keyset {
 }
 
 /// Stores a new customer. A taken email or phone is [`StoreError::Duplicate`] naming the
-/// customer that holds it.
-/// `audit` (if any) is appended to the audit log in the same transaction.
+/// customer that holds it. `audit` (if any) and `effects` (a pipeline run, jobs, events) are
+/// written in the same transaction.
 pub async fn insert(
     db: &Db,
     new: NewCustomer,
     audit: Option<NewAuditEntry>,
+    effects: &[Effect],
 ) -> StoreResult<Customer> {
     let NewCustomer(customer) = new;
     let row = CustomerRow::from(&customer);
     let tags = tag_rows(&customer);
-    let result = insert_rows(db, vec![row.clone()], tags, audit).await?;
+    let now = customer.created_at;
+    let result = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            diesel::insert_into(customers::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+            for tag in &tags {
+                diesel::insert_into(customer_tags::table)
+                    .values(tag.clone())
+                    .execute(conn)
+                    .await?;
+            }
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
+            conn.apply_effects(effects, now).await?;
+            Ok::<_, diesel::result::Error>(())
+        })
+        .await
+    });
     match result {
-        Ok(()) => Customer::try_from(row),
+        Ok(()) => {
+            crate::effects::committed_all(effects, false);
+            Customer::try_from(row)
+        }
         Err(error) if StoreError::is_unique_violation(&error) => {
             Err(duplicate_of(db, &customer).await?)
         }

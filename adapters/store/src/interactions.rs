@@ -5,6 +5,7 @@ use crate::{
     audit::{AppendAudit as _, NewAuditEntry},
     customers::not_found as customer_not_found,
     db::{Backend, Db, with_conn},
+    effects::{Effect, WriteEffects as _},
     error::{StoreError, StoreResult},
     page::{Cursor, CursorKey, Page, Seek},
     rows::{InteractionRow, to_db_time},
@@ -49,11 +50,13 @@ fn not_found(id: InteractionId) -> StoreError {
 }
 
 /// Logs an interaction for a live (not deleted) customer.
-/// `audit` (if any) is appended in the same transaction.
+/// `audit` (if any) and `effects` (a re-scoring job, events) are written in the same
+/// transaction.
 pub async fn insert(
     db: &Db,
     new: NewInteraction,
     audit: Option<NewAuditEntry>,
+    effects: &[Effect],
 ) -> StoreResult<Interaction> {
     let NewInteraction(interaction) = new;
     let row = InteractionRow::from(&interaction);
@@ -82,12 +85,16 @@ pub async fn insert(
             if let Some(entry) = &audit {
                 conn.append_audit(entry).await?;
             }
+            conn.apply_effects(effects, interaction.created_at).await?;
             Ok(())
         })
         .await
     });
     match result {
-        Ok(()) => Interaction::try_from(row),
+        Ok(()) => {
+            crate::effects::committed_all(effects, false);
+            Interaction::try_from(row)
+        }
         Err(StoreError::Database(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::ForeignKeyViolation,
             _,
@@ -384,4 +391,24 @@ pub async fn delete(db: &Db, id: InteractionId, audit: Option<NewAuditEntry>) ->
     } else {
         Ok(())
     }
+}
+
+/// The newest `limit` interactions of a customer (what scoring reads).
+pub async fn recent_of(
+    db: &Db,
+    customer: CustomerId,
+    limit: usize,
+) -> StoreResult<Vec<Interaction>> {
+    let key = customer.to_string();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<InteractionRow> = with_conn!(db, |conn| {
+        interactions::table
+            .filter(interactions::customer_id.eq(&key))
+            .order_by((interactions::occurred_at.desc(), interactions::id.desc()))
+            .limit(limit)
+            .select(InteractionRow::as_select())
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Interaction::try_from).collect()
 }

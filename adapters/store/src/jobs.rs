@@ -11,6 +11,7 @@
 use crate::{
     audit::{AppendAudit as _, NewAuditEntry},
     db::{Backend, Db, with_conn},
+    effects::WriteEffects as _,
     error::{StoreError, StoreResult},
     rows::{from_db_time, to_db_time},
     schema::jobs,
@@ -110,7 +111,7 @@ pub struct Job {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
 #[diesel(table_name = jobs, treat_none_as_default_value = false)]
-struct JobRow {
+pub(crate) struct JobRow {
     id: String,
     kind: String,
     payload: String,
@@ -194,10 +195,9 @@ impl Enqueued {
 /// The PostgreSQL channel on which enqueues wake idle runners in every process.
 pub const CHANNEL: &str = "crm_jobs";
 
-/// Enqueues a job at `now`, and wakes runners listening on [`CHANNEL`] (PostgreSQL).
-pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<Enqueued> {
-    let id = JobId::new();
-    let row = JobRow {
+/// The row of a new job.
+pub(crate) fn row(id: JobId, new: &NewJob, now: DateTime<Utc>) -> JobRow {
+    JobRow {
         id: id.to_string(),
         kind: new.kind.clone(),
         payload: new.payload.clone(),
@@ -213,39 +213,27 @@ pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<E
         created_at: to_db_time(now),
         updated_at: to_db_time(now),
         finished_at: None,
-    };
-    let inserted = with_conn!(db, |conn| {
-        diesel::insert_into(jobs::table)
-            .values(&row)
-            .execute(conn)
-            .await
-    });
-    match inserted {
-        Ok(_) => {
-            if db.backend() == Backend::Postgres && new.run_at <= now {
-                db.execute_raw(&format!("NOTIFY {CHANNEL}")).await?;
-            }
-            Ok(Enqueued::Created(id))
-        }
-        Err(error) if StoreError::is_unique_violation(&error) => {
-            let key = new.dedupe_key.clone().unwrap_or_default();
-            let existing: String = with_conn!(db, |conn| {
-                jobs::table
-                    .filter(jobs::dedupe_key.eq(&key))
-                    .select(jobs::id)
-                    .first(conn)
-                    .await?
-            });
-            Ok(Enqueued::Duplicate(existing.parse().map_err(|e| {
-                StoreError::Corrupt {
-                    entity: "job",
-                    id: existing.clone(),
-                    reason: format!("id: {e}"),
-                }
-            })?))
-        }
-        Err(error) => Err(error.into()),
     }
+}
+
+/// A stored job id.
+pub(crate) fn parse_id(stored: &str) -> diesel::QueryResult<JobId> {
+    stored
+        .parse()
+        .map_err(|e: crm_domain::IdError| diesel::result::Error::DeserializationError(Box::new(e)))
+}
+
+/// Enqueues a job at `now`, and wakes runners (in this process, and through [`CHANNEL`] on
+/// PostgreSQL). To enqueue together with a change, use the change's effects instead.
+pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<Enqueued> {
+    let enqueued = with_conn!(db, |conn| {
+        conn.enqueue_jobs(std::slice::from_ref(new), now).await?
+    });
+    crate::effects::committed(true, false);
+    enqueued
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Unavailable("enqueue returned no job".into()))
 }
 
 /// Leases up to `limit` due jobs (running with an expired lease first, then queued and due,

@@ -9,12 +9,15 @@ pub mod api_keys;
 pub mod audit;
 pub mod customers;
 mod db;
+pub mod effects;
 mod error;
 pub mod interactions;
 pub mod jobs;
 mod page;
+pub mod pipeline;
 mod rows;
 mod schema;
+pub mod scores;
 pub mod seed;
 
 pub use db::{

@@ -106,3 +106,67 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    lead_scores (id) {
+        id -> Text,
+        customer_id -> Text,
+        score -> Integer,
+        priority -> Text,
+        tags -> Text,
+        next_action -> Text,
+        reasons -> Text,
+        config_version -> Text,
+        cause -> Text,
+        scored_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    pipeline_runs (id) {
+        id -> Text,
+        customer_id -> Text,
+        cause -> Text,
+        status -> Text,
+        branch -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    pipeline_steps (id) {
+        id -> Text,
+        run_id -> Text,
+        position -> Integer,
+        name -> Text,
+        status -> Text,
+        job_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        topic -> Text,
+        customer_id -> Nullable<Text>,
+        owner -> Nullable<Text>,
+        payload -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(lead_scores -> customers (customer_id));
+diesel::joinable!(pipeline_runs -> customers (customer_id));
+diesel::joinable!(pipeline_steps -> pipeline_runs (run_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    lead_scores,
+    pipeline_runs,
+    pipeline_steps
+);

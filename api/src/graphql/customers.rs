@@ -444,7 +444,8 @@ impl CustomerMutation {
         let new = NewCustomer::parse(draft, api.region, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
         let entry = Auditor::of(ctx)?.customer("customer.create", None, &new.0);
-        let customer = match customers::insert(&api.db, new, entry).await {
+        let effects = api.run_for_new_lead(&new.0);
+        let customer = match customers::insert(&api.db, new, entry, &effects).await {
             Ok(customer) => customer,
             Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
         };

@@ -282,7 +282,7 @@ impl InteractionMutation {
     ) -> async_graphql::Result<InteractionNode> {
         let api = ctx.data::<ApiContext>()?;
         let customer_id: CustomerId = parse_id("input.customerId", &input.customer_id)?;
-        visible_customer(ctx, customer_id).await?;
+        let customer = visible_customer(ctx, customer_id).await?;
         let draft = InteractionDraft {
             customer_id,
             kind: input.kind.into(),
@@ -297,7 +297,8 @@ impl InteractionMutation {
         let new = NewInteraction::parse(draft, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
         let entry = Auditor::of(ctx)?.interaction("interaction.create", None, Some(&new.0));
-        let interaction = interactions::insert(&api.db, new, entry)
+        let effects = api.run_for_interaction(&customer);
+        let interaction = interactions::insert(&api.db, new, entry, &effects)
             .await
             .map_err(|e| ApiError::from_store("input", e))?;
         Ok(InteractionNode(interaction))

@@ -20,7 +20,7 @@ use async_graphql::{
     dataloader::{DataLoader, HashMapCache},
 };
 use crm_domain::{Clock, PhoneRegion};
-use crm_store::Db;
+use crm_store::{Db, effects::Effect};
 use std::sync::Arc;
 
 pub use loaders::{CustomerLoader, CustomersLoader, InteractionsLoader, LatestInteractionsLoader};
@@ -41,6 +41,8 @@ pub struct ApiContext {
     pub pages: pagination::PageLimits,
     /// Fields whose values the audit log replaces with `[redacted]`.
     pub redact: Arc<[String]>,
+    /// The lead chain and its scoring rules.
+    pub pipeline: Arc<crm_plugins::Pipeline>,
 }
 
 /// All queries.
@@ -87,6 +89,7 @@ impl ApiContext {
         db: Db,
         clock: Arc<dyn Clock>,
         region: PhoneRegion,
+        pipeline: Arc<crm_plugins::Pipeline>,
         limits: &GraphqlConfig,
         redact: &[String],
     ) -> Self {
@@ -94,12 +97,43 @@ impl ApiContext {
             db,
             clock,
             region,
+            pipeline,
             redact: redact.into(),
             pages: pagination::PageLimits {
                 default: limits.default_page_size,
                 max: limits.max_page_size,
             },
         }
+    }
+
+    /// The pipeline run a new lead starts, if the config starts one (as effects of its creation).
+    pub fn run_for_new_lead(&self, customer: &crm_domain::Customer) -> Vec<Effect> {
+        use crm_domain::CustomerStatus::{Lead, Prospect};
+        if !self.pipeline.config().start_on_create || !matches!(customer.status, Lead | Prospect) {
+            return Vec::new();
+        }
+        self.run_for(customer, "created")
+    }
+
+    /// The pipeline run a new interaction starts (re-scoring), if the config starts one.
+    pub fn run_for_interaction(&self, customer: &crm_domain::Customer) -> Vec<Effect> {
+        if !self.pipeline.config().rescore_on_interaction {
+            return Vec::new();
+        }
+        self.run_for(customer, "interaction")
+    }
+
+    fn run_for(&self, customer: &crm_domain::Customer, cause: &str) -> Vec<Effect> {
+        let run = self.pipeline.start(customer.id, cause, self.clock.now());
+        let event = crm_plugins::Pipeline::event(
+            customer,
+            run.id,
+            crm_plugins::pipeline::QUALIFY_LEAD,
+            "pending",
+            crm_store::pipeline::RunStatus::Running,
+            serde_json::json!({ "cause": cause }),
+        );
+        vec![Effect::StartRun(run), event]
     }
 
     /// The per-request DataLoaders (each request gets fresh caches).

@@ -1,0 +1,241 @@
+//! Effects: what a change brings along — jobs to run and events to publish — written in the
+//! same transaction as the change, so that the change and its consequences commit or roll back
+//! together (a lead is never stored without its pipeline job, a job never runs for a change that
+//! rolled back). Enqueued jobs wake runners when the transaction commits: PostgreSQL delivers a
+//! `NOTIFY` only then, and in-process runners are woken by [`local_wake`] after the commit.
+
+use crate::{
+    jobs::{self, Enqueued, NewJob},
+    pipeline::{self, NewRun},
+    rows::to_db_time,
+    schema::{events, jobs as jobs_table, pipeline_runs, pipeline_steps},
+};
+use chrono::{DateTime, Utc};
+use crm_domain::JobId;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
+use std::sync::LazyLock;
+use tokio::sync::Notify;
+
+/// An event for subscribers (persisted, numbered in commit order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The stream (`pipeline`, `calls`, …).
+    pub topic: String,
+    /// The customer it concerns, if any (subscribers see only customers in their scope).
+    pub customer_id: Option<String>,
+    /// The owner of that customer when the event happened.
+    pub owner: Option<String>,
+    /// JSON.
+    pub payload: String,
+}
+
+/// One effect of a change.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Enqueue a job.
+    Job(NewJob),
+    /// Publish an event.
+    Event(NewEvent),
+    /// Start a pipeline run (its first steps' jobs are enqueued with it).
+    StartRun(NewRun),
+}
+
+/// Serializes event writers on PostgreSQL until their transaction ends, so that sequence
+/// numbers become visible in order (a reader never skips a smaller seq that commits later).
+const EVENT_LOCK: i64 = 0x6372_6d5f_6576; // "crm_ev"
+
+/// The in-process wake-up of job runners (SQLite has no NOTIFY; on PostgreSQL it saves the
+/// round trip for a runner in the same process).
+pub fn local_wake() -> &'static Notify {
+    static WAKE: LazyLock<Notify> = LazyLock::new(Notify::new);
+    &WAKE
+}
+
+/// The in-process wake-up of event readers.
+pub fn event_wake() -> &'static Notify {
+    static WAKE: LazyLock<Notify> = LazyLock::new(Notify::new);
+    &WAKE
+}
+
+/// Writes effects inside a transaction the caller runs. Implemented for both backends'
+/// connections, so one query body can call it in either arm of `with_conn!`.
+pub(crate) trait WriteEffects {
+    /// Enqueues jobs (a dedupe key already taken yields the existing job).
+    fn enqueue_jobs<'a>(
+        &'a mut self,
+        jobs: &'a [NewJob],
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, QueryResult<Vec<Enqueued>>>;
+
+    /// Writes every effect, in order.
+    fn apply_effects<'a>(
+        &'a mut self,
+        effects: &'a [Effect],
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, QueryResult<()>>;
+
+    /// Appends events.
+    fn emit_events<'a>(
+        &'a mut self,
+        events: &'a [NewEvent],
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, QueryResult<()>>;
+}
+
+macro_rules! write_effects {
+    ($conn:ty, $postgres:expr) => {
+        impl WriteEffects for $conn {
+            fn enqueue_jobs<'a>(
+                &'a mut self,
+                new_jobs: &'a [NewJob],
+                now: DateTime<Utc>,
+            ) -> BoxFuture<'a, QueryResult<Vec<Enqueued>>> {
+                Box::pin(async move {
+                    let mut enqueued = Vec::with_capacity(new_jobs.len());
+                    let mut due = false;
+                    for new in new_jobs {
+                        let id = JobId::new();
+                        let inserted = diesel::insert_into(jobs_table::table)
+                            .values(&jobs::row(id, new, now))
+                            .on_conflict_do_nothing()
+                            .execute(&mut *self)
+                            .await?;
+                        if inserted == 1 {
+                            due |= new.run_at <= now;
+                            enqueued.push(Enqueued::Created(id));
+                        } else {
+                            let key = new.dedupe_key.clone().unwrap_or_default();
+                            let existing: String = jobs_table::table
+                                .filter(jobs_table::dedupe_key.eq(&key))
+                                .select(jobs_table::id)
+                                .first(&mut *self)
+                                .await?;
+                            enqueued.push(Enqueued::Duplicate(jobs::parse_id(&existing)?));
+                        }
+                    }
+                    if $postgres && due {
+                        diesel::sql_query(format!("NOTIFY {}", jobs::CHANNEL))
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    Ok(enqueued)
+                })
+            }
+
+            fn apply_effects<'a>(
+                &'a mut self,
+                effects: &'a [Effect],
+                now: DateTime<Utc>,
+            ) -> BoxFuture<'a, QueryResult<()>> {
+                Box::pin(async move {
+                    for effect in effects {
+                        match effect {
+                            Effect::Job(job) => {
+                                self.enqueue_jobs(std::slice::from_ref(job), now).await?;
+                            }
+                            Effect::Event(event) => {
+                                self.emit_events(std::slice::from_ref(event), now).await?;
+                            }
+                            Effect::StartRun(run) => {
+                                diesel::insert_into(pipeline_runs::table)
+                                    .values(pipeline::run_row(run, now))
+                                    .execute(&mut *self)
+                                    .await?;
+                                for (position, step) in (0..).zip(&run.steps) {
+                                    let job_id = match &step.job {
+                                        Some(job) => Some(
+                                            self.enqueue_jobs(std::slice::from_ref(job), now)
+                                                .await?[0]
+                                                .id(),
+                                        ),
+                                        None => None,
+                                    };
+                                    diesel::insert_into(pipeline_steps::table)
+                                        .values(pipeline::step_row(
+                                            run.id, position, step, job_id, now,
+                                        ))
+                                        .execute(&mut *self)
+                                        .await?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            }
+
+            fn emit_events<'a>(
+                &'a mut self,
+                new_events: &'a [NewEvent],
+                now: DateTime<Utc>,
+            ) -> BoxFuture<'a, QueryResult<()>> {
+                Box::pin(async move {
+                    if new_events.is_empty() {
+                        return Ok(());
+                    }
+                    if $postgres {
+                        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({EVENT_LOCK})"))
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    let at = to_db_time(now);
+                    let rows: Vec<_> = new_events
+                        .iter()
+                        .map(|e| {
+                            (
+                                events::topic.eq(&e.topic),
+                                events::customer_id.eq(&e.customer_id),
+                                events::owner.eq(&e.owner),
+                                events::payload.eq(&e.payload),
+                                events::created_at.eq(at),
+                            )
+                        })
+                        .collect();
+                    for row in rows {
+                        diesel::insert_into(events::table)
+                            .values(row)
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    if $postgres {
+                        diesel::sql_query(format!("NOTIFY {EVENT_CHANNEL}"))
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+/// The PostgreSQL channel on which event writers wake readers in every process.
+pub const EVENT_CHANNEL: &str = "crm_events";
+
+write_effects!(diesel_async::AsyncPgConnection, true);
+write_effects!(crate::db::SqliteConn, false);
+
+/// Wakes in-process runners and event readers after a transaction with `effects` (and, if
+/// `more_jobs`, other enqueues) committed.
+pub(crate) fn committed_all(effects: &[Effect], more_jobs: bool) {
+    let jobs = more_jobs
+        || effects
+            .iter()
+            .any(|e| matches!(e, Effect::Job(_) | Effect::StartRun(_)));
+    let events = effects.iter().any(|e| matches!(e, Effect::Event(_)));
+    committed(jobs, events);
+}
+
+/// Wakes in-process runners and event readers after a transaction with effects committed.
+pub(crate) fn committed(jobs: bool, events: bool) {
+    if jobs {
+        // Wake every idle runner, and leave a permit for one that is just about to wait.
+        local_wake().notify_waiters();
+        local_wake().notify_one();
+    }
+    if events {
+        event_wake().notify_waiters();
+    }
+}
