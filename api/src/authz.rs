@@ -261,6 +261,11 @@ mod tests {
         ("Query.deadJobs", "AM"),
         ("Mutation.retryJob", "AM"),
         ("Mutation.cancelJob", "AM"),
+        ("Query.pipelineDefinition", "AMSIV"),
+        ("Query.pipelineRuns", "AMSIV"),
+        ("Query.pipelineRun", "AMSIV"),
+        ("Mutation.qualifyLead", "AMSI"),
+        ("Mutation.runPipeline", "AMS"),
     ];
 
     fn letter(role: Role) -> char {

@@ -762,6 +762,34 @@ mod tests {
     }
 
     #[test]
+    fn pipeline_and_scoring_are_checked_at_load() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[pipeline]\nthreshold = 150\n[pipeline.branches]\ncall_now = [\"voice-call\"]\n\
+             [scoring.priority]\nhot = 30\nwarm = 60\n[scoring.engagement.kinds]\nfax = 3"
+        )
+        .unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pipeline.threshold (150)"), "{err}");
+        assert!(err.contains("`call_now` is not a next action"), "{err}");
+        assert!(
+            err.contains("must not be above scoring.priority.hot"),
+            "{err}"
+        );
+        assert!(err.contains("`fax` is not an interaction kind"), "{err}");
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[pipeline]\nthreshold = -1").unwrap();
+        let err = Config::load_from(Some(file.path()), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threshold"), "{err}");
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let err =
             Config::load_from(Some(Path::new("/nonexistent/crm.toml")), no_env()).unwrap_err();

@@ -130,15 +130,15 @@ async fn execute(
     if let Err(refusal) = state.limits.check_principal(&bucket) {
         return rate_limited(refusal, "caller", &bucket);
     }
-    let (customers, interactions) = state.context.loaders();
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut request = request
-        .data(customers)
-        .data(interactions)
+    let mut request = state
+        .context
+        .loaders()
+        .attach(request)
         .data(principal)
         .data(RequestId(request_id));
     if let Err(error) = request.parsed_query() {

@@ -243,7 +243,9 @@ impl Pipeline {
         self.start_with_ids(customer, cause, RunId::new(), StepId::new(), now)
     }
 
-    fn start_with_ids(
+    /// Like [`Pipeline::start`], with the ids chosen by the caller (a replayed job that starts a
+    /// run must start the same run).
+    pub fn start_with_ids(
         &self,
         customer: CustomerId,
         cause: &str,
@@ -631,7 +633,7 @@ impl JobHandler for RescoreLead {
             RunStatus::Running,
             serde_json::json!({ "cause": "rescore" }),
         );
-        pipeline::start(&self.db, run, vec![event], now)
+        pipeline::start(&self.db, run, vec![event], None, now)
             .await
             .map_err(retryable)?;
         Ok(())

@@ -118,6 +118,8 @@ pub struct TestApp {
     pub token: String,
     /// The admin API key the first start created.
     pub bootstrap_key: Option<String>,
+    /// The config the app runs with.
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
@@ -191,6 +193,7 @@ impl TestApp {
             db,
             token,
             bootstrap_key,
+            config,
             clock,
             client: reqwest::Client::builder().build()?,
             backend,
@@ -198,6 +201,36 @@ impl TestApp {
             _dir: dir,
             _pg: pg,
         })
+    }
+
+    /// A job runner with the server's registry (every agent this build runs), on the app's
+    /// database and clock.
+    pub fn runner(&self) -> crm_plugins::Runner {
+        let pipeline = crm_api::app::pipeline(&self.config)
+            .unwrap_or_else(|e| panic!("the test config is invalid: {e:#}"));
+        crm_api::app::job_runner(
+            &self.config,
+            self.db.clone(),
+            self.clock.clone(),
+            &pipeline,
+            8,
+        )
+    }
+
+    /// Runs due jobs with [`TestApp::runner`] until none is due; returns how many ran.
+    pub async fn run_jobs(&self) -> usize {
+        let runner = self.runner();
+        let mut total = 0;
+        loop {
+            let ran = runner
+                .run_once()
+                .await
+                .unwrap_or_else(|e| panic!("the runner failed: {e}"));
+            if ran == 0 {
+                return total;
+            }
+            total += ran;
+        }
     }
 
     /// A token for `subject` with `role`, valid for an hour from the app's clock.

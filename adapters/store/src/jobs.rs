@@ -561,3 +561,16 @@ pub async fn get(db: &Db, id: JobId) -> StoreResult<Option<Job>> {
     });
     row.map(Job::try_from).transpose()
 }
+
+/// The jobs with these ids (missing ones are left out).
+pub async fn by_ids(db: &Db, ids: &[JobId]) -> StoreResult<Vec<Job>> {
+    let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows: Vec<JobRow> = with_conn!(db, |conn| {
+        jobs::table
+            .filter(jobs::id.eq_any(&keys))
+            .select(JobRow::as_select())
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Job::try_from).collect()
+}

@@ -7,6 +7,7 @@
 //! changes nothing.
 
 use crate::{
+    audit::{AppendAudit as _, NewAuditEntry},
     db::{Db, with_conn},
     effects::{Effect, WriteEffects as _},
     error::{StoreError, StoreResult},
@@ -438,6 +439,7 @@ pub async fn start(
     db: &Db,
     run: NewRun,
     mut effects: Vec<Effect>,
+    audit: Option<NewAuditEntry>,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let row = run_row(&run, now);
@@ -465,6 +467,9 @@ pub async fn start(
                     .await?;
             }
             conn.apply_effects(&effects, now).await?;
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
             Ok(true)
         })
         .await?

@@ -133,6 +133,30 @@ impl CustomerNode {
     async fn deleted_at(&self) -> Option<DateTime<Utc>> {
         self.0.deleted_at
     }
+    /// The current lead score (the newest scoring), with its reasons; null until first scored.
+    /// Batched across all customers of a response.
+    async fn score(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::pipeline::LeadScoreNode>> {
+        let loader = ctx.data::<super::ScoresLoader>()?;
+        let found = loader.load_one(self.0.id).await.map_err(ApiError::from)?;
+        Ok(found.map(super::pipeline::LeadScoreNode))
+    }
+
+    /// Every scoring of the lead, newest first, each with the config version that produced it.
+    #[graphql(
+        complexity = "usize::try_from(first.unwrap_or(20)).unwrap_or(1).clamp(1, 1000).saturating_mul(child_complexity)"
+    )]
+    async fn score_history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<super::pipeline::LeadScoreConnection> {
+        super::pipeline::score_history(ctx, self.0.id, first, after).await
+    }
+
     /// The newest interactions, newest first (at most the maximum page size). Batched across
     /// all customers of a response.
     #[graphql(

@@ -13,7 +13,10 @@ use async_graphql::{
     dataloader::{DataLoader, HashMapCache, Loader},
 };
 use crm_domain::{Customer, CustomerId, Interaction};
-use crm_store::{Db, customers, interactions};
+use crm_store::{
+    Db, customers, interactions,
+    scores::{self, StoredScore},
+};
 use std::{collections::HashMap, sync::Arc};
 
 /// Loads customers by id (`Interaction.customer`).
@@ -69,6 +72,28 @@ impl Loader<(CustomerId, usize)> for LatestInteractionsLoader {
 pub type CustomersLoader = DataLoader<CustomerLoader, HashMapCache>;
 /// The per-request latest-interactions loader (cached).
 pub type InteractionsLoader = DataLoader<LatestInteractionsLoader, HashMapCache>;
+
+/// Loads the current (newest) score of leads (`Customer.score`).
+#[derive(Debug, Clone)]
+pub struct LatestScoreLoader(pub(crate) Db);
+
+impl Loader<CustomerId> for LatestScoreLoader {
+    type Value = StoredScore;
+    type Error = Arc<ApiError>;
+
+    async fn load(
+        &self,
+        keys: &[CustomerId],
+    ) -> Result<HashMap<CustomerId, StoredScore>, Self::Error> {
+        let found = scores::latest_for_customers(&self.0, keys)
+            .await
+            .map_err(|e| Arc::new(e.into()))?;
+        Ok(found.into_iter().map(|s| (s.customer_id, s)).collect())
+    }
+}
+
+/// The per-request loader of current scores.
+pub type ScoresLoader = DataLoader<LatestScoreLoader, HashMapCache>;
 
 /// Default of `Customer.interactions(first:)`.
 pub(crate) const DEFAULT_NESTED_INTERACTIONS: usize = 20;

@@ -10,6 +10,7 @@ mod interactions;
 mod jobs;
 mod loaders;
 mod pagination;
+mod pipeline;
 
 use crate::{
     authz::{Authorizer, AuthzExtension},
@@ -23,7 +24,10 @@ use crm_domain::{Clock, PhoneRegion};
 use crm_store::{Db, effects::Effect};
 use std::sync::Arc;
 
-pub use loaders::{CustomerLoader, CustomersLoader, InteractionsLoader, LatestInteractionsLoader};
+pub use loaders::{
+    CustomerLoader, CustomersLoader, InteractionsLoader, LatestInteractionsLoader,
+    LatestScoreLoader, ScoresLoader,
+};
 
 /// The schema type served at `/graphql`.
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -53,6 +57,7 @@ pub struct Query(
     customers::CustomerQuery,
     interactions::InteractionQuery,
     jobs::JobQuery,
+    pipeline::PipelineQuery,
 );
 
 /// All mutations.
@@ -62,6 +67,7 @@ pub struct Mutation(
     customers::CustomerMutation,
     interactions::InteractionMutation,
     jobs::JobMutation,
+    pipeline::PipelineMutation,
 );
 
 /// Builds the schema with its limits and the authorization extension. `context` and
@@ -137,19 +143,54 @@ impl ApiContext {
     }
 
     /// The per-request DataLoaders (each request gets fresh caches).
-    pub fn loaders(&self) -> (CustomersLoader, InteractionsLoader) {
-        (
-            DataLoader::with_cache(
+    pub fn loaders(&self) -> RequestLoaders {
+        RequestLoaders {
+            customers: DataLoader::with_cache(
                 CustomerLoader(self.db.clone()),
                 tokio::spawn,
                 HashMapCache::default(),
             ),
-            DataLoader::with_cache(
+            interactions: DataLoader::with_cache(
                 LatestInteractionsLoader(self.db.clone()),
                 tokio::spawn,
                 HashMapCache::default(),
             ),
-        )
+            scores: DataLoader::with_cache(
+                LatestScoreLoader(self.db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+        }
+    }
+}
+
+/// The DataLoaders of one request.
+pub struct RequestLoaders {
+    customers: CustomersLoader,
+    interactions: InteractionsLoader,
+    scores: ScoresLoader,
+}
+
+impl std::fmt::Debug for RequestLoaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestLoaders").finish_non_exhaustive()
+    }
+}
+
+impl RequestLoaders {
+    /// Attaches the loaders to a request.
+    pub fn attach(self, request: async_graphql::Request) -> async_graphql::Request {
+        request
+            .data(self.customers)
+            .data(self.interactions)
+            .data(self.scores)
+    }
+
+    /// Attaches the loaders to a subscription's data.
+    pub fn attach_data(self, data: &mut async_graphql::Data) {
+        data.insert(self.customers);
+        data.insert(self.interactions);
+        data.insert(self.scores);
     }
 }
 

@@ -8,4 +8,5 @@ mod dataloader;
 mod http;
 mod interactions;
 mod jobs;
+mod pipeline;
 mod schema;
