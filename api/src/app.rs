@@ -27,6 +27,7 @@ pub struct Application {
     bootstrap_key: Option<String>,
     runner: Option<Runner>,
     scheduler: Option<Scheduler>,
+    events: crate::events::EventHub,
 }
 
 impl std::fmt::Debug for Application {
@@ -102,6 +103,7 @@ impl Application {
             &config.graphql,
             &config.audit.redact_fields,
         );
+        let events = context.events.clone();
         let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
         let graphiql = config.graphql.graphiql && config.server.mode != Mode::Production;
         let limits = RateLimits::new(&config.rate_limit);
@@ -147,6 +149,7 @@ impl Application {
             bootstrap_key,
             runner,
             scheduler,
+            events,
         })
     }
 
@@ -187,6 +190,12 @@ impl Application {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
+        let events = {
+            let mut stopped = stopped.clone();
+            tokio::spawn(self.events.run_until(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        };
         let served = axum::serve(
             self.listener,
             self.router
@@ -204,6 +213,7 @@ impl Application {
         if let Some(scheduler) = scheduler {
             let _ = scheduler.await;
         }
+        let _ = events.await;
         served
     }
 }

@@ -141,6 +141,36 @@ impl Authorizer {
     }
 }
 
+/// The policy check of a subscription: its root field is subscribed, not resolved, so the
+/// extension never sees it; every subscription resolver calls this first. Refusals are logged
+/// like the extension's.
+pub(crate) fn require(
+    ctx: &async_graphql::Context<'_>,
+    operation: &str,
+) -> Result<(), async_graphql::Error> {
+    let principal = ctx.data::<Principal>().map_err(|_| {
+        async_graphql::Error::new("credentials required")
+            .extend_with(|_, ext| ext.set("code", code::UNAUTHENTICATED))
+    })?;
+    let allowed = ctx
+        .data::<Authorizer>()
+        .is_ok_and(|authz| authz.may_call(principal.role, operation));
+    if allowed {
+        return Ok(());
+    }
+    tracing::warn!(
+        target: "crm::security",
+        subject = %principal.subject,
+        role = %principal.role,
+        operation,
+        "Operation refused by policy."
+    );
+    Err(
+        async_graphql::Error::new(format!("role {} may not call {operation}", principal.role))
+            .extend_with(|_, ext| ext.set("code", code::FORBIDDEN)),
+    )
+}
+
 /// The schema extension that checks every root field against the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthzExtension;
@@ -266,6 +296,8 @@ mod tests {
         ("Query.pipelineRun", "AMSIV"),
         ("Mutation.qualifyLead", "AMSI"),
         ("Mutation.runPipeline", "AMS"),
+        // Checked by `require` in the resolver (the extension never sees subscribed fields).
+        ("Subscription.pipelineEvents", "AMSIV"),
     ];
 
     fn letter(role: Role) -> char {
@@ -308,14 +340,6 @@ mod tests {
             }
             // Every operation is allowed to someone besides admin, or is admin-only on purpose.
         }
-    }
-
-    #[test]
-    fn subscriptions_are_not_served_before_they_are_guarded() {
-        // The extension checks root fields as they resolve; a subscription's root field is
-        // subscribed, not resolved. The first subscription must add `connection_init`
-        // authentication and a subscribe-time policy check (issue 3) — then drop this tripwire.
-        assert!(!crate::graphql::sdl().contains("type Subscription"));
     }
 
     #[tokio::test]

@@ -8,11 +8,17 @@ use crate::{
     graphql::{ApiContext, AppSchema},
     ratelimit::{RateLimits, Refusal},
 };
-use async_graphql::{ServerError, http::GraphiQLSource};
+use async_graphql::{
+    ServerError,
+    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource},
+};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{ConnectInfo, DefaultBodyLimit, Query, State, rejection::BytesRejection},
+    extract::{
+        ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade, rejection::BytesRejection,
+    },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -61,6 +67,7 @@ pub(crate) fn router(
         .max_age(Duration::from_secs(600));
     Ok(Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -74,6 +81,61 @@ pub(crate) fn router(
         .layer(TraceLayer::new_for_http())
         .layer(cors)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
+}
+
+/// GraphQL subscriptions over WebSocket (`graphql-transport-ws`, and the older `graphql-ws`).
+/// The client authenticates in `connection_init` with `{"Authorization": "Bearer <token or
+/// API key>"}` (browsers cannot set headers on a WebSocket); an `Authorization` header on the
+/// upgrade request is accepted too. A connection without valid credentials is closed before any
+/// subscription starts. Credentials are checked once, at `connection_init`.
+async fn graphql_ws(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ip = client_ip(peer, &headers, state.trust_forwarded_for);
+    if let Err(refusal) = state.limits.check_ip(ip) {
+        return rate_limited(refusal, "client address", &ip.to_string());
+    }
+    let header_credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let schema = state.schema.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let credential = ["Authorization", "authorization", "authToken"]
+                        .iter()
+                        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+                        .map(|c| {
+                            if c.contains(' ') {
+                                c.to_owned()
+                            } else {
+                                format!("Bearer {c}")
+                            }
+                        })
+                        .or(header_credential);
+                    let principal = state
+                        .authenticator
+                        .authenticate(credential.as_deref())
+                        .await
+                        .map_err(|error| {
+                            tracing::warn!(target: "crm::security", reason = %error, "WebSocket authentication failed.");
+                            async_graphql::Error::new(error.to_string())
+                        })?;
+                    let mut data = async_graphql::Data::default();
+                    state.context.loaders().attach_data(&mut data);
+                    data.insert(principal);
+                    data.insert(RequestId(uuid::Uuid::new_v4().to_string()));
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 /// A GraphQL-shaped error response for failures before execution.
@@ -282,6 +344,7 @@ async fn graphql_get(
         if wants_html && state.graphiql {
             let page = GraphiQLSource::build()
                 .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
                 .title("crm GraphQL")
                 .finish();
             let mut response = Html(page).into_response();

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod graphql;
 mod http;
 pub mod ratelimit;

@@ -239,3 +239,80 @@ pub(crate) fn committed(jobs: bool, events: bool) {
         event_wake().notify_waiters();
     }
 }
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Its place in the stream: increasing in commit order.
+    pub seq: i64,
+    /// The stream.
+    pub topic: String,
+    /// The customer it concerns.
+    pub customer_id: Option<String>,
+    /// That customer's owner when it happened.
+    pub owner: Option<String>,
+    /// JSON.
+    pub payload: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+type EventRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    chrono::NaiveDateTime,
+);
+
+/// Up to `limit` events after `after_seq`, oldest first (every topic, or one).
+pub async fn events_after(
+    db: &crate::Db,
+    topic: Option<&str>,
+    after_seq: i64,
+    limit: usize,
+) -> crate::StoreResult<Vec<Event>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<EventRow> = crate::db::with_conn!(db, |conn| {
+        let mut query = events::table.filter(events::seq.gt(after_seq)).into_boxed();
+        if let Some(topic) = topic {
+            query = query.filter(events::topic.eq(topic.to_owned()));
+        }
+        query
+            .order_by(events::seq)
+            .limit(limit)
+            .select((
+                events::seq,
+                events::topic,
+                events::customer_id,
+                events::owner,
+                events::payload,
+                events::created_at,
+            ))
+            .load(conn)
+            .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(seq, topic, customer_id, owner, payload, at)| Event {
+            seq,
+            topic,
+            customer_id,
+            owner,
+            payload,
+            created_at: crate::rows::from_db_time(at),
+        })
+        .collect())
+}
+
+/// The newest event's seq (0 when there is none).
+pub async fn head(db: &crate::Db) -> crate::StoreResult<i64> {
+    let head: Option<i64> = crate::db::with_conn!(db, |conn| {
+        events::table
+            .select(diesel::dsl::max(events::seq))
+            .first(conn)
+            .await?
+    });
+    Ok(head.unwrap_or(0))
+}

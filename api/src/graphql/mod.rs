@@ -17,7 +17,7 @@ use crate::{
     config::GraphqlConfig,
 };
 use async_graphql::{
-    EmptySubscription, MergedObject, Schema,
+    MergedObject, MergedSubscription, Schema,
     dataloader::{DataLoader, HashMapCache},
 };
 use crm_domain::{Clock, PhoneRegion};
@@ -30,7 +30,7 @@ pub use loaders::{
 };
 
 /// The schema type served at `/graphql`.
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Everything resolvers need, shared by all requests.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct ApiContext {
     pub redact: Arc<[String]>,
     /// The lead chain and its scoring rules.
     pub pipeline: Arc<crm_plugins::Pipeline>,
+    /// Persisted events, fanned out to subscribers.
+    pub events: crate::events::EventHub,
 }
 
 /// All queries.
@@ -70,16 +72,24 @@ pub struct Mutation(
     pipeline::PipelineMutation,
 );
 
+/// All subscriptions (served at `/graphql/ws`, authenticated in `connection_init`).
+#[derive(MergedSubscription, Default, Debug)]
+pub struct Subscription(pipeline::PipelineSubscription);
+
 /// Builds the schema with its limits and the authorization extension. `context` and
 /// `authorizer` are shared by every request (absent only when printing the SDL).
 pub fn build_schema(
     context: Option<(ApiContext, Authorizer)>,
     limits: &GraphqlConfig,
 ) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(AuthzExtension);
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(AuthzExtension);
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -100,6 +110,7 @@ impl ApiContext {
         redact: &[String],
     ) -> Self {
         Self {
+            events: crate::events::EventHub::new(db.clone()),
             db,
             clock,
             region,

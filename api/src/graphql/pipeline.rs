@@ -11,16 +11,18 @@ use crate::{
     audit::Auditor,
     error::{ApiError, invalid},
 };
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use crm_domain::{CustomerId, JobId, RunId, ScoreId};
 use crm_plugins::pipeline::{QUALIFY_LEAD, to_record};
+use crm_store::effects::Event;
 use crm_store::{
     Page, jobs,
     pipeline::{self, Run, RunFilter, Step},
     scores::{self, StoredScore},
 };
-use std::collections::HashMap;
+use futures_util::{Stream, StreamExt as _};
+use std::{collections::HashMap, sync::Arc};
 
 /// How hot a lead is.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -594,5 +596,86 @@ impl PipelineMutation {
         Ok(nodes
             .pop()
             .ok_or_else(|| ApiError::Internal("the run just started is missing".into()))?)
+    }
+}
+
+/// A change in a pipeline run.
+#[derive(Debug)]
+pub(crate) struct PipelineEventNode(Arc<Event>, serde_json::Value);
+
+#[Object(name = "PipelineEvent")]
+impl PipelineEventNode {
+    /// Its place in the event stream: pass the last one seen as `afterSeq` to resume.
+    async fn seq(&self) -> i64 {
+        self.0.seq
+    }
+    /// The run.
+    async fn run_id(&self) -> ID {
+        ID(self.1["runId"].as_str().unwrap_or_default().to_owned())
+    }
+    /// The lead.
+    async fn customer_id(&self) -> ID {
+        ID(self.1["customerId"].as_str().unwrap_or_default().to_owned())
+    }
+    /// The step that changed (`qualify-lead`, …).
+    async fn step(&self) -> &str {
+        self.1["step"].as_str().unwrap_or_default()
+    }
+    /// The step's status (`pending`, `done`, `failed`).
+    async fn status(&self) -> &str {
+        self.1["status"].as_str().unwrap_or_default()
+    }
+    /// The run's status afterwards.
+    async fn run_status(&self) -> Option<PipelineRunStatus> {
+        self.1["runStatus"]
+            .as_str()
+            .and_then(|s| s.parse::<pipeline::RunStatus>().ok())
+            .map(Into::into)
+    }
+    /// What happened (score, next action, error, cause).
+    async fn detail(&self) -> Json<serde_json::Value> {
+        Json(self.1["detail"].clone())
+    }
+    /// When.
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// Pipeline subscriptions.
+#[derive(Default, Debug)]
+pub(crate) struct PipelineSubscription;
+
+#[Subscription]
+impl PipelineSubscription {
+    /// Changes in pipeline runs of the leads the caller may see, as they commit. With
+    /// `afterSeq`, first every stored event after it (resume after a disconnect).
+    async fn pipeline_events(
+        &self,
+        ctx: &Context<'_>,
+        after_seq: Option<i64>,
+        customer_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = PipelineEventNode> + use<>> {
+        crate::authz::require(ctx, "Subscription.pipelineEvents")?;
+        let api = ctx.data::<ApiContext>()?;
+        let scope = customer_scope(ctx)?;
+        let customer: Option<String> = customer_id
+            .as_ref()
+            .map(|id| parse_id::<CustomerId>("customerId", id).map(|id| id.to_string()))
+            .transpose()?;
+        Ok(api
+            .events
+            .stream(crm_plugins::pipeline::TOPIC, after_seq)
+            .filter_map(move |event| {
+                let wanted = scope.covers(event.owner.as_deref())
+                    && customer
+                        .as_ref()
+                        .is_none_or(|c| event.customer_id.as_ref() == Some(c));
+                let node = wanted
+                    .then(|| serde_json::from_str(&event.payload).ok())
+                    .flatten()
+                    .map(|payload| PipelineEventNode(event, payload));
+                std::future::ready(node)
+            }))
     }
 }

@@ -10,3 +10,4 @@ mod interactions;
 mod jobs;
 mod pipeline;
 mod schema;
+mod subscriptions;
