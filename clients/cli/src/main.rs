@@ -25,6 +25,8 @@ Examples:
   crm customer create --name 'Ada Lovelace' --email ada@example.com --tag vip
   crm customer update <ID> --status customer
   crm log-interaction <ID> --kind call --direction outbound --duration 300
+  crm qualify-lead <ID>
+  crm pipeline-runs --status halted
   crm query '{ customers(first: 5) { nodes { id name } } }'";
 
 /// Command-line client of the crm server.

@@ -189,6 +189,119 @@ fn interaction_table(interactions: &[Interaction], with_customer: bool) -> Strin
     }
 }
 
+/// One rule's contribution to a score.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct ScoreReason {
+    group: String,
+    rule: String,
+    points: f64,
+    detail: String,
+}
+
+/// A lead score, as `qualifyLead` returns it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct LeadScore {
+    score: i64,
+    priority: String,
+    tags: Vec<String>,
+    next_action: String,
+    config_version: String,
+    scored_at: String,
+    reasons: Vec<ScoreReason>,
+}
+
+/// The score, its priority, tags and next action, then a table of the reasons.
+pub(crate) fn lead_score(s: &LeadScore) -> String {
+    let score = format!("{} / 100", s.score);
+    let tags = s.tags.join(", ");
+    let mut out = details(&[
+        ("score", Some(&score)),
+        ("priority", Some(&s.priority)),
+        ("next action", Some(&s.next_action)),
+        ("tags", (!tags.is_empty()).then_some(tags.as_str())),
+        ("config", Some(&s.config_version)),
+        ("scored", Some(&s.scored_at)),
+    ]);
+    if s.reasons.is_empty() {
+        out.push_str("\nNo rule contributed.\n");
+        return out;
+    }
+    out.push_str("\nReasons:\n");
+    let rows = s.reasons.iter().map(|r| {
+        [
+            format!("{:+.1}", r.points),
+            r.group.clone(),
+            r.rule.clone(),
+            r.detail.clone(),
+        ]
+    });
+    out.push_str(&table(["POINTS", "GROUP", "RULE", "WHY"], rows));
+    out
+}
+
+/// A step of a pipeline run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct PipelineStep {
+    name: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+}
+
+/// A pipeline run with its steps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct PipelineRun {
+    id: String,
+    customer_id: String,
+    cause: String,
+    status: String,
+    branch: Option<String>,
+    error: Option<String>,
+    created_at: String,
+    steps: Vec<PipelineStep>,
+}
+
+/// Each run with its fields, then a table of its steps, then the next page's cursor.
+pub(crate) fn pipeline_runs(page: &Connection<PipelineRun>) -> String {
+    if page.nodes.is_empty() {
+        return "No pipeline runs found.".to_owned();
+    }
+    let mut out = String::new();
+    for (n, r) in page.nodes.iter().enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        let status = r.status.to_lowercase();
+        out.push_str(&details(&[
+            ("run", Some(r.id.as_str())),
+            ("customer", Some(&r.customer_id)),
+            ("status", Some(&status)),
+            ("cause", Some(&r.cause)),
+            ("branch", r.branch.as_deref()),
+            ("started", Some(&r.created_at)),
+            ("error", r.error.as_deref()),
+        ]));
+        let steps = r.steps.iter().enumerate().map(|(i, s)| {
+            [
+                (i + 1).to_string(),
+                s.name.clone(),
+                s.status.to_lowercase(),
+                s.attempts.to_string(),
+                or_dash(s.last_error.as_deref()),
+            ]
+        });
+        out.push_str(&table(
+            ["#", "STEP", "STATUS", "ATTEMPTS", "LAST ERROR"],
+            steps,
+        ));
+    }
+    out + &next_page(&page.page_info)
+}
+
 fn next_page(info: &PageInfo) -> String {
     match (info.has_next_page, &info.end_cursor) {
         (true, Some(cursor)) => format!("\nNext page: --after {cursor}\n"),

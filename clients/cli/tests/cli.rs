@@ -81,3 +81,54 @@ async fn create_list_and_errors_through_the_cli() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qualify_lead_prints_the_score_with_its_reasons() {
+    let app = TestApp::spawn(TestBackend::Sqlite).await;
+    let id = app
+        .create_customer(serde_json::json!({
+            "name": "Jürgen Müller", "email": "j@firma.de", "phone": "030 123456",
+            "company": "Müller GmbH", "language": "de", "source": "webform",
+        }))
+        .await;
+    let scored = tokio::task::block_in_place(|| crm(&app, &["qualify-lead", &id]));
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+    let text = String::from_utf8_lossy(&scored.stdout);
+    for expected in [
+        "55 / 100",
+        "WARM",
+        "CALL",
+        "+15.0",
+        "has_phone",
+        "corporate address at firma.de",
+    ] {
+        assert!(text.contains(expected), "`{expected}` missing in:\n{text}");
+    }
+
+    app.run_jobs().await;
+    let runs = tokio::task::block_in_place(|| crm(&app, &["pipeline-runs", "--customer", &id]));
+    let text = String::from_utf8_lossy(&runs.stdout);
+    let steps: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .filter(|words: &Vec<&str>| words.len() >= 3 && words[0].parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(
+        steps.iter().map(|w| (w[1], w[2])).collect::<Vec<_>>(),
+        [
+            ("qualify-lead", "done"),
+            ("decide", "done"),
+            ("voice-call", "unavailable")
+        ],
+        "{text}"
+    );
+    assert!(text.contains("halted"), "{text}");
+
+    let missing = tokio::task::block_in_place(|| crm(&app, &["qualify-lead", "nope"]));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("VALIDATION_FAILED"));
+}

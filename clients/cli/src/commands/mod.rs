@@ -23,6 +23,7 @@ macro_rules! interaction_fields {
 
 mod customers;
 mod interactions;
+mod pipeline;
 mod query;
 
 use std::io::{self, Write};
@@ -46,6 +47,10 @@ pub(crate) enum Command {
     LogInteraction(interactions::LogArgs),
     /// List interactions, one page at a time.
     Interactions(interactions::ListArgs),
+    /// Score a lead now (`/qualify-lead`): score, priority, tags, next action and the reasons.
+    QualifyLead(pipeline::QualifyArgs),
+    /// List runs of the lead chain with their steps, one page at a time.
+    PipelineRuns(pipeline::RunsArgs),
     /// Run a raw GraphQL document and print the whole JSON response.
     Query(query::QueryArgs),
 }
@@ -58,6 +63,8 @@ impl Command {
             Self::Customer(command) => command.run(ctx).await,
             Self::LogInteraction(args) => args.run(ctx).await,
             Self::Interactions(args) => args.run(ctx).await,
+            Self::QualifyLead(args) => args.run(ctx).await,
+            Self::PipelineRuns(args) => args.run(ctx).await,
             Self::Query(args) => args.run(ctx).await,
         }
     }
