@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
 use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
-    pipeline::{QualifyLead, RescoreLead},
+    pipeline::{QualifyLead, RescoreLead, RescoreLeads},
 };
 use crm_store::Db;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -242,6 +242,7 @@ pub fn registry(db: &Db, clock: &Arc<dyn Clock>, pipeline: &Arc<Pipeline>) -> Re
             clock.clone(),
             pipeline.clone(),
         )))
+        .with(Arc::new(RescoreLeads::new(db.clone(), clock.clone())))
 }
 
 /// How often the scheduler looks for due firings.
@@ -311,4 +312,27 @@ async fn bootstrap_admin_key(db: &Db, clock: &dyn Clock) -> anyhow::Result<Optio
         tracing::warn!(target: "crm::security", prefix = %generated.prefix, "Created the bootstrap admin API key.");
     }
     Ok(created.then_some(generated.secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_registry_runs_exactly_the_kinds_config_accepts() {
+        let config = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let db = Db::open(&crm_store::DbOptions {
+            url,
+            ..config.database.db_options()
+        })
+        .await
+        .unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let registry = registry(&db, &clock, &pipeline(&config).unwrap());
+        let mut kinds = crm_plugins::KINDS.to_vec();
+        kinds.sort_unstable();
+        assert_eq!(registry.kinds(), kinds);
+    }
 }

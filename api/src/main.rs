@@ -180,12 +180,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let pipeline = crm_api::app::pipeline(&config)?;
             let runner = crm_api::app::job_runner(
                 &config,
-                db,
-                clock,
+                db.clone(),
+                clock.clone(),
                 &pipeline,
                 config.jobs.worker_concurrency.max(1),
             );
-            runner.run_until(shutdown_signal()).await;
+            // Workers fire the schedules too: with N replicas each firing still runs once.
+            let scheduler = crm_api::app::scheduler(&config, db, clock)?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let scheduler = scheduler.map(|scheduler| {
+                let mut stopped = stopped.clone();
+                tokio::spawn(
+                    scheduler.run_until(crm_api::app::SCHEDULER_TICK, async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    }),
+                )
+            });
+            runner
+                .run_until(async move {
+                    shutdown_signal().await;
+                    let _ = stop.send(true);
+                })
+                .await;
+            if let Some(scheduler) = scheduler {
+                let _ = scheduler.await;
+            }
             Ok(())
         }
         Command::Migrate => {

@@ -11,7 +11,11 @@ pub mod runner;
 pub mod scheduler;
 
 /// The job kinds this crate implements (the agents that exist so far).
-pub const KINDS: &[&str] = &[pipeline::QUALIFY_LEAD, pipeline::RESCORE_LEAD];
+pub const KINDS: &[&str] = &[
+    pipeline::QUALIFY_LEAD,
+    pipeline::RESCORE_LEAD,
+    pipeline::RESCORE_LEADS,
+];
 
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use runner::{JobError, JobHandler, Registry, RetryPolicy, Runner, RunnerOptions};

@@ -639,3 +639,78 @@ impl JobHandler for RescoreLead {
         Ok(())
     }
 }
+
+/// The job kind that re-scores every live lead and prospect (for `[[jobs.schedules]]`, e.g.
+/// nightly): it walks the leads page by page, queueing one `rescore-lead` per lead.
+pub const RESCORE_LEADS: &str = "rescore-leads";
+
+/// Leads per page of `rescore-leads`, unless its payload says otherwise.
+const RESCORE_PAGE: usize = 500;
+
+/// The payload of `rescore-leads`: where the walk stands (`{}` starts it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RescoreLeadsPayload {
+    /// The last lead of the previous page.
+    pub after: Option<CustomerId>,
+    /// Leads per page (default 500, at most 5000).
+    pub page_size: Option<usize>,
+}
+
+/// `rescore-leads`: queues a re-scoring run for one page of leads and, if there are more, the
+/// next page as its own job — so a walk over a million leads is many short, retryable jobs.
+/// Each lead is re-scored at most once a day however often the walk runs.
+#[derive(Debug)]
+pub struct RescoreLeads {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+impl RescoreLeads {
+    /// The handler.
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+}
+
+#[async_trait]
+impl JobHandler for RescoreLeads {
+    fn kind(&self) -> &'static str {
+        RESCORE_LEADS
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), JobError> {
+        let page: RescoreLeadsPayload = serde_json::from_str(payload)
+            .map_err(|e| JobError::Fatal(format!("the payload does not deserialize: {e}")))?;
+        let now = self.clock.now();
+        let size = page.page_size.unwrap_or(RESCORE_PAGE).clamp(1, 5_000);
+        let leads = customers::leads_after(&self.db, page.after, size)
+            .await
+            .map_err(retryable)?;
+        let mut jobs: Vec<NewJob> = leads.iter().map(|id| rescore_job(*id, now, now)).collect();
+        let more = leads.len() == size;
+        if more && let Some(last) = leads.last() {
+            let next = RescoreLeadsPayload {
+                after: Some(*last),
+                page_size: page.page_size,
+            };
+            jobs.push(NewJob {
+                kind: RESCORE_LEADS.to_owned(),
+                payload: serde_json::to_string(&next).unwrap_or_default(),
+                dedupe_key: Some(format!("{RESCORE_LEADS}:{last}:{}", now.format("%Y-%m-%d"))),
+                priority: -1,
+                run_at: now,
+                max_attempts: RetryPolicy::default().max_attempts,
+            });
+        }
+        crm_store::jobs::enqueue_many(&self.db, &jobs, now)
+            .await
+            .map_err(retryable)?;
+        tracing::info!(
+            leads = leads.len(),
+            more,
+            "Queued re-scoring of a page of leads."
+        );
+        Ok(())
+    }
+}

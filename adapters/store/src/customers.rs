@@ -588,6 +588,40 @@ pub(crate) fn not_found(id: CustomerId) -> StoreError {
     }
 }
 
+/// Up to `limit` live leads and prospects after the id `after`, in id order (what a bulk
+/// re-scoring walks through, page by page).
+pub async fn leads_after(
+    db: &Db,
+    after: Option<CustomerId>,
+    limit: usize,
+) -> StoreResult<Vec<CustomerId>> {
+    let after = after.map(|id| id.to_string()).unwrap_or_default();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids: Vec<String> = with_conn!(db, |conn| {
+        customers::table
+            .filter(customers::id.gt(&after))
+            .filter(customers::deleted_at.is_null())
+            .filter(customers::status.eq_any([
+                CustomerStatus::Lead.as_str(),
+                CustomerStatus::Prospect.as_str(),
+            ]))
+            .order_by(customers::id)
+            .limit(limit)
+            .select(customers::id)
+            .load(conn)
+            .await?
+    });
+    ids.iter()
+        .map(|id| {
+            id.parse().map_err(|e| StoreError::Corrupt {
+                entity: "customer",
+                id: id.clone(),
+                reason: format!("id: {e}"),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

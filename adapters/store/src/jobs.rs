@@ -236,6 +236,20 @@ pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<E
         .ok_or_else(|| StoreError::Unavailable("enqueue returned no job".into()))
 }
 
+/// Enqueues several jobs in one transaction (all or none), and wakes runners.
+pub async fn enqueue_many(
+    db: &Db,
+    new: &[NewJob],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Enqueued>> {
+    let enqueued = with_conn!(db, |conn| {
+        conn.transaction(async |conn| conn.enqueue_jobs(new, now).await)
+            .await?
+    });
+    crate::effects::committed(true, false);
+    Ok(enqueued)
+}
+
 /// Leases up to `limit` due jobs (running with an expired lease first, then queued and due,
 /// highest priority first) to `worker` until `lease_until`, and counts an attempt for each.
 pub async fn claim(

@@ -15,6 +15,7 @@ on_both_backends!(
     qualifying_and_replayed_jobs_count_nothing_twice,
     a_payload_that_does_not_deserialize_goes_to_the_dead_letter,
     runs_and_scores_are_scoped_like_their_leads,
+    a_scheduled_walk_rescores_every_live_lead_once_a_day,
 );
 
 const RUNS: &str = "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { \
@@ -424,4 +425,72 @@ async fn runs_and_scores_are_scoped_like_their_leads(backend: TestBackend) {
         )
         .await;
     assert_eq!(error_code(&refused), "FORBIDDEN");
+}
+
+async fn a_scheduled_walk_rescores_every_live_lead_once_a_day(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    let mut leads = Vec::new();
+    for n in 0..5 {
+        leads.push(
+            app.create_customer(
+                json!({ "name": format!("Lead {n}"), "email": format!("l{n}@firma.de") }),
+            )
+            .await,
+        );
+    }
+    let customer = app
+        .create_customer(json!({ "name": "Bought", "email": "b@firma.de", "status": "CUSTOMER" }))
+        .await;
+    let gone = app
+        .create_customer(json!({ "name": "Gone", "email": "g@firma.de" }))
+        .await;
+    app.graphql_ok(
+        "mutation($id: ID!) { deleteCustomer(id: $id) { id } }",
+        json!({ "id": gone }),
+    )
+    .await;
+
+    let walk = |payload: &str| NewJob {
+        kind: "rescore-leads".into(),
+        payload: payload.into(),
+        dedupe_key: None,
+        priority: 0,
+        run_at: app.clock.now(),
+        max_attempts: 5,
+    };
+    // Pages of two: three pages for five leads, each page its own job.
+    jobs::enqueue(&app.db, &walk(r#"{"page_size": 2}"#), app.clock.now())
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    let pages = jobs::list(
+        &app.db,
+        Some(JobStatus::Done),
+        Some("rescore-leads"),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pages.len(), 3);
+    for lead in &leads {
+        let runs = runs(&app, lead).await;
+        assert_eq!(runs.len(), 1, "{lead}");
+        assert_eq!(runs[0]["cause"], "rescore");
+    }
+    assert!(
+        runs(&app, &customer).await.is_empty(),
+        "customers are not leads"
+    );
+    assert!(
+        runs(&app, &gone).await.is_empty(),
+        "deleted leads are left alone"
+    );
+
+    // The same day again: nothing new.
+    jobs::enqueue(&app.db, &walk("{}"), app.clock.now())
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    assert_eq!(runs(&app, &leads[0]).await.len(), 1);
 }
