@@ -16,6 +16,7 @@ on_both_backends!(
     a_payload_that_does_not_deserialize_goes_to_the_dead_letter,
     runs_and_scores_are_scoped_like_their_leads,
     a_scheduled_walk_rescores_every_live_lead_once_a_day,
+    a_step_that_keeps_failing_fails_its_run_and_a_replay_resumes_it,
 );
 
 const RUNS: &str = "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { \
@@ -493,4 +494,49 @@ async fn a_scheduled_walk_rescores_every_live_lead_once_a_day(backend: TestBacke
         .unwrap();
     app.run_jobs().await;
     assert_eq!(runs(&app, &leads[0]).await.len(), 1);
+}
+
+async fn a_step_that_keeps_failing_fails_its_run_and_a_replay_resumes_it(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.create_customer(good_lead()).await;
+    // A row the store cannot read back: every attempt fails, as if the database misbehaved.
+    app.db
+        .execute_raw(&format!(
+            "UPDATE customers SET status = 'bogus' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+
+    let mut attempts = 0;
+    for _ in 0..10 {
+        attempts += app.run_jobs().await;
+        app.clock.advance(Duration::hours(2)); // past any backoff (capped at 1 h)
+    }
+    assert_eq!(
+        attempts, 5,
+        "the default policy: five attempts, then the dead letter"
+    );
+    let run = &runs(&app, &id).await[0];
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert_eq!(run["steps"][0]["status"], "FAILED");
+    assert_eq!(run["steps"][0]["attempts"], 5);
+
+    // Repaired, and the job replayed from the dead letter: the run resumes where it stopped.
+    app.db
+        .execute_raw(&format!(
+            "UPDATE customers SET status = 'lead' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    let job = run["steps"][0]["jobId"].as_str().unwrap();
+    app.graphql_ok(
+        "mutation($id: ID!) { retryJob(id: $id) { status } }",
+        json!({ "id": job }),
+    )
+    .await;
+    app.run_jobs().await;
+    let run = &runs(&app, &id).await[0];
+    assert_eq!(run["status"], "HALTED", "{run:#}");
+    assert_eq!(run["steps"][0]["status"], "DONE");
+    assert_eq!(step_names(run).len(), 3);
 }
