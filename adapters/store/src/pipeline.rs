@@ -466,10 +466,12 @@ pub async fn start(
                     .execute(conn)
                     .await?;
             }
-            conn.apply_effects(&effects, now).await?;
+            // Audit before effects, as every writer does: the audit chain's lock is always
+            // taken before the event stream's, so two writers never wait on each other.
             if let Some(entry) = &audit {
                 conn.append_audit(entry).await?;
             }
+            conn.apply_effects(&effects, now).await?;
             Ok(true)
         })
         .await?
