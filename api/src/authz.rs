@@ -185,7 +185,12 @@ const ROOT_TYPES: [&str; 3] = ["Query", "Mutation", "Subscription"];
 
 /// Nested fields that reach another entity's data and so need a rule of their own, like root
 /// fields: reading a customer must not imply reading its interactions.
-pub const GUARDED_FIELDS: &[&str] = &["Customer.interactions"];
+pub const GUARDED_FIELDS: &[&str] = &[
+    "Customer.interactions",
+    // Score reasons name interaction outcomes (`outcome:not_interested`, `event:unsubscribed`).
+    "Customer.score",
+    "Customer.scoreHistory",
+];
 
 fn refused(info: &ResolveInfo<'_>, code: &'static str, message: String) -> ServerError {
     let error = async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code));
@@ -271,6 +276,8 @@ mod tests {
     /// (A admin, M manager, S sales, I integration, V viewer).
     const TABLE: &[(&str, &str)] = &[
         ("Customer.interactions", "AMSV"),
+        ("Customer.score", "AMSIV"),
+        ("Customer.scoreHistory", "AMSV"),
         ("Mutation.createApiKey", "A"),
         ("Mutation.createCustomer", "AMSI"),
         ("Mutation.deleteCustomer", "AM"),

@@ -7,6 +7,7 @@ use crate::{
     error::code,
     graphql::{ApiContext, AppSchema},
     ratelimit::{RateLimits, Refusal},
+    ws::SubscriptionsOnly,
 };
 use async_graphql::{
     ServerError,
@@ -83,11 +84,7 @@ pub(crate) fn router(
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
 }
 
-/// GraphQL subscriptions over WebSocket (`graphql-transport-ws`, and the older `graphql-ws`).
-/// The client authenticates in `connection_init` with `{"Authorization": "Bearer <token or
-/// API key>"}` (browsers cannot set headers on a WebSocket); an `Authorization` header on the
-/// upgrade request is accepted too. A connection without valid credentials is closed before any
-/// subscription starts. Credentials are checked once, at `connection_init`.
+/// GraphQL subscriptions over WebSocket (see [`crate::ws`]).
 async fn graphql_ws(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -99,41 +96,21 @@ async fn graphql_ws(
     if let Err(refusal) = state.limits.check_ip(ip) {
         return rate_limited(refusal, "client address", &ip.to_string());
     }
-    let header_credential = headers
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let schema = state.schema.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let credential = ["Authorization", "authorization", "authToken"]
-                        .iter()
-                        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
-                        .map(|c| {
-                            if c.contains(' ') {
-                                c.to_owned()
-                            } else {
-                                format!("Bearer {c}")
-                            }
-                        })
-                        .or(header_credential);
-                    let principal = state
-                        .authenticator
-                        .authenticate(credential.as_deref())
-                        .await
-                        .map_err(|error| {
-                            tracing::warn!(target: "crm::security", reason = %error, "WebSocket authentication failed.");
-                            async_graphql::Error::new(error.to_string())
-                        })?;
-                    let mut data = async_graphql::Data::default();
-                    state.context.loaders().attach_data(&mut data);
-                    data.insert(principal);
-                    data.insert(RequestId(uuid::Uuid::new_v4().to_string()));
-                    Ok(data)
-                })
+            let executor = SubscriptionsOnly::new(
+                state.schema.clone(),
+                state.context.clone(),
+                state.authenticator.clone(),
+            );
+            let init = executor.clone();
+            GraphQLWebSocket::new(socket, executor, protocol)
+                .on_connection_init(move |payload| async move { init.init(&payload, header).await })
                 .serve()
         })
 }

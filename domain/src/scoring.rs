@@ -14,8 +14,8 @@
 //! | `email`      | email engagement (opened, clicked, replied, bounced …), by recency   |
 //! | `decay`      | a penalty per week without any activity after a grace period         |
 //!
-//! Recency works in whole days, so scoring the same inputs on the same day gives the same
-//! result to the last digit.
+//! Recency works in whole calendar days (UTC), so scoring the same inputs on the same day gives
+//! the same result to the last digit.
 
 use crate::{
     customer::{Customer, CustomerStatus},
@@ -460,6 +460,12 @@ pub fn outcome_key(raw: &str) -> String {
         .collect()
 }
 
+/// Whole calendar days (UTC) from `from` to `to`, never negative: every instant of one day
+/// gives the same age, so a score does not move between two scorings on the same day.
+fn calendar_days(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to.date_naive() - from.date_naive()).num_days().max(0)
+}
+
 fn round1(points: f64) -> f64 {
     (points * 10.0).round() / 10.0
 }
@@ -522,7 +528,7 @@ pub fn score(
 ) -> LeadScore {
     let mut tags = Vec::new();
     let weight = |at: DateTime<Utc>| -> f64 {
-        let days = (now - at).num_days().max(0);
+        let days = calendar_days(at, now);
         match rules.decay.half_life_days {
             0 => 1.0,
             half_life => 0.5_f64.powf(days as f64 / f64::from(half_life)),
@@ -669,7 +675,7 @@ pub fn score(
 
     // Silence.
     let mut decay = Group::new("decay", rules.decay.max_penalty);
-    let silent_days = (now - last_activity).num_days().max(0);
+    let silent_days = calendar_days(last_activity, now);
     let overdue_weeks = (silent_days - i64::from(rules.decay.grace_days)).max(0) / 7;
     if overdue_weeks > 0 {
         let penalty = (overdue_weeks * i64::from(rules.decay.points_per_week))

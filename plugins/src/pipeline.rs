@@ -21,7 +21,7 @@ use crm_domain::{
 };
 use crm_store::{
     Db, StoreError, customers,
-    effects::{Effect, NewEvent},
+    effects::Effect,
     interactions,
     jobs::NewJob,
     pipeline::{self, Advance, NewRun, NewStep, RunStatus, StepStatus},
@@ -43,7 +43,7 @@ pub const DECIDE: &str = "decide";
 /// The intake agent (the intake issue's `/import-lead`).
 pub const IMPORT_LEAD: &str = "import-lead";
 /// The event topic of pipeline runs.
-pub const TOPIC: &str = "pipeline";
+pub use crm_store::pipeline::TOPIC;
 
 /// How many interactions scoring reads (older ones have decayed to nothing).
 const ACTIVITY_LIMIT: usize = 500;
@@ -271,31 +271,6 @@ impl Pipeline {
             }],
         }
     }
-
-    /// The event of a run's change.
-    pub fn event(
-        customer: &Customer,
-        run_id: RunId,
-        step: &str,
-        status: &str,
-        run_status: RunStatus,
-        detail: serde_json::Value,
-    ) -> Effect {
-        Effect::Event(NewEvent {
-            topic: TOPIC.to_owned(),
-            customer_id: Some(customer.id.to_string()),
-            owner: customer.owner.clone(),
-            payload: serde_json::json!({
-                "runId": run_id.to_string(),
-                "customerId": customer.id.to_string(),
-                "step": step,
-                "status": status,
-                "runStatus": run_status.as_str(),
-                "detail": detail,
-            })
-            .to_string(),
-        })
-    }
 }
 
 /// The job of a step.
@@ -380,15 +355,23 @@ impl JobHandler for QualifyLead {
             .map_err(retryable)?;
         let Some(customer) = customer.filter(|c| c.deleted_at.is_none()) else {
             // The lead was deleted (or erased) since: the run ends without scoring.
+            let reason = serde_json::json!({ "skipped": "the customer was deleted" });
             let advance = Advance {
                 step_id: step.step_id,
                 run_id: step.run_id,
-                detail: Some(r#"{"skipped":"the customer was deleted"}"#.to_owned()),
+                detail: Some(reason.to_string()),
                 score: None,
                 next: Vec::new(),
                 status: RunStatus::Completed,
                 branch: None,
-                effects: Vec::new(),
+                effects: vec![pipeline::event(
+                    step.run_id,
+                    step.customer_id,
+                    QUALIFY_LEAD,
+                    StepStatus::Done,
+                    RunStatus::Completed,
+                    reason,
+                )],
             };
             pipeline::advance(&self.db, advance, now)
                 .await
@@ -483,11 +466,11 @@ impl JobHandler for QualifyLead {
                 status = RunStatus::Halted;
             }
         }
-        let mut effects = vec![Pipeline::event(
-            &customer,
+        let mut effects = vec![pipeline::event(
             run.id,
+            customer.id,
             QUALIFY_LEAD,
-            StepStatus::Done.as_str(),
+            StepStatus::Done,
             status,
             serde_json::json!({
                 "score": result.score,
@@ -527,29 +510,6 @@ impl JobHandler for QualifyLead {
             tracing::info!(run_id = %step.run_id, step_id = %step.step_id, "Step already done; replay ignored.");
         }
         Ok(())
-    }
-
-    async fn dead(&self, payload: &str, error: &str) {
-        let Ok(step) = parse_payload(payload) else {
-            return;
-        };
-        let now = self.clock.now();
-        let effects = match customers::get(&self.db, step.customer_id).await {
-            Ok(Some(customer)) => vec![Pipeline::event(
-                &customer,
-                step.run_id,
-                QUALIFY_LEAD,
-                StepStatus::Failed.as_str(),
-                RunStatus::Failed,
-                serde_json::json!({ "error": error }),
-            )],
-            _ => Vec::new(),
-        };
-        if let Err(e) =
-            pipeline::fail_step(&self.db, step.step_id, step.run_id, error, &effects, now).await
-        {
-            tracing::error!(error = %e, run_id = %step.run_id, "Could not mark the step failed.");
-        }
     }
 }
 
@@ -625,11 +585,11 @@ impl JobHandler for RescoreLead {
             rescore.step_id,
             now,
         );
-        let event = Pipeline::event(
-            &customer,
+        let event = pipeline::event(
             run.id,
+            customer.id,
             QUALIFY_LEAD,
-            StepStatus::Pending.as_str(),
+            StepStatus::Pending,
             RunStatus::Running,
             serde_json::json!({ "cause": "rescore" }),
         );

@@ -86,10 +86,6 @@ pub trait JobHandler: Send + Sync {
 
     /// Runs one job. Must be idempotent: after a lost lease the job runs again.
     async fn run(&self, payload: &str) -> Result<(), JobError>;
-
-    /// Called once the job went to the dead letter (after its last attempt, or at once for a
-    /// fatal error), to record that where users look (a pipeline step). Errors are logged.
-    async fn dead(&self, _payload: &str, _error: &str) {}
 }
 
 /// Every job kind the runner knows, by kind.
@@ -244,9 +240,6 @@ impl Runner {
         };
         if jobs::fail(&self.db, job.id, worker, &error, retry_at, now).await? {
             tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, %error, dead = retry_at.is_none(), "Job failed.");
-            if retry_at.is_none() {
-                handler.dead(&job.payload, &error).await;
-            }
         } else {
             tracing::warn!(job_id = %job.id, kind = %job.kind, "Lease lost before the job failed; its outcome is dropped.");
         }

@@ -6,7 +6,7 @@
 
 use crate::{
     jobs::{self, Enqueued, NewJob},
-    pipeline::{self, NewRun},
+    pipeline::{self, NewRun, RunStatus, StepStatus},
     rows::to_db_time,
     schema::{events, jobs as jobs_table, pipeline_runs, pipeline_steps},
 };
@@ -25,8 +25,6 @@ pub struct NewEvent {
     pub topic: String,
     /// The customer it concerns, if any (subscribers see only customers in their scope).
     pub customer_id: Option<String>,
-    /// The owner of that customer when the event happened.
-    pub owner: Option<String>,
     /// JSON.
     pub payload: String,
 }
@@ -77,6 +75,17 @@ pub(crate) trait WriteEffects {
         effects: &'a [Effect],
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, QueryResult<()>>;
+
+    /// Ends the pending steps carried out by the job `job_id`, which died or was cancelled
+    /// (`status`: failed or cancelled), and their runs with `error`, with an event each.
+    /// Returns how many steps it ended.
+    fn end_job_steps<'a>(
+        &'a mut self,
+        job_id: &'a str,
+        status: StepStatus,
+        error: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, QueryResult<usize>>;
 
     /// Appends events.
     fn emit_events<'a>(
@@ -168,6 +177,59 @@ macro_rules! write_effects {
                 })
             }
 
+            fn end_job_steps<'a>(
+                &'a mut self,
+                job_id: &'a str,
+                status: StepStatus,
+                error: &'a str,
+                now: DateTime<Utc>,
+            ) -> BoxFuture<'a, QueryResult<usize>> {
+                Box::pin(async move {
+                    let at = to_db_time(now);
+                    let ended: Vec<(String, String)> = diesel::update(
+                        pipeline_steps::table
+                            .filter(pipeline_steps::job_id.eq(job_id))
+                            .filter(pipeline_steps::status.eq(StepStatus::Pending.as_str())),
+                    )
+                    .set((
+                        pipeline_steps::status.eq(status.as_str()),
+                        pipeline_steps::finished_at.eq(Some(at)),
+                    ))
+                    .returning((pipeline_steps::run_id, pipeline_steps::name))
+                    .get_results(&mut *self)
+                    .await?;
+                    let run_status = match status {
+                        StepStatus::Cancelled => RunStatus::Cancelled,
+                        _ => RunStatus::Failed,
+                    };
+                    for (run_id, step) in &ended {
+                        let customer: String = diesel::update(pipeline_runs::table.find(run_id))
+                            .set((
+                                pipeline_runs::status.eq(run_status.as_str()),
+                                pipeline_runs::error.eq(Some(error)),
+                                pipeline_runs::updated_at.eq(at),
+                                pipeline_runs::finished_at.eq(Some(at)),
+                            ))
+                            .returning(pipeline_runs::customer_id)
+                            .get_result(&mut *self)
+                            .await?;
+                        let (Ok(run), Ok(customer)) = (run_id.parse(), customer.parse()) else {
+                            continue;
+                        };
+                        let event = pipeline::event(
+                            run,
+                            customer,
+                            step,
+                            status,
+                            run_status,
+                            serde_json::json!({ "error": error }),
+                        );
+                        self.apply_effects(std::slice::from_ref(&event), now).await?;
+                    }
+                    Ok(ended.len())
+                })
+            }
+
             fn emit_events<'a>(
                 &'a mut self,
                 new_events: &'a [NewEvent],
@@ -189,7 +251,6 @@ macro_rules! write_effects {
                             (
                                 events::topic.eq(&e.topic),
                                 events::customer_id.eq(&e.customer_id),
-                                events::owner.eq(&e.owner),
                                 events::payload.eq(&e.payload),
                                 events::created_at.eq(at),
                             )
@@ -251,22 +312,13 @@ pub struct Event {
     pub topic: String,
     /// The customer it concerns.
     pub customer_id: Option<String>,
-    /// That customer's owner when it happened.
-    pub owner: Option<String>,
     /// JSON.
     pub payload: String,
     /// When.
     pub created_at: DateTime<Utc>,
 }
 
-type EventRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    chrono::NaiveDateTime,
-);
+type EventRow = (i64, String, Option<String>, String, chrono::NaiveDateTime);
 
 /// Up to `limit` events after `after_seq`, oldest first (every topic, or one).
 pub async fn events_after(
@@ -288,7 +340,6 @@ pub async fn events_after(
                 events::seq,
                 events::topic,
                 events::customer_id,
-                events::owner,
                 events::payload,
                 events::created_at,
             ))
@@ -297,11 +348,10 @@ pub async fn events_after(
     });
     Ok(rows
         .into_iter()
-        .map(|(seq, topic, customer_id, owner, payload, at)| Event {
+        .map(|(seq, topic, customer_id, payload, at)| Event {
             seq,
             topic,
             customer_id,
-            owner,
             payload,
             created_at: crate::rows::from_db_time(at),
         })

@@ -13,8 +13,9 @@ use crate::{
     db::{Backend, Db, with_conn},
     effects::WriteEffects as _,
     error::{StoreError, StoreResult},
+    pipeline::{RunStatus, StepStatus},
     rows::{from_db_time, to_db_time},
-    schema::jobs,
+    schema::{jobs, pipeline_runs, pipeline_steps},
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use crm_domain::JobId;
@@ -395,7 +396,9 @@ pub async fn complete_many(
 }
 
 /// Records a failed attempt by the lease holder: queued again at `retry_at`, or dead (dead
-/// letter) when `retry_at` is `None` or the attempts are used up. False if the lease was lost.
+/// letter) when `retry_at` is `None` or the attempts are used up. A job that dies fails the
+/// pipeline step it carries out, and that step's run, in the same transaction (so no run waits
+/// forever on a dead job). False if the lease was lost.
 pub async fn fail(
     db: &Db,
     id: JobId,
@@ -405,46 +408,58 @@ pub async fn fail(
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let key = id.to_string();
-    let now = to_db_time(now);
+    let at = to_db_time(now);
     let error: String = error.chars().take(4000).collect();
     let retry_at = retry_at.map(to_db_time);
-    let updated = with_conn!(db, |conn| {
-        let target = jobs::table
-            .filter(jobs::id.eq(&key))
-            .filter(jobs::locked_by.eq(worker))
-            .filter(jobs::status.eq("running"));
-        let retried = match retry_at {
-            Some(at) => {
-                diesel::update(target.filter(jobs::attempts.lt(jobs::max_attempts)))
-                    .set((
-                        jobs::status.eq(JobStatus::Queued.as_str()),
-                        jobs::run_at.eq(at),
-                        jobs::locked_by.eq(None::<String>),
-                        jobs::locked_until.eq(None::<NaiveDateTime>),
-                        jobs::last_error.eq(Some(error.clone())),
-                        jobs::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?
+    let (updated, ended) = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let target = jobs::table
+                .filter(jobs::id.eq(&key))
+                .filter(jobs::locked_by.eq(worker))
+                .filter(jobs::status.eq("running"));
+            let retried = match retry_at {
+                Some(retry_at) => {
+                    diesel::update(target.filter(jobs::attempts.lt(jobs::max_attempts)))
+                        .set((
+                            jobs::status.eq(JobStatus::Queued.as_str()),
+                            jobs::run_at.eq(retry_at),
+                            jobs::locked_by.eq(None::<String>),
+                            jobs::locked_until.eq(None::<NaiveDateTime>),
+                            jobs::last_error.eq(Some(error.clone())),
+                            jobs::updated_at.eq(at),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+                None => 0,
+            };
+            if retried == 1 {
+                return Ok::<_, diesel::result::Error>((1, 0));
             }
-            None => 0,
-        };
-        if retried == 1 {
-            1
-        } else {
-            diesel::update(target)
+            let dead = diesel::update(target)
                 .set((
                     jobs::status.eq(JobStatus::Dead.as_str()),
                     jobs::locked_by.eq(None::<String>),
                     jobs::locked_until.eq(None::<NaiveDateTime>),
                     jobs::last_error.eq(Some(error.clone())),
-                    jobs::updated_at.eq(now),
-                    jobs::finished_at.eq(Some(now)),
+                    jobs::updated_at.eq(at),
+                    jobs::finished_at.eq(Some(at)),
                 ))
                 .execute(conn)
-                .await?
-        }
+                .await?;
+            let ended = if dead == 1 {
+                conn.end_job_steps(&key, StepStatus::Failed, &error, now)
+                    .await?
+            } else {
+                0
+            };
+            Ok((dead, ended))
+        })
+        .await?
     });
+    if ended > 0 {
+        crate::effects::committed(false, true);
+    }
     Ok(updated == 1)
 }
 
@@ -475,10 +490,32 @@ pub async fn retry(
             .get_result(conn)
             .await
             .optional()?;
-            if row.is_some()
-                && let Some(entry) = &audit
-            {
-                conn.append_audit(entry).await?;
+            if row.is_some() {
+                if let Some(entry) = &audit {
+                    conn.append_audit(entry).await?;
+                }
+                // The step this job carries out waits for it again, and so does its run.
+                let runs: Vec<String> = diesel::update(
+                    pipeline_steps::table
+                        .filter(pipeline_steps::job_id.eq(&key))
+                        .filter(pipeline_steps::status.eq(StepStatus::Failed.as_str())),
+                )
+                .set((
+                    pipeline_steps::status.eq(StepStatus::Pending.as_str()),
+                    pipeline_steps::finished_at.eq(None::<NaiveDateTime>),
+                ))
+                .returning(pipeline_steps::run_id)
+                .get_results(conn)
+                .await?;
+                diesel::update(pipeline_runs::table.filter(pipeline_runs::id.eq_any(&runs)))
+                    .set((
+                        pipeline_runs::status.eq(RunStatus::Running.as_str()),
+                        pipeline_runs::error.eq(None::<String>),
+                        pipeline_runs::updated_at.eq(now),
+                        pipeline_runs::finished_at.eq(None::<NaiveDateTime>),
+                    ))
+                    .execute(conn)
+                    .await?;
             }
             Ok::<_, diesel::result::Error>(row)
         })
@@ -499,6 +536,7 @@ pub async fn cancel(
     audit: Option<NewAuditEntry>,
 ) -> StoreResult<Job> {
     let key = id.to_string();
+    let at = now;
     let now = to_db_time(now);
     let row: Option<JobRow> = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
@@ -516,15 +554,18 @@ pub async fn cancel(
             .get_result(conn)
             .await
             .optional()?;
-            if row.is_some()
-                && let Some(entry) = &audit
-            {
-                conn.append_audit(entry).await?;
+            if row.is_some() {
+                if let Some(entry) = &audit {
+                    conn.append_audit(entry).await?;
+                }
+                conn.end_job_steps(&key, StepStatus::Cancelled, "the job was cancelled", at)
+                    .await?;
             }
             Ok::<_, diesel::result::Error>(row)
         })
         .await?
     });
+    crate::effects::committed(false, true);
     row.ok_or(StoreError::NotFound {
         entity: "queued job",
         id: key,

@@ -73,6 +73,8 @@ status_enum!(
         Halted = "halted",
         /// A step's job failed its last attempt (dead letter); replaying the job resumes the run.
         Failed = "failed",
+        /// A step's job was cancelled by an operator.
+        Cancelled = "cancelled",
     }
 );
 
@@ -89,6 +91,8 @@ status_enum!(
         Unavailable = "unavailable",
         /// Its job is dead.
         Failed = "failed",
+        /// Its job was cancelled.
+        Cancelled = "cancelled",
     }
 );
 
@@ -309,6 +313,33 @@ pub struct Advance {
     pub effects: Vec<Effect>,
 }
 
+/// The event topic of pipeline runs.
+pub const TOPIC: &str = "pipeline";
+
+/// The event of a change in a run (subscribers see it if they may see the customer).
+pub fn event(
+    run_id: RunId,
+    customer_id: CustomerId,
+    step: &str,
+    status: StepStatus,
+    run_status: RunStatus,
+    detail: serde_json::Value,
+) -> Effect {
+    Effect::Event(crate::effects::NewEvent {
+        topic: TOPIC.to_owned(),
+        customer_id: Some(customer_id.to_string()),
+        payload: serde_json::json!({
+            "runId": run_id.to_string(),
+            "customerId": customer_id.to_string(),
+            "step": step,
+            "status": status.as_str(),
+            "runStatus": run_status.as_str(),
+            "detail": detail,
+        })
+        .to_string(),
+    })
+}
+
 /// Finishes a pending step and moves its run on, in one transaction. `Ok(false)` when the step
 /// was not pending (a replayed job): then nothing is written.
 pub async fn advance(db: &Db, advance: Advance, now: DateTime<Utc>) -> StoreResult<bool> {
@@ -389,48 +420,6 @@ pub async fn advance(db: &Db, advance: Advance, now: DateTime<Utc>) -> StoreResu
         );
     }
     Ok(done)
-}
-
-/// Marks a pending step and its run failed (its job is dead), with the reason; `effects` (an
-/// event) are written with it. False if the step was not pending.
-pub async fn fail_step(
-    db: &Db,
-    step_id: StepId,
-    run_id: RunId,
-    error: &str,
-    effects: &[Effect],
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    let (step_key, run_key, at) = (step_id.to_string(), run_id.to_string(), to_db_time(now));
-    let failed = with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let failed = diesel::update(
-                pipeline_steps::table
-                    .filter(pipeline_steps::id.eq(&step_key))
-                    .filter(pipeline_steps::status.eq(StepStatus::Pending.as_str())),
-            )
-            .set(pipeline_steps::status.eq(StepStatus::Failed.as_str()))
-            .execute(conn)
-            .await?;
-            if failed == 1 {
-                diesel::update(pipeline_runs::table.find(&run_key))
-                    .set((
-                        pipeline_runs::status.eq(RunStatus::Failed.as_str()),
-                        pipeline_runs::error.eq(Some(error)),
-                        pipeline_runs::updated_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-                conn.apply_effects(effects, now).await?;
-            }
-            Ok::<_, diesel::result::Error>(failed == 1)
-        })
-        .await?
-    });
-    if failed {
-        crate::effects::committed_all(effects, false);
-    }
-    Ok(failed)
 }
 
 /// Starts a run with `effects` (its first event), unless a run with its id exists already (a

@@ -155,7 +155,6 @@ diesel::table! {
         seq -> BigInt,
         topic -> Text,
         customer_id -> Nullable<Text>,
-        owner -> Nullable<Text>,
         payload -> Text,
         created_at -> Timestamp,
     }

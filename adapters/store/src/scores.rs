@@ -31,10 +31,19 @@ pub struct StoredScore {
 }
 
 impl StoredScore {
-    /// Whether `other` is the same result from the same config (a re-scoring that changed
-    /// nothing).
+    /// Whether `result` is the same as this one from the same config (a re-scoring that changed
+    /// nothing): the same score, priority, tags, next action and contributions. The words of a
+    /// reason (`no activity for 23 days`) may drift while its points stay; they do not count.
     pub fn same_as(&self, result: &LeadScore, config_version: &str) -> bool {
-        self.result == *result && self.config_version == config_version
+        let (a, b) = (&self.result, result);
+        self.config_version == config_version
+            && (a.score, a.priority, a.next_action) == (b.score, b.priority, b.next_action)
+            && a.tags == b.tags
+            && a.reasons.len() == b.reasons.len()
+            && a.reasons
+                .iter()
+                .zip(&b.reasons)
+                .all(|(x, y)| (&x.group, &x.rule, x.points) == (&y.group, &y.rule, y.points))
     }
 }
 

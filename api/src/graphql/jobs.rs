@@ -9,7 +9,7 @@ use crate::{
     audit::Auditor,
     error::{ApiError, invalid},
 };
-use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use crm_domain::JobId;
 use crm_store::{Page, jobs};
@@ -124,6 +124,15 @@ async fn page(
     })
 }
 
+/// Which jobs to list. All given conditions must hold.
+#[derive(InputObject, Default, Debug)]
+pub(crate) struct JobFilter {
+    /// In this status.
+    status: Option<JobStatus>,
+    /// Of this kind (`qualify-lead`, …).
+    kind: Option<String>,
+}
+
 /// Job queries.
 #[derive(Default, Debug)]
 pub(crate) struct JobQuery;
@@ -137,12 +146,12 @@ impl JobQuery {
     async fn jobs(
         &self,
         ctx: &Context<'_>,
-        status: Option<JobStatus>,
-        kind: Option<String>,
+        filter: Option<JobFilter>,
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<JobConnection> {
-        page(ctx, status, kind, first, after).await
+        let filter = filter.unwrap_or_default();
+        page(ctx, filter.status, filter.kind, first, after).await
     }
 
     /// The dead letter: jobs that failed their last attempt, newest first.

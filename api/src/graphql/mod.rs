@@ -142,11 +142,11 @@ impl ApiContext {
 
     fn run_for(&self, customer: &crm_domain::Customer, cause: &str) -> Vec<Effect> {
         let run = self.pipeline.start(customer.id, cause, self.clock.now());
-        let event = crm_plugins::Pipeline::event(
-            customer,
+        let event = crm_store::pipeline::event(
             run.id,
+            customer.id,
             crm_plugins::pipeline::QUALIFY_LEAD,
-            "pending",
+            crm_store::pipeline::StepStatus::Pending,
             crm_store::pipeline::RunStatus::Running,
             serde_json::json!({ "cause": cause }),
         );

@@ -13,11 +13,11 @@ use crate::{
 };
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
-use crm_domain::{CustomerId, JobId, RunId, ScoreId};
+use crm_domain::{CustomerId, CustomerScope, JobId, RunId, ScoreId};
 use crm_plugins::pipeline::{QUALIFY_LEAD, to_record};
 use crm_store::effects::Event;
 use crm_store::{
-    Page, jobs,
+    Page, customers, jobs,
     pipeline::{self, Run, RunFilter, Step},
     scores::{self, StoredScore},
 };
@@ -66,6 +66,8 @@ pub(crate) enum PipelineRunStatus {
     Halted,
     /// A step's job is dead; retrying the job resumes the run.
     Failed,
+    /// A step's job was cancelled by an operator.
+    Cancelled,
 }
 
 /// Where a pipeline step stands.
@@ -82,6 +84,8 @@ pub(crate) enum PipelineStepStatus {
     Unavailable,
     /// Its job is dead.
     Failed,
+    /// Its job was cancelled.
+    Cancelled,
 }
 
 /// One rule's contribution to a score.
@@ -571,11 +575,11 @@ impl PipelineMutation {
         let now = api.clock.now();
         let run = api.pipeline.start(id, "manual", now);
         let run_id = run.id;
-        let event = crm_plugins::Pipeline::event(
-            &customer,
+        let event = pipeline::event(
             run_id,
+            customer.id,
             QUALIFY_LEAD,
-            "pending",
+            pipeline::StepStatus::Pending,
             pipeline::RunStatus::Running,
             serde_json::json!({ "cause": "manual" }),
         );
@@ -663,19 +667,29 @@ impl PipelineSubscription {
             .as_ref()
             .map(|id| parse_id::<CustomerId>("customerId", id).map(|id| id.to_string()))
             .transpose()?;
+        let db = api.db.clone();
         Ok(api
             .events
             .stream(crm_plugins::pipeline::TOPIC, after_seq)
             .filter_map(move |event| {
-                let wanted = scope.covers(event.owner.as_deref())
-                    && customer
-                        .as_ref()
-                        .is_none_or(|c| event.customer_id.as_ref() == Some(c));
-                let node = wanted
-                    .then(|| serde_json::from_str(&event.payload).ok())
-                    .flatten()
-                    .map(|payload| PipelineEventNode(event, payload));
-                std::future::ready(node)
+                let (db, scope, customer) = (db.clone(), scope.clone(), customer.clone());
+                async move {
+                    let id = event.customer_id.as_deref()?;
+                    if customer.as_deref().is_some_and(|c| c != id) {
+                        return None;
+                    }
+                    // The lead's owner now, not when the event happened: a reassigned lead's
+                    // history follows it to its new owner.
+                    if scope != CustomerScope::All {
+                        let id: CustomerId = id.parse().ok()?;
+                        let lead = customers::get(&db, id).await.ok().flatten()?;
+                        if !scope.covers(lead.owner.as_deref()) {
+                            return None;
+                        }
+                    }
+                    let payload = serde_json::from_str(&event.payload).ok()?;
+                    Some(PipelineEventNode(event, payload))
+                }
             }))
     }
 }

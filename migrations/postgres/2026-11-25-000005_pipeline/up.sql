@@ -50,7 +50,6 @@ CREATE TABLE events (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     topic        TEXT NOT NULL,
     customer_id  TEXT,
-    owner        TEXT,
     payload      TEXT NOT NULL,
     created_at   TIMESTAMP NOT NULL
 );

@@ -50,7 +50,6 @@ CREATE TABLE events (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     topic        TEXT NOT NULL,
     customer_id  TEXT,
-    owner        TEXT,
     payload      TEXT NOT NULL,
     created_at   TIMESTAMP NOT NULL
 );

@@ -647,7 +647,10 @@ async fn operators_see_the_dead_letter_and_replay_it(backend: TestBackend) {
         .await;
     assert_eq!(cancelled["cancelJob"]["status"], "CANCELLED");
     let queued = app
-        .graphql_ok("{ jobs(status: QUEUED) { nodes { id } } }", json!({}))
+        .graphql_ok(
+            "{ jobs(filter: {status: QUEUED}) { nodes { id } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(queued["jobs"]["nodes"], json!([]));
     let sales = app.token_for(Role::Sales, "ana");

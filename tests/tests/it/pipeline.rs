@@ -17,6 +17,7 @@ on_both_backends!(
     runs_and_scores_are_scoped_like_their_leads,
     a_scheduled_walk_rescores_every_live_lead_once_a_day,
     a_step_that_keeps_failing_fails_its_run_and_a_replay_resumes_it,
+    cancelling_a_step_job_cancels_its_run,
 );
 
 const RUNS: &str = "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { \
@@ -289,6 +290,13 @@ async fn qualifying_and_replayed_jobs_count_nothing_twice(backend: TestBackend) 
         .unwrap()
         .unwrap();
     app.run_jobs().await;
+    // The lead changes, then the finished step's job is delivered again: a replay that scored
+    // again would record the new score.
+    app.graphql_ok(
+        "mutation($id: ID!) { updateCustomer(id: $id, input: {source: \"referral\"}) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
     let replay = NewJob {
         kind: job.kind.clone(),
         payload: job.payload.clone(),
@@ -313,13 +321,9 @@ async fn qualifying_and_replayed_jobs_count_nothing_twice(backend: TestBackend) 
         1,
         "the replay recorded no scoring"
     );
+    assert_eq!(data["customer"]["score"]["score"], 55);
 
-    // A new fact changes the score and adds one entry.
-    app.graphql_ok(
-        "mutation($id: ID!) { updateCustomer(id: $id, input: {source: \"referral\"}) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
+    // Asked for, the new fact changes the score and adds one entry.
     let third = app.graphql_ok(qualify, json!({ "id": id })).await;
     assert_eq!(third["qualifyLead"]["score"], 60);
     let data = app.graphql_ok(SCORE, json!({ "id": id })).await;
@@ -416,6 +420,18 @@ async fn runs_and_scores_are_scoped_like_their_leads(backend: TestBackend) {
         )
         .await;
     assert!(own.get("errors").is_none(), "{own:#}");
+
+    let hidden = app.graphql_as(&anna, SCORE, json!({ "id": theirs })).await;
+    assert!(hidden["data"]["customer"].is_null(), "{hidden:#}");
+    let integration = app.token_for(Role::Integration, "zapier");
+    let partial = app
+        .graphql_as(&integration, SCORE, json!({ "id": mine }))
+        .await;
+    assert_eq!(
+        error_code(&partial),
+        "FORBIDDEN",
+        "the score, not its history: {partial:#}"
+    );
 
     let viewer = app.token_for(Role::Viewer, "vera");
     let refused = app
@@ -539,4 +555,19 @@ async fn a_step_that_keeps_failing_fails_its_run_and_a_replay_resumes_it(backend
     assert_eq!(run["status"], "HALTED", "{run:#}");
     assert_eq!(run["steps"][0]["status"], "DONE");
     assert_eq!(step_names(run).len(), 3);
+}
+
+async fn cancelling_a_step_job_cancels_its_run(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.create_customer(good_lead()).await;
+    let run = &runs(&app, &id).await[0];
+    app.graphql_ok(
+        "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+        json!({ "id": run["steps"][0]["jobId"] }),
+    )
+    .await;
+    assert_eq!(app.run_jobs().await, 0);
+    let run = &runs(&app, &id).await[0];
+    assert_eq!(run["status"], "CANCELLED", "{run:#}");
+    assert_eq!(run["steps"][0]["status"], "CANCELLED");
 }

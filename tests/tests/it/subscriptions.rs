@@ -15,6 +15,7 @@ use tokio_tungstenite::{
 on_both_backends!(
     pipeline_events_stream_as_runs_advance_and_resume_after_a_seq,
     subscriptions_need_credentials_a_rule_and_see_only_their_rows,
+    the_socket_serves_only_subscriptions_and_rechecks_credentials,
 );
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -79,6 +80,16 @@ async fn subscribe(socket: &mut Socket, after: Option<i64>) {
                 "payload": { "query": EVENTS, "variables": { "after": after } } }),
     )
     .await;
+}
+
+/// The error code of a `next` (or `error`) message.
+fn code(message: &Value) -> &str {
+    let errors = if message["type"] == "error" {
+        &message["payload"]
+    } else {
+        &message["payload"]["errors"]
+    };
+    errors[0]["extensions"]["code"].as_str().unwrap_or_default()
 }
 
 async fn pipeline_events_stream_as_runs_advance_and_resume_after_a_seq(backend: TestBackend) {
@@ -173,4 +184,56 @@ async fn subscriptions_need_credentials_a_rule_and_see_only_their_rows(backend: 
         first["payload"]["data"]["pipelineEvents"]["customerId"],
         mine.as_str()
     );
+}
+
+async fn the_socket_serves_only_subscriptions_and_rechecks_credentials(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .graphql_ok(
+            "mutation { createApiKey(input: {name: \"feed\", role: MANAGER}) { key apiKey { id } } }",
+            json!({}),
+        )
+        .await["createApiKey"]
+        .clone();
+    let key = created["key"].as_str().unwrap();
+    let (mut socket, ack) =
+        connect(&app, json!({ "Authorization": format!("Bearer {key}") })).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+
+    // Mutations and queries belong to POST /graphql (rate-limited per caller there).
+    send(
+        &mut socket,
+        json!({ "id": "m", "type": "subscribe", "payload": {
+            "query": "mutation { createCustomer(input: {name: \"Sneaky\", email: \"s@firma.de\"}) { id } }" } }),
+    )
+    .await;
+    let refused = receive(&mut socket).await;
+    assert_eq!(code(&refused), "BAD_REQUEST", "{refused}");
+    let listed = app
+        .graphql_ok("{ customers { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["customers"]["nodes"],
+        json!([]),
+        "nothing was created"
+    );
+
+    // A key revoked after connecting cannot start another subscription.
+    app.graphql_ok(
+        "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+        json!({ "id": created["apiKey"]["id"] }),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": EVENTS } }),
+    )
+    .await;
+    let refused = loop {
+        let message = receive(&mut socket).await;
+        if message["type"] != "complete" {
+            break message;
+        }
+    };
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
 }
