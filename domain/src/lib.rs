@@ -14,6 +14,7 @@ pub mod customer;
 pub mod error;
 pub mod ids;
 pub mod interaction;
+pub mod lead;
 pub mod scoring;
 pub mod values;
 

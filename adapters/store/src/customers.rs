@@ -433,6 +433,7 @@ pub async fn update(
     id: CustomerId,
     mut change: impl FnMut(&mut Customer) -> Result<(), StoreError>,
     audit: impl Fn(&Customer, &Customer) -> Option<NewAuditEntry>,
+    effects: &[Effect],
 ) -> StoreResult<Customer> {
     for _ in 0..UPDATE_ATTEMPTS {
         let current = get(db, id)
@@ -451,73 +452,47 @@ pub async fn update(
         let key = row.id.clone();
         // The entry describes exactly this write, and commits with it.
         let entry = audit(&current, &next);
-        let written = with_conn!(
-            db,
-            postgres | conn | {
-                conn.transaction(async |conn| {
-                    let updated = diesel::update(customers::table)
-                        .filter(customers::id.eq(&key))
-                        .filter(customers::updated_at.eq(read_version))
-                        .filter(customers::deleted_at.is_null())
-                        .set(&row)
-                        .execute(conn)
-                        .await?;
-                    if updated == 1 && tags_changed {
-                        diesel::delete(
-                            customer_tags::table.filter(customer_tags::customer_id.eq(&key)),
-                        )
-                        .execute(conn)
-                        .await?;
-                        if !tags.is_empty() {
-                            diesel::insert_into(customer_tags::table)
-                                .values(&tags)
-                                .execute(conn)
-                                .await?;
-                        }
+        let now = next.updated_at;
+        // A transaction that starts with its write: on SQLite it never has to upgrade a read
+        // lock, so it cannot deadlock with another writer; the busy timeout serializes them.
+        let written = with_conn!(db, |conn| {
+            conn.transaction(async |conn| {
+                let updated = diesel::update(customers::table)
+                    .filter(customers::id.eq(&key))
+                    .filter(customers::updated_at.eq(read_version))
+                    .filter(customers::deleted_at.is_null())
+                    .set(&row)
+                    .execute(conn)
+                    .await?;
+                if updated != 1 {
+                    return Ok::<_, diesel::result::Error>(false);
+                }
+                if tags_changed {
+                    diesel::delete(
+                        customer_tags::table.filter(customer_tags::customer_id.eq(&key)),
+                    )
+                    .execute(conn)
+                    .await?;
+                    for tag in &tags {
+                        diesel::insert_into(customer_tags::table)
+                            .values(tag.clone())
+                            .execute(conn)
+                            .await?;
                     }
-                    if updated == 1
-                        && let Some(entry) = &entry
-                    {
-                        conn.append_audit(entry).await?;
-                    }
-                    Ok::<_, diesel::result::Error>(updated == 1)
-                })
-                .await
-            },
-            sqlite | conn | {
-                let row = row.clone();
-                // A write-only transaction: it never has to upgrade a read lock, so it cannot
-                // deadlock with another writer; the busy timeout serializes them.
-                conn.spawn_blocking(move |conn| {
-                    diesel::Connection::transaction(conn, |conn| {
-                        let update = diesel::update(customers::table)
-                            .filter(customers::id.eq(&key))
-                            .filter(customers::updated_at.eq(read_version))
-                            .filter(customers::deleted_at.is_null())
-                            .set(&row);
-                        let updated = diesel::RunQueryDsl::execute(update, conn)?;
-                        if updated == 1 && tags_changed {
-                            let old =
-                                customer_tags::table.filter(customer_tags::customer_id.eq(&key));
-                            diesel::RunQueryDsl::execute(diesel::delete(old), conn)?;
-                            if !tags.is_empty() {
-                                let new = diesel::insert_into(customer_tags::table).values(&tags);
-                                diesel::RunQueryDsl::execute(new, conn)?;
-                            }
-                        }
-                        if updated == 1
-                            && let Some(entry) = &entry
-                        {
-                            crate::audit::append_sync(conn, entry)?;
-                        }
-                        Ok(updated == 1)
-                    })
-                })
-                .await
-            }
-        );
+                }
+                if let Some(entry) = &entry {
+                    conn.append_audit(entry).await?;
+                }
+                conn.apply_effects(effects, now).await?;
+                Ok(true)
+            })
+            .await
+        });
         match written {
-            Ok(true) => return Customer::try_from(row),
+            Ok(true) => {
+                crate::effects::committed_all(effects, false);
+                return Customer::try_from(row);
+            }
             Ok(false) => continue,
             Err(error) if StoreError::is_unique_violation(&error) => {
                 return Err(duplicate_of(db, &next).await?);

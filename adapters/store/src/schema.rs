@@ -169,3 +169,18 @@ diesel::allow_tables_to_appear_in_same_query!(
     pipeline_runs,
     pipeline_steps
 );
+
+diesel::table! {
+    inbox (id) {
+        id -> Text,
+        channel -> Text,
+        source -> Text,
+        idempotency_key -> Nullable<Text>,
+        content_type -> Nullable<Text>,
+        payload -> Text,
+        status -> Text,
+        result -> Nullable<Text>,
+        received_at -> Timestamp,
+        processed_at -> Nullable<Timestamp>,
+    }
+}

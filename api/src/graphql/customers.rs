@@ -528,6 +528,7 @@ impl CustomerMutation {
                     .map_err(crm_store::StoreError::Invalid)
             },
             |before, after| auditor.customer("customer.update", Some(before), after),
+            &[],
         )
         .await;
         let customer = match customer {
