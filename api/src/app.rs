@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
 use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
+    intake::{ImportLead, Intake},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
 };
 use crm_store::Db;
@@ -122,6 +123,7 @@ impl Application {
             limits,
             trust_forwarded_for: config.rate_limit.trust_forwarded_for,
             graphiql,
+            intake: Arc::new(config.intake.clone()),
         };
         let router = router(
             state,
@@ -132,15 +134,17 @@ impl Application {
         let listener = TcpListener::bind(&config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
-        let runner = (config.jobs.workers > 0).then(|| {
-            job_runner(
-                config,
-                db.clone(),
-                runner_clock,
-                &pipeline,
-                config.jobs.workers,
-            )
-        });
+        let runner = (config.jobs.workers > 0)
+            .then(|| {
+                job_runner(
+                    config,
+                    db.clone(),
+                    runner_clock,
+                    &pipeline,
+                    config.jobs.workers,
+                )
+            })
+            .transpose()?;
         let scheduler = scheduler(config, db.clone(), scheduler_clock)?;
         Ok(Self {
             listener,
@@ -230,8 +234,25 @@ pub fn pipeline(config: &Config) -> anyhow::Result<Arc<Pipeline>> {
 }
 
 /// The job kinds this server runs. The agents of the lead chain register here as they land.
-pub fn registry(db: &Db, clock: &Arc<dyn Clock>, pipeline: &Arc<Pipeline>) -> Registry {
-    Registry::default()
+pub fn registry(
+    config: &Config,
+    db: &Db,
+    clock: &Arc<dyn Clock>,
+    pipeline: &Arc<Pipeline>,
+) -> anyhow::Result<Registry> {
+    let intake = Intake::new(
+        db.clone(),
+        clock.clone(),
+        pipeline.clone(),
+        config.default_region()?,
+    );
+    let audit = Arc::new(crate::audit::SystemAudit {
+        actor: "import-lead".into(),
+        clock: clock.clone(),
+        redact: config.audit.redact_fields.clone().into(),
+    });
+    Ok(Registry::default()
+        .with(Arc::new(ImportLead::new(db.clone(), intake, audit)))
         .with(Arc::new(QualifyLead::new(
             db.clone(),
             clock.clone(),
@@ -242,7 +263,7 @@ pub fn registry(db: &Db, clock: &Arc<dyn Clock>, pipeline: &Arc<Pipeline>) -> Re
             clock.clone(),
             pipeline.clone(),
         )))
-        .with(Arc::new(RescoreLeads::new(db.clone(), clock.clone())))
+        .with(Arc::new(RescoreLeads::new(db.clone(), clock.clone()))))
 }
 
 /// How often the scheduler looks for due firings.
@@ -273,7 +294,7 @@ pub fn job_runner(
     clock: Arc<dyn Clock>,
     pipeline: &Arc<Pipeline>,
     concurrency: usize,
-) -> Runner {
+) -> anyhow::Result<Runner> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "crm".to_owned());
     let options = RunnerOptions {
         worker_id: format!(
@@ -285,8 +306,8 @@ pub fn job_runner(
         lease: chrono::Duration::seconds(i64::try_from(config.jobs.lease_secs).unwrap_or(300)),
         poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
     };
-    let registry = registry(&db, &clock, pipeline);
-    Runner::new(db, registry, clock, options)
+    let registry = registry(config, &db, &clock, pipeline)?;
+    Ok(Runner::new(db, registry, clock, options))
 }
 
 /// Creates the first admin API key when no key exists yet (one statement, so replicas starting
@@ -330,7 +351,7 @@ mod tests {
         .await
         .unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let registry = registry(&db, &clock, &pipeline(&config).unwrap());
+        let registry = registry(&config, &db, &clock, &pipeline(&config).unwrap()).unwrap();
         let mut kinds = crm_plugins::KINDS.to_vec();
         kinds.sort_unstable();
         assert_eq!(registry.kinds(), kinds);

@@ -131,6 +131,21 @@ impl Auditor {
         })
     }
 
+    /// The auditor of the server itself (a job), acting now as `actor`.
+    pub(crate) fn system(
+        actor: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        redact: std::sync::Arc<[String]>,
+    ) -> Self {
+        Self {
+            actor_kind: ActorKind::System,
+            actor: actor.to_owned(),
+            request_id: None,
+            at,
+            redact,
+        }
+    }
+
     /// An entry with the given changes.
     pub(crate) fn entry(
         &self,
@@ -180,6 +195,37 @@ impl Auditor {
             &self.redact,
         );
         Some(self.entry(action, "interaction", id, changed))
+    }
+}
+
+impl crm_plugins::intake::CustomerAudit for Auditor {
+    fn customer(
+        &self,
+        action: &str,
+        before: Option<&Customer>,
+        after: &Customer,
+    ) -> Option<NewAuditEntry> {
+        Auditor::customer(self, action, before, after)
+    }
+}
+
+/// The auditor of a job: entries attributed to the system as `actor`, stamped when written.
+#[derive(Debug, Clone)]
+pub(crate) struct SystemAudit {
+    pub(crate) actor: String,
+    pub(crate) clock: std::sync::Arc<dyn crm_domain::Clock>,
+    pub(crate) redact: std::sync::Arc<[String]>,
+}
+
+impl crm_plugins::intake::CustomerAudit for SystemAudit {
+    fn customer(
+        &self,
+        action: &str,
+        before: Option<&Customer>,
+        after: &Customer,
+    ) -> Option<NewAuditEntry> {
+        Auditor::system(&self.actor, self.clock.now(), self.redact.clone())
+            .customer(action, before, after)
     }
 }
 

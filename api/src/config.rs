@@ -27,7 +27,11 @@ use std::{
 };
 
 /// Keys that hold secrets: accepted from the environment only.
-const SECRET_KEYS: &[&str] = &["database.password", "auth.jwt_secret"];
+const SECRET_KEYS: &[&str] = &[
+    "database.password",
+    "auth.jwt_secret",
+    "intake.webhook_secrets",
+];
 
 /// Shortest JWT secret accepted in production (bytes): HS256 wants at least its hash size.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
@@ -52,12 +56,57 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The job runner.
     pub jobs: JobsConfig,
+    /// Lead intake: webhooks and imports.
+    pub intake: IntakeConfig,
     /// The lead chain: threshold, re-scoring, branches.
     pub pipeline: crm_plugins::pipeline::PipelineConfig,
     /// Lead scoring rules.
     pub scoring: crm_domain::ScoringRules,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Lead intake (`/import-lead`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Seconds a webhook's timestamp may lie before or after now; older deliveries are
+    /// refused as replays.
+    pub replay_window_secs: u64,
+    /// What a webhook lead does to the customer it duplicates: `skip`, `update` or `merge`.
+    pub on_duplicate: crm_plugins::intake::OnDuplicate,
+    /// Most leads one `importLeads` call takes.
+    pub max_leads_per_request: usize,
+    /// Webhook signing secrets per source, from the environment only:
+    /// `CRM_INTAKE__WEBHOOK_SECRETS__<SOURCE>="whsec_<base64>"`, several separated by spaces
+    /// while rotating.
+    #[serde(skip_serializing)]
+    pub webhook_secrets: std::collections::BTreeMap<String, SecretString>,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            replay_window_secs: 300,
+            on_duplicate: crm_plugins::intake::OnDuplicate::Merge,
+            max_leads_per_request: 1000,
+            webhook_secrets: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for IntakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntakeConfig")
+            .field("replay_window_secs", &self.replay_window_secs)
+            .field("on_duplicate", &self.on_duplicate)
+            .field("max_leads_per_request", &self.max_leads_per_request)
+            .field(
+                "webhook_sources",
+                &self.webhook_secrets.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// How strict the server is about its configuration.
@@ -538,6 +587,17 @@ impl Config {
             problems.push("jobs.lease_secs must be at least 5".into());
         }
         problems.extend(self.pipeline.problems(&self.scoring));
+        for (source, secrets) in &self.intake.webhook_secrets {
+            if let Err(problem) = crate::webhooks::parse_secrets(secrets.expose_secret()) {
+                problems.push(format!(
+                    "CRM_INTAKE__WEBHOOK_SECRETS__{}: {problem}",
+                    source.to_uppercase()
+                ));
+            }
+        }
+        if self.intake.max_leads_per_request == 0 {
+            problems.push("intake.max_leads_per_request must be at least 1".into());
+        }
         let kinds = crm_plugins::KINDS;
         let mut names = std::collections::HashSet::new();
         for schedule in &self.jobs.schedules {

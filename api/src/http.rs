@@ -22,7 +22,7 @@ use axum::{
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +46,7 @@ pub(crate) struct HttpState {
     pub(crate) limits: RateLimits,
     pub(crate) trust_forwarded_for: bool,
     pub(crate) graphiql: bool,
+    pub(crate) intake: std::sync::Arc<crate::config::IntakeConfig>,
 }
 
 /// Builds the router. CORS is closed unless origins are configured.
@@ -69,6 +70,11 @@ pub(crate) fn router(
     Ok(Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/webhooks/leads", post(crate::webhooks::leads))
+        .route(
+            "/webhooks/leads/{source}",
+            post(crate::webhooks::leads_from),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -116,7 +122,11 @@ async fn graphql_ws(
 }
 
 /// A GraphQL-shaped error response for failures before execution.
-fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> Response {
     let body = json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
     (status, Json(body)).into_response()
 }
@@ -196,7 +206,11 @@ async fn execute(
 
 /// The client's address: the peer, or — behind a trusted proxy — the hop that proxy added,
 /// which is the **last** `X-Forwarded-For` entry (the ones before it are the client's to forge).
-fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+pub(crate) fn client_ip(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    trust_forwarded_for: bool,
+) -> IpAddr {
     if trust_forwarded_for
         && let Some(ip) = headers
             .get_all("x-forwarded-for")
@@ -211,7 +225,7 @@ fn client_ip(peer: SocketAddr, headers: &HeaderMap, trust_forwarded_for: bool) -
     peer.ip()
 }
 
-fn rate_limited(refusal: Refusal, what: &str, key: &str) -> Response {
+pub(crate) fn rate_limited(refusal: Refusal, what: &str, key: &str) -> Response {
     let seconds = refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
     tracing::warn!(target: "crm::security", limited = what, key, retry_after_secs = seconds, "Rate limit exceeded.");
     let mut response = error_response(

@@ -13,6 +13,7 @@ pub mod graphql;
 mod http;
 pub mod ratelimit;
 pub mod telemetry;
+pub mod webhooks;
 mod ws;
 
 pub use app::Application;

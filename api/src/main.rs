@@ -184,7 +184,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 clock.clone(),
                 &pipeline,
                 config.jobs.worker_concurrency.max(1),
-            );
+            )?;
             // Workers fire the schedules too: with N replicas each firing still runs once.
             let scheduler = crm_api::app::scheduler(&config, db, clock)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -6,12 +6,14 @@
 //! (a retry after a lost lease must not repeat a side effect) and reaches providers only through
 //! the ports in its context, never by naming a concrete adapter.
 
+pub mod intake;
 pub mod pipeline;
 pub mod runner;
 pub mod scheduler;
 
 /// The job kinds this crate implements (the agents that exist so far).
 pub const KINDS: &[&str] = &[
+    intake::IMPORT_LEAD,
     pipeline::QUALIFY_LEAD,
     pipeline::RESCORE_LEAD,
     pipeline::RESCORE_LEADS,

@@ -215,6 +215,7 @@ impl TestApp {
             &pipeline,
             8,
         )
+        .unwrap_or_else(|e| panic!("cannot build the runner: {e:#}"))
     }
 
     /// Runs due jobs with [`TestApp::runner`] until none is due; returns how many ran.

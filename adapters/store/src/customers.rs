@@ -597,6 +597,34 @@ pub async fn leads_after(
         .collect()
 }
 
+/// The customers (deleted ones too) holding this email or this phone: none, one, or two when
+/// each belongs to a different customer. Both look-ups are unique-index probes.
+pub async fn find_by_contact(
+    db: &Db,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> StoreResult<Vec<Customer>> {
+    if email.is_none() && phone.is_none() {
+        return Ok(Vec::new());
+    }
+    let (email, phone) = (email.map(str::to_owned), phone.map(str::to_owned));
+    let rows: Vec<CustomerRow> = with_conn!(db, |conn| {
+        customers::table
+            .filter(customers::email.eq(&email).or(customers::phone.eq(&phone)))
+            .select(CustomerRow::as_select())
+            .limit(2)
+            .load(conn)
+            .await?
+    });
+    // The email's holder first.
+    let mut found: Vec<Customer> = rows
+        .into_iter()
+        .map(Customer::try_from)
+        .collect::<StoreResult<_>>()?;
+    found.sort_by_key(|c| c.email.as_ref().map(|e| e.as_str().to_owned()) != email);
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

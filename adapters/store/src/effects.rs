@@ -5,10 +5,11 @@
 //! `NOTIFY` only then, and in-process runners are woken by [`local_wake`] after the commit.
 
 use crate::{
+    inbox::InboxStatus,
     jobs::{self, Enqueued, NewJob},
     pipeline::{self, NewRun, RunStatus, StepStatus},
     rows::to_db_time,
-    schema::{events, jobs as jobs_table, pipeline_runs, pipeline_steps},
+    schema::{events, inbox, jobs as jobs_table, pipeline_runs, pipeline_steps},
 };
 use chrono::{DateTime, Utc};
 use crm_domain::JobId;
@@ -38,6 +39,15 @@ pub enum Effect {
     Event(NewEvent),
     /// Start a pipeline run (its first steps' jobs are enqueued with it).
     StartRun(NewRun),
+    /// Finish an inbox entry with its result (JSON), if it is still waiting.
+    FinishInbox {
+        /// The entry.
+        id: String,
+        /// Processed or failed.
+        status: InboxStatus,
+        /// What became of it.
+        result: String,
+    },
 }
 
 /// Serializes event writers on PostgreSQL until their transaction ends, so that sequence
@@ -86,6 +96,15 @@ pub(crate) trait WriteEffects {
         error: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, QueryResult<usize>>;
+
+    /// Finishes an inbox entry that is still waiting; false if it was finished already.
+    fn finish_inbox<'a>(
+        &'a mut self,
+        id: &'a str,
+        status: InboxStatus,
+        result: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, QueryResult<bool>>;
 
     /// Appends events.
     fn emit_events<'a>(
@@ -148,6 +167,9 @@ macro_rules! write_effects {
                             }
                             Effect::Event(event) => {
                                 self.emit_events(std::slice::from_ref(event), now).await?;
+                            }
+                            Effect::FinishInbox { id, status, result } => {
+                                self.finish_inbox(id, *status, result, now).await?;
                             }
                             Effect::StartRun(run) => {
                                 diesel::insert_into(pipeline_runs::table)
@@ -227,6 +249,30 @@ macro_rules! write_effects {
                         self.apply_effects(std::slice::from_ref(&event), now).await?;
                     }
                     Ok(ended.len())
+                })
+            }
+
+            fn finish_inbox<'a>(
+                &'a mut self,
+                id: &'a str,
+                status: InboxStatus,
+                result: &'a str,
+                now: DateTime<Utc>,
+            ) -> BoxFuture<'a, QueryResult<bool>> {
+                Box::pin(async move {
+                    let updated = diesel::update(
+                        inbox::table
+                            .filter(inbox::id.eq(id))
+                            .filter(inbox::status.eq(InboxStatus::Received.as_str())),
+                    )
+                    .set((
+                        inbox::status.eq(status.as_str()),
+                        inbox::result.eq(Some(result)),
+                        inbox::processed_at.eq(Some(to_db_time(now))),
+                    ))
+                    .execute(&mut *self)
+                    .await?;
+                    Ok(updated == 1)
                 })
             }
 

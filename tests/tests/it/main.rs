@@ -6,6 +6,7 @@ mod auth;
 mod customers;
 mod dataloader;
 mod http;
+mod intake;
 mod interactions;
 mod jobs;
 mod pipeline;

@@ -1,0 +1,325 @@
+//! Lead intake through the signed webhook: the Standard Webhooks signature (valid, invalid,
+//! expired, replayed, rotated), the inbox before the ack, idempotent deliveries, and the lead
+//! imported by its job into the customer it duplicates instead of a second one.
+
+use crm_api::webhooks::sign;
+use crm_domain::Clock as _;
+use crm_store::inbox::{self, InboxStatus};
+use crm_tests::{TestApp, TestBackend, on_both_backends};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    a_signed_lead_is_stored_before_the_ack_and_imported_by_its_job,
+    bad_signatures_old_timestamps_and_unknown_sources_are_refused,
+    a_rotated_secret_and_repeated_deliveries_are_handled,
+    duplicates_merge_into_the_customer_they_duplicate,
+);
+
+const OLD: &[u8] = b"an old secret of 24 bytes";
+const NEW: &[u8] = b"the new secret, 24 bytes";
+
+fn secret(key: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+async fn app(backend: TestBackend) -> TestApp {
+    TestApp::spawn_with(backend, |c| {
+        c.intake.webhook_secrets.insert(
+            "website".into(),
+            format!("{} {}", secret(NEW), secret(OLD)).into(),
+        );
+        c.intake
+            .webhook_secrets
+            .insert("partner".into(), secret(b"the partner's own secret").into());
+    })
+    .await
+}
+
+/// Delivers `body` signed with `key` as delivery `id`, `age` seconds old.
+async fn deliver(
+    app: &TestApp,
+    path: &str,
+    id: &str,
+    key: &[u8],
+    age: i64,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let body = body.to_string();
+    let timestamp = app.clock.now().timestamp() - age;
+    let signature = format!("v1,{}", sign(key, id, timestamp, body.as_bytes()));
+    let response = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn lead() -> Value {
+    json!({
+        "Vorname": "Jürgen", "Nachname": "Müller", "E-Mail": "J.Mueller@Firma.DE",
+        "Telefon": "030 123456", "Firma": "Müller GmbH", "Sprache": "de",
+        "tags": ["messe"], "newsletter": "ja", "utm_campaign": "winter"
+    })
+}
+
+async fn customers(app: &TestApp) -> Vec<Value> {
+    app.graphql_ok(
+        "{ customers { nodes { id name email phone company source tags consentEmail notes } } }",
+        json!({}),
+    )
+    .await["customers"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn a_signed_lead_is_stored_before_the_ack_and_imported_by_its_job(backend: TestBackend) {
+    let app = app(backend).await;
+    let (status, body) = deliver(&app, "/webhooks/leads", "msg_1", NEW, 0, &lead()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "received");
+
+    // Acknowledged, not processed (no worker ran): the raw payload is in the inbox, its job
+    // queued — what a crash right after the ack leaves behind.
+    let entry = inbox::get(&app.db, body["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.status, InboxStatus::Received);
+    assert_eq!(entry.source, "website");
+    assert!(entry.payload.contains("utm_campaign"), "kept raw");
+    assert!(customers(&app).await.is_empty());
+
+    // Any worker, in any process, imports it.
+    app.run_jobs().await;
+    let all = customers(&app).await;
+    assert_eq!(all.len(), 1);
+    let customer = &all[0];
+    assert_eq!(customer["name"], "Jürgen Müller");
+    assert_eq!(customer["email"], "j.mueller@firma.de");
+    assert_eq!(customer["phone"], "+4930123456");
+    assert_eq!(customer["source"], "website", "the source that signed it");
+    assert_eq!(customer["consentEmail"], true);
+    let entry = inbox::get(&app.db, &entry.id).await.unwrap().unwrap();
+    assert_eq!(entry.status, InboxStatus::Processed);
+    let result: Value = serde_json::from_str(entry.result.as_deref().unwrap()).unwrap();
+    assert_eq!(result["outcome"], "created");
+    assert_eq!(result["customer_id"], customer["id"]);
+
+    // The chain went on: the lead was qualified.
+    let data = app
+        .graphql_ok(
+            "query($id: ID!) { customer(id: $id) { score { score cause } } }",
+            json!({ "id": customer["id"] }),
+        )
+        .await;
+    assert_eq!(data["customer"]["score"]["cause"], "import");
+
+    // Garbage and unreadable leads are refused or reported, never half imported.
+    let (status, _) = deliver(
+        &app,
+        "/webhooks/leads",
+        "msg_2",
+        NEW,
+        0,
+        &json!("just text"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "JSON, so stored; the job reports it"
+    );
+    let (status, body) = deliver(
+        &app,
+        "/webhooks/leads",
+        "msg_3",
+        NEW,
+        0,
+        &json!({ "name": "No contact" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.run_jobs().await;
+    let entry = inbox::get(&app.db, body["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.status, InboxStatus::Failed);
+    let result: Value = serde_json::from_str(entry.result.as_deref().unwrap()).unwrap();
+    assert_eq!(result["outcome"], "invalid");
+    assert_eq!(result["issues"][0]["code"], "contact_required", "{result}");
+    assert_eq!(customers(&app).await.len(), 1);
+}
+
+async fn bad_signatures_old_timestamps_and_unknown_sources_are_refused(backend: TestBackend) {
+    let app = app(backend).await;
+    let refused = [
+        deliver(
+            &app,
+            "/webhooks/leads",
+            "m1",
+            b"a forged secret of 24 b",
+            0,
+            &lead(),
+        )
+        .await,
+        deliver(&app, "/webhooks/leads", "m2", NEW, 301, &lead()).await,
+        deliver(&app, "/webhooks/leads", "m3", NEW, -301, &lead()).await,
+        deliver(&app, "/webhooks/leads/partner", "m4", NEW, 0, &lead()).await,
+        deliver(&app, "/webhooks/leads/nobody", "m5", NEW, 0, &lead()).await,
+    ];
+    for (n, (status, body)) in refused.iter().enumerate() {
+        assert_eq!(*status, StatusCode::UNAUTHORIZED, "case {n}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    }
+    let (status, _) = deliver(&app, "/webhooks/leads", "m6", NEW, 299, &lead()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "inside the window");
+
+    // A body changed after signing.
+    let body = lead().to_string();
+    let timestamp = app.clock.now().timestamp();
+    let signature = format!("v1,{}", sign(NEW, "m7", timestamp, body.as_bytes()));
+    let response = app
+        .client
+        .post(format!("{}/webhooks/leads", app.url))
+        .header("webhook-id", "m7")
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.replace("Müller GmbH", "Evil GmbH"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // No headers at all.
+    let response = app
+        .client
+        .post(format!("{}/webhooks/leads", app.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Signed, but not JSON.
+    let timestamp = app.clock.now().timestamp();
+    let response = app
+        .client
+        .post(format!("{}/webhooks/leads", app.url))
+        .header("webhook-id", "m8")
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            format!("v1,{}", sign(NEW, "m8", timestamp, b"\x00\xffgarbage")),
+        )
+        .body(&b"\x00\xffgarbage"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    app.run_jobs().await;
+    assert_eq!(
+        customers(&app).await.len(),
+        1,
+        "only the one inside the window"
+    );
+}
+
+async fn a_rotated_secret_and_repeated_deliveries_are_handled(backend: TestBackend) {
+    let app = app(backend).await;
+    // Signed with the old secret while both are configured; and a header with several
+    // signatures (old and new), as senders do while rotating.
+    let (status, first) = deliver(&app, "/webhooks/leads/website", "dup", OLD, 0, &lead()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    app.run_jobs().await;
+
+    let body = lead().to_string();
+    let timestamp = app.clock.now().timestamp();
+    let both = format!(
+        "v1,{} v1,{}",
+        sign(
+            b"some other key of 24 by",
+            "dup",
+            timestamp,
+            body.as_bytes()
+        ),
+        sign(NEW, "dup", timestamp, body.as_bytes())
+    );
+    let response = app
+        .client
+        .post(format!("{}/webhooks/leads", app.url))
+        .header("webhook-id", "dup")
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", both)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    // The same delivery id again: the first result, nothing new.
+    assert_eq!(response.status(), StatusCode::OK);
+    let repeat: Value = response.json().await.unwrap();
+    assert_eq!(repeat["id"], first["id"]);
+    assert_eq!(repeat["repeated"], true);
+    assert_eq!(repeat["status"], "processed");
+    assert_eq!(repeat["result"]["outcome"], "created");
+    assert_eq!(app.run_jobs().await, 0, "no job was queued for the repeat");
+    assert_eq!(customers(&app).await.len(), 1);
+
+    // The same id from another source is another delivery.
+    let (status, _) = deliver(
+        &app,
+        "/webhooks/leads",
+        "dup",
+        b"the partner's own secret",
+        0,
+        &json!({ "email": "p@partner.at" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+async fn duplicates_merge_into_the_customer_they_duplicate(backend: TestBackend) {
+    let app = app(backend).await;
+    let existing = app
+        .create_customer(json!({ "name": "J. Müller", "email": "j.mueller@firma.de" }))
+        .await;
+    // Differs only in case and format: the same person.
+    let (status, _) = deliver(&app, "/webhooks/leads", "a", NEW, 0, &lead()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    app.run_jobs().await;
+    let all = customers(&app).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let merged = &all[0];
+    assert_eq!(merged["id"], existing.as_str());
+    assert_eq!(merged["name"], "J. Müller", "merge keeps what is there");
+    assert_eq!(merged["phone"], "+4930123456", "and fills what is empty");
+    assert_eq!(merged["company"], "Müller GmbH");
+    assert_eq!(merged["tags"], json!(["messe"]));
+
+    // The merge is audited as the import's.
+    let audit = app
+        .graphql_ok(
+            "query($id: String) { auditLog(filter: {targetId: $id}) { nodes { action actorKind actor } } }",
+            json!({ "id": existing }),
+        )
+        .await;
+    let actions: Vec<&str> = audit["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"customer.import_merge"), "{audit:#}");
+}
