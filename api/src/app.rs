@@ -103,6 +103,7 @@ impl Application {
             pipeline.clone(),
             &config.graphql,
             &config.audit.redact_fields,
+            config.intake.max_leads_per_request,
         );
         let events = context.events.clone();
         let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);

@@ -303,6 +303,7 @@ mod tests {
         ("Query.pipelineRun", "AMSIV"),
         ("Mutation.qualifyLead", "AMSI"),
         ("Mutation.runPipeline", "AMS"),
+        ("Mutation.importLeads", "AMSI"),
         // Checked by `require` in the resolver (the extension never sees subscribed fields).
         ("Subscription.pipelineEvents", "AMSIV"),
     ];

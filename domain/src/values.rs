@@ -151,6 +151,17 @@ impl Phone {
                 format!("`{trimmed}` is not a valid phone number (default region {region})"),
             )
         };
+        // Letters would be read as a vanity number (`0800 FLOWERS`); in a lead they are a typo
+        // or garbage. An extension marker (`ext. 12`, `x12`) is the one place they belong.
+        let lower = trimmed.to_lowercase();
+        if lower
+            .replace("ext", "")
+            .replace('x', "")
+            .chars()
+            .any(char::is_alphabetic)
+        {
+            return Err(invalid());
+        }
         let number = phonenumber::parse(Some(region.0), trimmed).map_err(|_| invalid())?;
         if !number.is_valid() {
             return Err(invalid());
@@ -546,6 +557,8 @@ mod tests {
         for raw in [
             "",
             "abc",
+            "01 5midnight",
+            "0800 FLOWERS",
             "123",
             "+49 1",
             "0000000000000000000000",

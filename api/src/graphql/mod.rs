@@ -6,6 +6,7 @@
 mod access;
 mod audit;
 mod customers;
+mod intake;
 mod interactions;
 mod jobs;
 mod loaders;
@@ -49,6 +50,10 @@ pub struct ApiContext {
     pub pipeline: Arc<crm_plugins::Pipeline>,
     /// Persisted events, fanned out to subscribers.
     pub events: crate::events::EventHub,
+    /// Lead intake.
+    pub intake: crm_plugins::intake::Intake,
+    /// Most leads per `importLeads` call.
+    pub max_import: usize,
 }
 
 /// All queries.
@@ -68,6 +73,7 @@ pub struct Mutation(
     access::AccessMutation,
     customers::CustomerMutation,
     interactions::InteractionMutation,
+    intake::IntakeMutation,
     jobs::JobMutation,
     pipeline::PipelineMutation,
 );
@@ -108,8 +114,16 @@ impl ApiContext {
         pipeline: Arc<crm_plugins::Pipeline>,
         limits: &GraphqlConfig,
         redact: &[String],
+        max_import: usize,
     ) -> Self {
         Self {
+            intake: crm_plugins::intake::Intake::new(
+                db.clone(),
+                clock.clone(),
+                pipeline.clone(),
+                region,
+            ),
+            max_import,
             events: crate::events::EventHub::new(db.clone()),
             db,
             clock,

@@ -14,6 +14,7 @@ on_both_backends!(
     bad_signatures_old_timestamps_and_unknown_sources_are_refused,
     a_rotated_secret_and_repeated_deliveries_are_handled,
     duplicates_merge_into_the_customer_they_duplicate,
+    import_leads_reports_every_lead,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -322,4 +323,121 @@ async fn duplicates_merge_into_the_customer_they_duplicate(backend: TestBackend)
         .map(|n| n["action"].as_str().unwrap())
         .collect();
     assert!(actions.contains(&"customer.import_merge"), "{audit:#}");
+}
+
+const IMPORT: &str = "mutation($leads: [LeadInput!]!, $options: ImportOptionsInput) { \
+    importLeads(leads: $leads, options: $options) { dryRun total created updated merged skipped invalid \
+    rows { row outcome customerId reason issues { field code } } issuesCsv } }";
+
+async fn import_leads_reports_every_lead(backend: TestBackend) {
+    let app = app(backend).await;
+    let leads = json!([
+        { "name": "Ana Hodžić", "email": "ana@firma.ba", "phone": "033 250 300", "country": "BA" },
+        { "name": "Marko Marković", "phone": "011 3334455", "country": "RS" },
+        { "firstName": "Lena", "lastName": "Huber", "phone": "12", "country": "AT" },
+        { "name": "Иван Петровић", "email": "ivan@firma.rs", "phone": "+381 64 1234567" },
+        { "name": "Ana H.", "email": " ANA@Firma.BA ", "company": "Firma d.o.o." },
+        { "name": "Nobody" },
+        { "name": "Urs Meier", "phone": "044 668 18 00", "country": "CH" },
+        { "name": "Jürgen", "phone": "030 123456" },
+    ]);
+    let dry = app
+        .graphql_ok(
+            IMPORT,
+            json!({ "leads": leads, "options": { "dryRun": true } }),
+        )
+        .await;
+    let report = &dry["importLeads"];
+    assert_eq!(report["dryRun"], true);
+    assert_eq!(customers(&app).await.len(), 0, "a dry run changes nothing");
+
+    let data = app
+        .graphql_ok(
+            IMPORT,
+            json!({ "leads": leads, "options": { "tags": ["q4"], "source": "messe" } }),
+        )
+        .await;
+    let report = &data["importLeads"];
+    assert_eq!(
+        (
+            report["total"].as_i64(),
+            report["created"].as_i64(),
+            report["merged"].as_i64(),
+            report["invalid"].as_i64()
+        ),
+        (Some(8), Some(5), Some(1), Some(2)),
+        "{report:#}"
+    );
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows[2]["outcome"], "INVALID");
+    assert_eq!(rows[2]["issues"][0]["field"], "phone");
+    assert_eq!(
+        rows[4]["outcome"], "MERGED",
+        "the same email, in other case and spacing"
+    );
+    assert_eq!(rows[4]["customerId"], rows[0]["customerId"]);
+    assert_eq!(rows[5]["issues"][0]["code"], "contact_required");
+    let csv = report["issuesCsv"].as_str().unwrap();
+    assert!(csv.starts_with("row,field,code,message\n3,phone,"), "{csv}");
+    // The dry run predicted the same, except the merge of a lead created in the same list.
+    assert_eq!(dry["importLeads"]["invalid"], 2);
+
+    let all = customers(&app).await;
+    let phone = |name: &str| {
+        all.iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["phone"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(phone("Ana Hodžić").as_deref(), Some("+38733250300"));
+    assert_eq!(phone("Marko Marković").as_deref(), Some("+381113334455"));
+    assert_eq!(phone("Urs Meier").as_deref(), Some("+41446681800"));
+    assert_eq!(
+        phone("Jürgen").as_deref(),
+        Some("+4930123456"),
+        "default region"
+    );
+    let ana = all.iter().find(|c| c["name"] == "Ana Hodžić").unwrap();
+    assert_eq!(
+        ana["company"], "Firma d.o.o.",
+        "filled by the later duplicate"
+    );
+    assert_eq!(ana["source"], "messe");
+    assert_eq!(ana["tags"], json!(["q4"]));
+
+    // Again, with SKIP: everything is a duplicate now.
+    let again = app
+        .graphql_ok(
+            IMPORT,
+            json!({ "leads": leads, "options": { "onDuplicate": "SKIP" } }),
+        )
+        .await;
+    assert_eq!(again["importLeads"]["skipped"], 6);
+    assert_eq!(customers(&app).await.len(), 5);
+
+    // Sales import their own leads only.
+    let sales = app.token_for(crm_domain::Role::Sales, "anna");
+    let mine = app
+        .graphql_as(
+            &sales,
+            IMPORT,
+            json!({ "leads": [
+                { "name": "Own", "email": "own@firma.de" },
+                { "name": "Other's", "email": "o@firma.de", "owner": "ben" },
+                { "name": "Ana again", "email": "ana@firma.ba" },
+            ] }),
+        )
+        .await;
+    let rows = mine["data"]["importLeads"]["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["outcome"], "CREATED");
+    assert_eq!(rows[1]["issues"][0]["code"], "owner_not_allowed");
+    assert_eq!(
+        rows[2]["outcome"], "MERGED",
+        "unassigned customers are in a sales scope"
+    );
+
+    let too_many: Vec<Value> = (0..1001)
+        .map(|n| json!({ "name": format!("L{n}"), "email": format!("l{n}@x.de") }))
+        .collect();
+    let refused = app.graphql(IMPORT, json!({ "leads": too_many })).await;
+    assert_eq!(crm_tests::error_code(&refused), "VALIDATION_FAILED");
 }

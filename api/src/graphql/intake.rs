@@ -1,0 +1,369 @@
+//! `/import-lead` over GraphQL: `importLeads` takes a list of leads and reports, per lead, what
+//! became of it.
+
+use super::{ApiContext, access::customer_scope};
+use crate::audit::Auditor;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use crm_domain::{
+    CustomerScope,
+    lead::{LeadField, LeadValue, RawLead},
+};
+use crm_plugins::intake::{ImportOptions, Issue, Outcome};
+
+/// What to do with a lead whose email or phone belongs to an existing customer.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[graphql(remote = "crm_plugins::intake::OnDuplicate")]
+pub(crate) enum OnDuplicate {
+    /// Leave the customer as it is.
+    Skip,
+    /// Overwrite its fields with the lead's non-empty ones; add tags.
+    Update,
+    /// Fill only its empty fields; add tags.
+    #[default]
+    Merge,
+}
+
+/// One lead. Either `name` or `firstName`/`lastName`; an email or a phone.
+#[derive(InputObject, Debug, Default)]
+pub(crate) struct LeadInput {
+    name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    company: Option<String>,
+    /// Where it came from (default: the import's `source`).
+    source: Option<String>,
+    /// Language tag (`de`, `bs`, `sr-Latn`).
+    language: Option<String>,
+    /// ISO 3166-1 alpha-2; national phone numbers are read in it.
+    country: Option<String>,
+    /// IANA time zone.
+    time_zone: Option<String>,
+    tags: Option<Vec<String>>,
+    notes: Option<String>,
+    /// The owning user (scoped callers may only name themselves).
+    owner: Option<String>,
+    consent_email: Option<bool>,
+    consent_call: Option<bool>,
+    consent_sms: Option<bool>,
+}
+
+impl LeadInput {
+    fn into_raw(self) -> RawLead {
+        let mut lead = RawLead::default();
+        let mut text = |field: LeadField, value: Option<String>| {
+            if let Some(value) = value {
+                lead.fields.insert(field, LeadValue::Text(value));
+            }
+        };
+        text(LeadField::Name, self.name);
+        text(LeadField::FirstName, self.first_name);
+        text(LeadField::LastName, self.last_name);
+        text(LeadField::Email, self.email);
+        text(LeadField::Phone, self.phone);
+        text(LeadField::Company, self.company);
+        text(LeadField::Source, self.source);
+        text(LeadField::Language, self.language);
+        text(LeadField::Country, self.country);
+        text(LeadField::TimeZone, self.time_zone);
+        text(LeadField::Notes, self.notes);
+        text(LeadField::Owner, self.owner);
+        if let Some(tags) = self.tags {
+            lead.fields.insert(LeadField::Tags, LeadValue::List(tags));
+        }
+        for (field, value) in [
+            (LeadField::ConsentEmail, self.consent_email),
+            (LeadField::ConsentCall, self.consent_call),
+            (LeadField::ConsentSms, self.consent_sms),
+        ] {
+            if let Some(value) = value {
+                lead.fields.insert(field, LeadValue::Bool(value));
+            }
+        }
+        lead
+    }
+}
+
+/// How to import.
+#[derive(InputObject, Debug, Default)]
+pub(crate) struct ImportOptionsInput {
+    /// Report what would happen; change nothing.
+    #[graphql(default = false)]
+    dry_run: bool,
+    /// Leads that duplicate a customer (same normalized email or phone).
+    #[graphql(default)]
+    on_duplicate: OnDuplicate,
+    /// Region for national phone numbers of leads without a country.
+    default_country: Option<String>,
+    /// Source of leads that name none (default `import`).
+    source: Option<String>,
+    /// Tags added to every lead.
+    #[graphql(default)]
+    tags: Vec<String>,
+}
+
+impl From<ImportOptionsInput> for ImportOptions {
+    fn from(input: ImportOptionsInput) -> Self {
+        Self {
+            dry_run: input.dry_run,
+            on_duplicate: input.on_duplicate.into(),
+            default_country: input.default_country,
+            source: Some(input.source.unwrap_or_else(|| "import".to_owned())),
+            tags: input.tags,
+        }
+    }
+}
+
+/// What became of a lead.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ImportOutcome {
+    /// A new customer.
+    Created,
+    /// An existing customer, overwritten.
+    Updated,
+    /// An existing customer, its empty fields filled.
+    Merged,
+    /// A duplicate left alone.
+    Skipped,
+    /// Not importable: see the issues.
+    Invalid,
+}
+
+/// A problem with one field of one lead.
+#[derive(SimpleObject, Debug, Clone)]
+pub(crate) struct ImportIssue {
+    /// The lead's position, from 1.
+    row: i32,
+    /// The field (`email`, `phone`, …), or `lead`.
+    field: String,
+    /// Stable code (`invalid_email`, `contact_required`, …).
+    code: String,
+    /// In words.
+    message: String,
+}
+
+/// One lead of an import.
+#[derive(SimpleObject, Debug)]
+pub(crate) struct ImportRow {
+    /// Its position, from 1.
+    row: i32,
+    /// What became of it.
+    outcome: ImportOutcome,
+    /// The customer it created or changed (or duplicates).
+    customer_id: Option<ID>,
+    /// Why it was skipped.
+    reason: Option<String>,
+    /// What is wrong with it.
+    issues: Vec<ImportIssue>,
+}
+
+/// What an import did.
+#[derive(SimpleObject, Debug, Default)]
+#[graphql(complex)]
+pub(crate) struct ImportReport {
+    /// Nothing was changed.
+    dry_run: bool,
+    /// Leads read.
+    total: i32,
+    /// New customers.
+    created: i32,
+    /// Customers overwritten.
+    updated: i32,
+    /// Customers filled.
+    merged: i32,
+    /// Duplicates left alone.
+    skipped: i32,
+    /// Leads not importable.
+    invalid: i32,
+    /// Every lead, in order.
+    rows: Vec<ImportRow>,
+}
+
+#[async_graphql::ComplexObject]
+impl ImportReport {
+    /// The issues as CSV (`row,field,code,message`), to download.
+    async fn issues_csv(&self) -> String {
+        let mut out = String::from("row,field,code,message\n");
+        for issue in self.rows.iter().flat_map(|r| &r.issues) {
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                issue.row,
+                csv_cell(&issue.field),
+                csv_cell(&issue.code),
+                csv_cell(&issue.message)
+            ));
+        }
+        out
+    }
+}
+
+/// A CSV cell, quoted when it must be.
+fn csv_cell(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+impl ImportReport {
+    pub(crate) fn add(&mut self, row: i32, outcome: Outcome, visible: bool) {
+        self.total += 1;
+        let issue = |i: Issue| ImportIssue {
+            row,
+            field: i.field,
+            code: i.code,
+            message: i.message,
+        };
+        let id = |id: crm_domain::CustomerId| visible.then(|| ID(id.to_string()));
+        let (kind, customer_id, reason, issues) = match outcome {
+            Outcome::Created { customer_id } => {
+                (ImportOutcome::Created, id(customer_id), None, vec![])
+            }
+            Outcome::Updated { customer_id } => {
+                (ImportOutcome::Updated, id(customer_id), None, vec![])
+            }
+            Outcome::Merged { customer_id } => {
+                (ImportOutcome::Merged, id(customer_id), None, vec![])
+            }
+            Outcome::Skipped {
+                customer_id,
+                reason,
+            } => (
+                ImportOutcome::Skipped,
+                id(customer_id),
+                Some(reason),
+                vec![],
+            ),
+            Outcome::Invalid { issues } => (
+                ImportOutcome::Invalid,
+                None,
+                None,
+                issues.into_iter().map(issue).collect(),
+            ),
+        };
+        match kind {
+            ImportOutcome::Created => self.created += 1,
+            ImportOutcome::Updated => self.updated += 1,
+            ImportOutcome::Merged => self.merged += 1,
+            ImportOutcome::Skipped => self.skipped += 1,
+            ImportOutcome::Invalid => self.invalid += 1,
+        }
+        self.rows.push(ImportRow {
+            row,
+            outcome: kind,
+            customer_id,
+            reason,
+            issues,
+        });
+    }
+}
+
+/// Scoped callers import their own leads: a lead without an owner becomes theirs, one naming
+/// another owner is refused.
+pub(crate) fn owned_by_caller(lead: &mut RawLead, scope: &CustomerScope) -> Option<Issue> {
+    let subject = scope.subject()?;
+    match lead.fields.get(&LeadField::Owner) {
+        Some(LeadValue::Text(owner)) if !owner.trim().is_empty() && owner.trim() != subject => {
+            Some(Issue {
+                field: "owner".into(),
+                code: "owner_not_allowed".into(),
+                message: format!("{subject} may only import leads for themselves"),
+            })
+        }
+        _ => {
+            lead.fields
+                .insert(LeadField::Owner, LeadValue::Text(subject.to_owned()));
+            None
+        }
+    }
+}
+
+/// Imports one lead; a lead that cannot be stored (the database failed twice) is reported as
+/// such, so a report never hides a lead that was not imported.
+async fn import_one(
+    api: &ApiContext,
+    lead: &RawLead,
+    options: &ImportOptions,
+    scope: &CustomerScope,
+    auditor: &Auditor,
+) -> Outcome {
+    let mut last = None;
+    // A second attempt settles a race with a concurrent import of the same person (the
+    // insert found the email taken): it then merges.
+    for _ in 0..2 {
+        match api.intake.import(lead, options, scope, auditor, None).await {
+            Ok(outcome) => return outcome,
+            Err(error) => last = Some(error),
+        }
+    }
+    if let Some(error) = last {
+        tracing::error!(%error, "A lead could not be stored.");
+    }
+    Outcome::Invalid {
+        issues: vec![Issue {
+            field: "lead".into(),
+            code: "not_stored".into(),
+            message: "the lead could not be stored; import it again".into(),
+        }],
+    }
+}
+
+/// Intake mutations.
+#[derive(Default, Debug)]
+pub(crate) struct IntakeMutation;
+
+#[Object]
+impl IntakeMutation {
+    /// `/import-lead` for a list: validates and normalizes each lead, merges duplicates of
+    /// existing customers (and of earlier leads of the same list) as `options.onDuplicate` says,
+    /// starts the lead chain for every lead created or changed, and reports each lead. At most
+    /// `intake.max_leads_per_request` leads per call.
+    async fn import_leads(
+        &self,
+        ctx: &Context<'_>,
+        leads: Vec<LeadInput>,
+        options: Option<ImportOptionsInput>,
+    ) -> async_graphql::Result<ImportReport> {
+        let api = ctx.data::<ApiContext>()?;
+        if leads.len() > api.max_import {
+            return Err(crate::error::invalid(
+                "leads",
+                "too_many",
+                format!(
+                    "at most {} leads per call; send the rest in further calls or as a file",
+                    api.max_import
+                ),
+            )
+            .into());
+        }
+        let options: ImportOptions = options.unwrap_or_default().into();
+        let scope = customer_scope(ctx)?;
+        let auditor = Auditor::of(ctx)?;
+        let mut report = ImportReport {
+            dry_run: options.dry_run,
+            ..ImportReport::default()
+        };
+        for (n, input) in leads.into_iter().enumerate() {
+            let row = i32::try_from(n + 1).unwrap_or(i32::MAX);
+            let mut lead = input.into_raw();
+            let outcome = match owned_by_caller(&mut lead, &scope) {
+                Some(issue) => Outcome::Invalid {
+                    issues: vec![issue],
+                },
+                None => import_one(api, &lead, &options, &scope, &auditor).await,
+            };
+            report.add(row, outcome, true);
+        }
+        tracing::info!(
+            total = report.total,
+            created = report.created,
+            merged = report.merged,
+            invalid = report.invalid,
+            dry_run = report.dry_run,
+            "Leads imported."
+        );
+        Ok(report)
+    }
+}
