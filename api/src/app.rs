@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
 use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
+    import_file::ImportFile,
     intake::{ImportLead, Intake},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
 };
@@ -103,7 +104,7 @@ impl Application {
             pipeline.clone(),
             &config.graphql,
             &config.audit.redact_fields,
-            config.intake.max_leads_per_request,
+            &config.intake,
         );
         let events = context.events.clone();
         let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
@@ -125,6 +126,7 @@ impl Application {
             trust_forwarded_for: config.rate_limit.trust_forwarded_for,
             graphiql,
             intake: Arc::new(config.intake.clone()),
+            body_limit: config.server.body_limit_bytes,
         };
         let router = router(
             state,
@@ -252,7 +254,19 @@ pub fn registry(
         clock: clock.clone(),
         redact: config.audit.redact_fields.clone().into(),
     });
+    let file_audit = Arc::new(crate::audit::SystemAudit {
+        actor: "import-file".into(),
+        clock: clock.clone(),
+        redact: config.audit.redact_fields.clone().into(),
+    });
     Ok(Registry::default()
+        .with(Arc::new(ImportFile::new(
+            db.clone(),
+            clock.clone(),
+            intake.clone(),
+            config.intake.import_dir.clone(),
+            file_audit,
+        )))
         .with(Arc::new(ImportLead::new(db.clone(), intake, audit)))
         .with(Arc::new(QualifyLead::new(
             db.clone(),

@@ -304,6 +304,8 @@ mod tests {
         ("Mutation.qualifyLead", "AMSI"),
         ("Mutation.runPipeline", "AMS"),
         ("Mutation.importLeads", "AMSI"),
+        ("Mutation.importLeadsFile", "AMSI"),
+        ("Query.leadImport", "AMSI"),
         // Checked by `require` in the resolver (the extension never sees subscribed fields).
         ("Subscription.pipelineEvents", "AMSIV"),
     ];

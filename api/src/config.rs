@@ -77,6 +77,10 @@ pub struct IntakeConfig {
     pub on_duplicate: crm_plugins::intake::OnDuplicate,
     /// Most leads one `importLeads` call takes.
     pub max_leads_per_request: usize,
+    /// Where uploaded lead files wait for their import job (every worker must see it).
+    pub import_dir: std::path::PathBuf,
+    /// Largest lead file accepted (bytes).
+    pub max_file_bytes: usize,
     /// Webhook signing secrets per source, from the environment only:
     /// `CRM_INTAKE__WEBHOOK_SECRETS__<SOURCE>="whsec_<base64>"`, several separated by spaces
     /// while rotating.
@@ -90,6 +94,8 @@ impl Default for IntakeConfig {
             replay_window_secs: 300,
             on_duplicate: crm_plugins::intake::OnDuplicate::Merge,
             max_leads_per_request: 1000,
+            import_dir: "data/imports".into(),
+            max_file_bytes: 512 * 1024 * 1024,
             webhook_secrets: std::collections::BTreeMap::new(),
         }
     }
@@ -101,6 +107,8 @@ impl std::fmt::Debug for IntakeConfig {
             .field("replay_window_secs", &self.replay_window_secs)
             .field("on_duplicate", &self.on_duplicate)
             .field("max_leads_per_request", &self.max_leads_per_request)
+            .field("import_dir", &self.import_dir)
+            .field("max_file_bytes", &self.max_file_bytes)
             .field(
                 "webhook_sources",
                 &self.webhook_secrets.keys().collect::<Vec<_>>(),

@@ -16,10 +16,7 @@ use async_graphql::{
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{
-        ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade, rejection::BytesRejection,
-    },
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -47,6 +44,7 @@ pub(crate) struct HttpState {
     pub(crate) trust_forwarded_for: bool,
     pub(crate) graphiql: bool,
     pub(crate) intake: std::sync::Arc<crate::config::IntakeConfig>,
+    pub(crate) body_limit: usize,
 }
 
 /// Builds the router. CORS is closed unless origins are configured.
@@ -204,6 +202,46 @@ async fn execute(
     Json(response).into_response()
 }
 
+/// A GraphQL multipart request (file uploads): credentials are checked before the upload is
+/// read, and the file streams into a temporary file, never whole into memory.
+async fn graphql_multipart(
+    state: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    content_type: &str,
+    body: axum::body::Body,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    if let Err(error) = state.authenticator.authenticate(authorization).await {
+        return unauthenticated(&error);
+    }
+    use futures_util::TryStreamExt as _;
+    use tokio_util::compat::TokioAsyncReadCompatExt as _;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream).compat();
+    let options = async_graphql::http::MultipartOptions::default()
+        .max_num_files(1)
+        .max_file_size(state.intake.max_file_bytes);
+    match async_graphql::http::receive_body(Some(content_type), reader, options).await {
+        Ok(request) => execute(state, peer, headers, request).await,
+        Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::PAYLOAD_TOO_LARGE,
+            format!(
+                "the file is larger than {} bytes (intake.max_file_bytes)",
+                state.intake.max_file_bytes
+            ),
+        ),
+        Err(error) => error_response(
+            StatusCode::BAD_REQUEST,
+            code::BAD_REQUEST,
+            format!("not a GraphQL multipart request: {error}"),
+        ),
+    }
+}
+
 /// The client's address: the peer, or — behind a trusted proxy — the hop that proxy added,
 /// which is the **last** `X-Forwarded-For` entry (the ones before it are the client's to forge).
 pub(crate) fn client_ip(
@@ -272,19 +310,27 @@ async fn graphql_post(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    let body = match body {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if content_type.starts_with("multipart/form-data") {
+        return graphql_multipart(&state, peer, &headers, &content_type, body).await;
+    }
+    let body = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(_) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 code::PAYLOAD_TOO_LARGE,
-                rejection.body_text(),
+                format!(
+                    "the request body is larger than {} bytes (server.body_limit_bytes); send files as a multipart upload",
+                    state.body_limit
+                ),
             );
-        }
-        Err(rejection) => {
-            return error_response(rejection.status(), code::BAD_REQUEST, rejection.body_text());
         }
     };
     let json_content = headers

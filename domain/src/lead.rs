@@ -318,6 +318,11 @@ impl RawLead {
         }
     }
 
+    /// Sets a field unless it is set already.
+    pub fn set_field(&mut self, field: LeadField, value: LeadValue) {
+        self.fields.entry(field).or_insert(value);
+    }
+
     fn text(&self, field: LeadField) -> Option<String> {
         match self.fields.get(&field)? {
             LeadValue::Text(text) => {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_domain::{
     Clock, Customer, CustomerId, CustomerScope, FieldError, NewCustomer, PhoneRegion, Tag,
-    lead::{LeadValue, RawLead},
+    lead::{LeadField, LeadValue, RawLead},
 };
 use crm_store::{
     Db, StoreError,
@@ -448,6 +448,26 @@ fn add_tags(customer: &mut Customer, tags: &[Tag]) {
         }
     }
     customer.tags.sort();
+}
+
+/// Scoped callers import their own leads: a lead without an owner becomes theirs, one naming
+/// another owner is refused.
+pub fn owned_by(lead: &mut RawLead, scope: &CustomerScope) -> Option<Issue> {
+    let subject = scope.subject()?;
+    match lead.fields.get(&LeadField::Owner) {
+        Some(LeadValue::Text(owner)) if !owner.trim().is_empty() && owner.trim() != subject => {
+            Some(Issue {
+                field: "owner".into(),
+                code: "owner_not_allowed".into(),
+                message: format!("{subject} may only import leads for themselves"),
+            })
+        }
+        _ => {
+            lead.fields
+                .insert(LeadField::Owner, LeadValue::Text(subject.to_owned()));
+            None
+        }
+    }
 }
 
 /// A lead from JSON: an object whose keys are field names or their synonyms.

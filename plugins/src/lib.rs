@@ -6,6 +6,7 @@
 //! (a retry after a lost lease must not repeat a side effect) and reaches providers only through
 //! the ports in its context, never by naming a concrete adapter.
 
+pub mod import_file;
 pub mod intake;
 pub mod pipeline;
 pub mod runner;
@@ -14,6 +15,7 @@ pub mod scheduler;
 /// The job kinds this crate implements (the agents that exist so far).
 pub const KINDS: &[&str] = &[
     intake::IMPORT_LEAD,
+    import_file::IMPORT_FILE,
     pipeline::QUALIFY_LEAD,
     pipeline::RESCORE_LEAD,
     pipeline::RESCORE_LEADS,

@@ -11,6 +11,7 @@ pub mod customers;
 mod db;
 pub mod effects;
 mod error;
+pub mod imports;
 pub mod inbox;
 pub mod interactions;
 pub mod jobs;

@@ -184,3 +184,36 @@ diesel::table! {
         processed_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    imports (id) {
+        id -> Text,
+        file_name -> Text,
+        format -> Text,
+        options -> Text,
+        status -> Text,
+        created_by -> Text,
+        owner_scope -> Nullable<Text>,
+        rows_done -> Integer,
+        created -> Integer,
+        updated -> Integer,
+        merged -> Integer,
+        skipped -> Integer,
+        invalid -> Integer,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    import_issues (import_id, row_no, seq) {
+        import_id -> Text,
+        row_no -> Integer,
+        seq -> Integer,
+        field -> Text,
+        code -> Text,
+        message -> Text,
+    }
+}

@@ -2,13 +2,17 @@
 //! became of it.
 
 use super::{ApiContext, access::customer_scope};
-use crate::audit::Auditor;
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use crate::{audit::Auditor, error::ApiError};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Upload};
 use crm_domain::{
     CustomerScope,
     lead::{LeadField, LeadValue, RawLead},
 };
-use crm_plugins::intake::{ImportOptions, Issue, Outcome};
+use crm_plugins::{
+    import_file::{Format, IMPORT_FILE, ImportFilePayload, StoredOptions, scope_to_string},
+    intake::{ImportOptions, Issue, Outcome, owned_by},
+};
+use crm_store::imports;
 
 /// What to do with a lead whose email or phone belongs to an existing customer.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -260,26 +264,6 @@ impl ImportReport {
     }
 }
 
-/// Scoped callers import their own leads: a lead without an owner becomes theirs, one naming
-/// another owner is refused.
-pub(crate) fn owned_by_caller(lead: &mut RawLead, scope: &CustomerScope) -> Option<Issue> {
-    let subject = scope.subject()?;
-    match lead.fields.get(&LeadField::Owner) {
-        Some(LeadValue::Text(owner)) if !owner.trim().is_empty() && owner.trim() != subject => {
-            Some(Issue {
-                field: "owner".into(),
-                code: "owner_not_allowed".into(),
-                message: format!("{subject} may only import leads for themselves"),
-            })
-        }
-        _ => {
-            lead.fields
-                .insert(LeadField::Owner, LeadValue::Text(subject.to_owned()));
-            None
-        }
-    }
-}
-
 /// Imports one lead; a lead that cannot be stored (the database failed twice) is reported as
 /// such, so a report never hides a lead that was not imported.
 async fn import_one(
@@ -348,7 +332,7 @@ impl IntakeMutation {
         for (n, input) in leads.into_iter().enumerate() {
             let row = i32::try_from(n + 1).unwrap_or(i32::MAX);
             let mut lead = input.into_raw();
-            let outcome = match owned_by_caller(&mut lead, &scope) {
+            let outcome = match owned_by(&mut lead, &scope) {
                 Some(issue) => Outcome::Invalid {
                     issues: vec![issue],
                 },
@@ -365,5 +349,256 @@ impl IntakeMutation {
             "Leads imported."
         );
         Ok(report)
+    }
+}
+
+/// A column of a lead file and the field it holds.
+#[derive(InputObject, Debug)]
+pub(crate) struct ColumnMapping {
+    /// The column's header, as in the file.
+    column: String,
+    /// The lead field (`email`, `phone`, `firstName`, … or a synonym).
+    field: String,
+}
+
+/// A file import of leads, run as a job.
+#[derive(Debug)]
+pub(crate) struct LeadImportNode(imports::Import);
+
+#[Object(name = "LeadImport")]
+impl LeadImportNode {
+    /// Identity.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// The uploaded file's name.
+    async fn file_name(&self) -> &str {
+        &self.0.file_name
+    }
+    /// `csv`, `json` or `ndjson`.
+    async fn format(&self) -> &str {
+        &self.0.format
+    }
+    /// `queued`, `running`, `completed` or `failed`.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    /// Rows handled so far.
+    async fn rows_done(&self) -> i32 {
+        self.0.rows_done
+    }
+    /// New customers.
+    async fn created(&self) -> i32 {
+        self.0.counts.created
+    }
+    /// Customers overwritten.
+    async fn updated(&self) -> i32 {
+        self.0.counts.updated
+    }
+    /// Customers filled.
+    async fn merged(&self) -> i32 {
+        self.0.counts.merged
+    }
+    /// Duplicates left alone.
+    async fn skipped(&self) -> i32 {
+        self.0.counts.skipped
+    }
+    /// Rows not importable.
+    async fn invalid(&self) -> i32 {
+        self.0.counts.invalid
+    }
+    /// Why the file as a whole could not be imported (rows before it were).
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// Started.
+    async fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.created_at
+    }
+    /// Ended.
+    async fn finished_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.finished_at
+    }
+    /// The rows' problems in row order, `first` of them after row `afterRow`.
+    async fn issues(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: i32,
+        after_row: Option<i32>,
+    ) -> async_graphql::Result<Vec<ImportIssue>> {
+        let api = ctx.data::<ApiContext>()?;
+        let limit = usize::try_from(first.clamp(1, 10_000)).unwrap_or(100);
+        let after = after_row.map(|row| (row, i32::MAX));
+        let found = imports::issues(&api.db, &self.0.id, after, limit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(found.into_iter().map(|(_, i)| import_issue(i)).collect())
+    }
+    /// All problems as CSV (`row,field,code,message`), to download.
+    async fn issues_csv(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let api = ctx.data::<ApiContext>()?;
+        let mut out = String::from("row,field,code,message\n");
+        let mut after = None;
+        loop {
+            let page = imports::issues(&api.db, &self.0.id, after, 5_000)
+                .await
+                .map_err(ApiError::from)?;
+            for (_, issue) in &page {
+                out.push_str(&format!(
+                    "{},{},{},{}\n",
+                    issue.row,
+                    csv_cell(&issue.field),
+                    csv_cell(&issue.code),
+                    csv_cell(&issue.message)
+                ));
+            }
+            match page.last() {
+                Some((position, _)) if page.len() == 5_000 => after = Some(*position),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn import_issue(i: imports::RowIssue) -> ImportIssue {
+    ImportIssue {
+        row: i.row,
+        field: i.field,
+        code: i.code,
+        message: i.message,
+    }
+}
+
+/// Who started an import may read it; so may roles that see every customer.
+async fn visible_import(ctx: &Context<'_>, id: &str) -> async_graphql::Result<imports::Import> {
+    let api = ctx.data::<ApiContext>()?;
+    let principal = ctx.data::<crm_domain::Principal>()?;
+    let scope = customer_scope(ctx)?;
+    match imports::get(&api.db, id).await.map_err(ApiError::from)? {
+        Some(import) if scope == CustomerScope::All || import.created_by == principal.subject => {
+            Ok(import)
+        }
+        _ => Err(ApiError::NotFound {
+            entity: "import",
+            id: id.to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// Intake queries.
+#[derive(Default, Debug)]
+pub(crate) struct IntakeQuery;
+
+#[Object]
+impl IntakeQuery {
+    /// A file import: its progress, counts and problems.
+    async fn lead_import(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<LeadImportNode> {
+        Ok(LeadImportNode(visible_import(ctx, id.as_str()).await?))
+    }
+}
+
+/// File import mutations.
+#[derive(Default, Debug)]
+pub(crate) struct FileImportMutation;
+
+#[Object]
+impl FileImportMutation {
+    /// `/import-lead` for a file (CSV with `,` `;` or tab, UTF-8 with or without BOM; a JSON
+    /// array; NDJSON), sent as a GraphQL multipart upload. The file is stored and imported by
+    /// a job, row by row and never whole in memory; follow it with `leadImport(id)`. Headers
+    /// are recognized in English, German and Bosnian/Serbian; `mapping` names others.
+    async fn import_leads_file(
+        &self,
+        ctx: &Context<'_>,
+        file: Upload,
+        options: Option<ImportOptionsInput>,
+        mapping: Option<Vec<ColumnMapping>>,
+    ) -> async_graphql::Result<LeadImportNode> {
+        let api = ctx.data::<ApiContext>()?;
+        let principal = ctx.data::<crm_domain::Principal>()?;
+        let scope = customer_scope(ctx)?;
+        let upload = file.value(ctx)?;
+        let mapping: Vec<(String, String)> = mapping
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.column, m.field))
+            .collect();
+        if let Some((_, field)) = mapping
+            .iter()
+            .find(|(_, f)| LeadField::from_header(f).is_none())
+        {
+            return Err(crate::error::invalid(
+                "mapping",
+                "unknown_field",
+                format!("`{field}` is not a lead field"),
+            )
+            .into());
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let dir = api.import_dir.clone();
+        let target = dir.join(&id);
+        let file_name = upload.filename.clone();
+        let content_type = upload.content_type.clone();
+        // Copy the upload (a temporary file) into the import directory, keeping its head to
+        // recognize the format.
+        let head = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::{Read as _, Seek as _};
+            std::fs::create_dir_all(&dir)?;
+            let mut content = upload.content;
+            let mut head = vec![0u8; 512];
+            let n = content.read(&mut head)?;
+            head.truncate(n);
+            content.rewind()?;
+            let mut out = std::fs::File::create(&target)?;
+            std::io::copy(&mut content, &mut out)?;
+            out.sync_all()?;
+            Ok(head)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot store the upload: {e}")))?;
+        let Some(format) = Format::detect(&file_name, content_type.as_deref(), &head) else {
+            let _ = std::fs::remove_file(api.import_dir.join(&id));
+            return Err(crate::error::invalid(
+                "file",
+                "unknown_format",
+                "the file is not CSV, JSON or NDJSON (UTF-8)",
+            )
+            .into());
+        };
+        let stored = StoredOptions {
+            options: options.unwrap_or_default().into(),
+            mapping,
+        };
+        let now = api.clock.now();
+        let new = imports::NewImport {
+            id: id.clone(),
+            file_name,
+            format: format.as_str().to_owned(),
+            options: serde_json::to_string(&stored).unwrap_or_default(),
+            created_by: principal.subject.clone(),
+            owner_scope: scope_to_string(&scope),
+        };
+        let job = crm_store::jobs::NewJob {
+            kind: IMPORT_FILE.to_owned(),
+            payload: serde_json::to_string(&ImportFilePayload {
+                import_id: id.clone(),
+            })
+            .unwrap_or_default(),
+            dedupe_key: Some(format!("import:{id}")),
+            priority: 5,
+            run_at: now,
+            max_attempts: 3,
+        };
+        let import = imports::create(&api.db, new, job, now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(import_id = %import.id, format = %import.format, "Lead file import queued.");
+        Ok(LeadImportNode(import))
     }
 }

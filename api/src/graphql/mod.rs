@@ -54,6 +54,8 @@ pub struct ApiContext {
     pub intake: crm_plugins::intake::Intake,
     /// Most leads per `importLeads` call.
     pub max_import: usize,
+    /// Where uploaded lead files wait for their job.
+    pub import_dir: std::path::PathBuf,
 }
 
 /// All queries.
@@ -62,6 +64,7 @@ pub struct Query(
     access::AccessQuery,
     audit::AuditQuery,
     customers::CustomerQuery,
+    intake::IntakeQuery,
     interactions::InteractionQuery,
     jobs::JobQuery,
     pipeline::PipelineQuery,
@@ -74,6 +77,7 @@ pub struct Mutation(
     customers::CustomerMutation,
     interactions::InteractionMutation,
     intake::IntakeMutation,
+    intake::FileImportMutation,
     jobs::JobMutation,
     pipeline::PipelineMutation,
 );
@@ -114,7 +118,7 @@ impl ApiContext {
         pipeline: Arc<crm_plugins::Pipeline>,
         limits: &GraphqlConfig,
         redact: &[String],
-        max_import: usize,
+        intake: &crate::config::IntakeConfig,
     ) -> Self {
         Self {
             intake: crm_plugins::intake::Intake::new(
@@ -123,7 +127,8 @@ impl ApiContext {
                 pipeline.clone(),
                 region,
             ),
-            max_import,
+            max_import: intake.max_leads_per_request,
+            import_dir: intake.import_dir.clone(),
             events: crate::events::EventHub::new(db.clone()),
             db,
             clock,

@@ -15,6 +15,8 @@ on_both_backends!(
     a_rotated_secret_and_repeated_deliveries_are_handled,
     duplicates_merge_into_the_customer_they_duplicate,
     import_leads_reports_every_lead,
+    a_messy_csv_file_gives_exactly_the_expected_report,
+    bad_files_and_uploads_are_refused_or_reported,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -440,4 +442,197 @@ async fn import_leads_reports_every_lead(backend: TestBackend) {
         .collect();
     let refused = app.graphql(IMPORT, json!({ "leads": too_many })).await;
     assert_eq!(crm_tests::error_code(&refused), "VALIDATION_FAILED");
+}
+
+const UPLOAD: &str = "mutation($file: Upload!, $options: ImportOptionsInput, $mapping: [ColumnMapping!]) { \
+    importLeadsFile(file: $file, options: $options, mapping: $mapping) { id status fileName format } }";
+
+/// Uploads `content` as `name` through the GraphQL multipart protocol.
+async fn upload(
+    app: &TestApp,
+    name: &str,
+    content: &[u8],
+    options: Value,
+    mapping: Value,
+) -> Value {
+    let operations = json!({ "query": UPLOAD, "variables": { "file": null, "options": options, "mapping": mapping } });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(content.to_vec()).file_name(name.to_owned()),
+        );
+    app.client
+        .post(format!("{}/graphql", app.url))
+        .bearer_auth(&app.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+const IMPORT_STATUS: &str = "query($id: ID!) { leadImport(id: $id) { status rowsDone created updated merged \
+    skipped invalid error issues { row field code } issuesCsv } }";
+
+async fn a_messy_csv_file_gives_exactly_the_expected_report(backend: TestBackend) {
+    let app = app(backend).await;
+    let csv = "\u{feff}Vorname;Nachname;E-Mail;Telefon;Firma;Land;Notiz\r\n\
+        Jürgen;Müller;J.Mueller@Firma.DE;030 123456;Müller GmbH;DE;\"Messe\r\nStand 4; Halle 2\"\r\n\
+        Ана;Хоџић;ana@firma.ba;033 250 300;Firma d.o.o.;BA;\r\n\
+        Marko;Marković;;011 3334455;;RS;\r\n\
+        Lena;Huber;lena@huber.at;01 234567;;AT;\r\n\
+        Urs;Meier;;044 668 18 00;;CH;\r\n\
+        Jürgen;Müller; j.mueller@firma.de ;+49 30 123456;;DE;\r\n\
+        Kein;Kontakt;;;;DE;\r\n\
+        Falsch;Email;not-an-email;;;DE;\r\n\
+        Lena;H.;LENA@HUBER.AT;;Huber KG;AT;\r\n";
+    let started = upload(
+        &app,
+        "Messe Leads.csv",
+        csv.as_bytes(),
+        json!({ "source": "messe" }),
+        Value::Null,
+    )
+    .await;
+    let import = &started["data"]["importLeadsFile"];
+    assert_eq!(import["status"], "queued", "{started:#}");
+    assert_eq!(import["format"], "csv");
+    assert_eq!(import["fileName"], "Messe Leads.csv");
+
+    app.run_jobs().await;
+    let data = app
+        .graphql_ok(IMPORT_STATUS, json!({ "id": import["id"] }))
+        .await;
+    let report = &data["leadImport"];
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        [
+            &report["rowsDone"],
+            &report["created"],
+            &report["merged"],
+            &report["skipped"],
+            &report["invalid"]
+        ],
+        [&json!(9), &json!(5), &json!(1), &json!(1), &json!(2)],
+        "{report:#}"
+    );
+    assert_eq!(
+        report["issues"],
+        json!([
+            { "row": 7, "field": "email", "code": "contact_required" },
+            { "row": 8, "field": "email", "code": "invalid_email" },
+        ])
+    );
+    assert!(
+        report["issuesCsv"]
+            .as_str()
+            .unwrap()
+            .contains("8,email,invalid_email,")
+    );
+
+    let all = customers(&app).await;
+    assert_eq!(all.len(), 5);
+    let by_name = |name: &str| all.iter().find(|c| c["name"] == name).unwrap().clone();
+    let jurgen = by_name("Jürgen Müller");
+    assert_eq!(jurgen["email"], "j.mueller@firma.de");
+    assert_eq!(jurgen["notes"], "Messe\r\nStand 4; Halle 2");
+    assert_eq!(by_name("Ана Хоџић")["phone"], "+38733250300");
+    assert_eq!(by_name("Marko Marković")["phone"], "+381113334455");
+    assert_eq!(by_name("Lena Huber")["phone"], "+431234567");
+    assert_eq!(
+        by_name("Lena Huber")["company"],
+        "Huber KG",
+        "merged from row 9"
+    );
+    assert_eq!(by_name("Urs Meier")["phone"], "+41446681800");
+    assert_eq!(jurgen["source"], "messe");
+}
+
+async fn bad_files_and_uploads_are_refused_or_reported(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.intake.max_file_bytes = 4096).await;
+    // No column with an email or a phone: the import fails as a whole, with the reason.
+    let started = upload(
+        &app,
+        "colors.csv",
+        b"Lieblingsfarbe,Alter\nblau,3\n",
+        Value::Null,
+        Value::Null,
+    )
+    .await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    app.run_jobs().await;
+    let data = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    assert_eq!(data["leadImport"]["status"], "failed");
+    assert!(
+        data["leadImport"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("email or a phone")
+    );
+
+    // … unless a mapping names the columns.
+    let started = upload(
+        &app,
+        "mapped.csv",
+        b"Kundenmail,Wer\nx@firma.de,Xaver\n",
+        Value::Null,
+        json!([{ "column": "Kundenmail", "field": "email" }, { "column": "Wer", "field": "name" }]),
+    )
+    .await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    app.run_jobs().await;
+    let data = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    assert_eq!(data["leadImport"]["created"], 1, "{data:#}");
+
+    // Binary garbage is no format at all; an empty JSON array is an honest empty import.
+    let refused = upload(&app, "blob", b"\xff\xfe\x00\x01", Value::Null, Value::Null).await;
+    assert_eq!(
+        crm_tests::error_code(&refused),
+        "VALIDATION_FAILED",
+        "{refused:#}"
+    );
+    let started = upload(&app, "none.json", b"[]", Value::Null, Value::Null).await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    app.run_jobs().await;
+    let data = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    assert_eq!(data["leadImport"]["status"], "completed");
+    assert_eq!(data["leadImport"]["rowsDone"], 0);
+
+    // Too large; and no credentials.
+    let big = vec![b'a'; 5000];
+    let response = upload(&app, "big.csv", &big, Value::Null, Value::Null).await;
+    assert_eq!(
+        crm_tests::error_code(&response),
+        "PAYLOAD_TOO_LARGE",
+        "{response:#}"
+    );
+    let form = reqwest::multipart::Form::new()
+        .text(
+            "operations",
+            json!({ "query": UPLOAD, "variables": { "file": null } }).to_string(),
+        )
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(b"email\na@b.de\n".to_vec()).file_name("x.csv"),
+        );
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.url))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Another sales user cannot read someone else's import.
+    let sales = app.token_for(crm_domain::Role::Sales, "ben");
+    let hidden = app
+        .graphql_as(&sales, IMPORT_STATUS, json!({ "id": id }))
+        .await;
+    assert_eq!(crm_tests::error_code(&hidden), "NOT_FOUND");
 }

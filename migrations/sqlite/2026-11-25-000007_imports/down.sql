@@ -1,0 +1,2 @@
+DROP TABLE import_issues;
+DROP TABLE imports;

@@ -1,0 +1,652 @@
+//! Lead files (CSV, JSON, NDJSON) read as a stream and imported by the `import-file` job.
+//!
+//! - The file is read on a blocking thread, one record at a time, and handed over through a
+//!   bounded channel: it is never held in memory whole, and a slow database slows the reader.
+//! - CSV: UTF-8 with or without BOM; `,`, `;` or tab detected from the header line; quoted fields
+//!   with newlines; headers mapped through the synonyms of [`LeadField`] (English, German,
+//!   Bosnian/Serbian) or an explicit mapping.
+//! - JSON: an array of lead objects (or one object); NDJSON: one object per line.
+//! - Progress and every row's problems are recorded batch by batch; a job that is retried after
+//!   a crash resumes after the last recorded batch.
+
+use crate::{
+    intake::{CustomerAudit, ImportOptions, Intake, Issue, Outcome, lead_from_json, owned_by},
+    runner::{JobError, JobHandler, RetryPolicy},
+};
+use async_trait::async_trait;
+use crm_domain::{
+    Clock, CustomerScope,
+    lead::{LeadField, LeadValue, RawLead},
+};
+use crm_store::{
+    Db,
+    imports::{self, RowIssue},
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    sync::Arc,
+};
+use tokio::sync::mpsc;
+
+/// The job kind.
+pub const IMPORT_FILE: &str = "import-file";
+
+/// Most fields a row may have.
+pub const MAX_FIELDS: usize = 1_000;
+/// Longest field (characters); longer ones are usually an unterminated quote.
+pub const MAX_FIELD_LEN: usize = 10_000;
+/// Rows per recorded batch.
+const BATCH: usize = 500;
+
+/// A lead file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Comma-, semicolon- or tab-separated values with a header row.
+    Csv,
+    /// A JSON array of lead objects.
+    Json,
+    /// One JSON lead object per line.
+    Ndjson,
+}
+
+impl Format {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Json => "json",
+            Self::Ndjson => "ndjson",
+        }
+    }
+
+    /// The format of a file, from its name, its media type, or its first bytes.
+    pub fn detect(file_name: &str, content_type: Option<&str>, head: &[u8]) -> Option<Self> {
+        let name = file_name.to_lowercase();
+        let media = content_type.unwrap_or_default().to_lowercase();
+        if name.ends_with(".ndjson") || name.ends_with(".jsonl") || media.contains("ndjson") {
+            return Some(Self::Ndjson);
+        }
+        if name.ends_with(".json") || media.contains("application/json") {
+            return Some(Self::Json);
+        }
+        if name.ends_with(".csv") || name.ends_with(".txt") || media.contains("csv") {
+            return Some(Self::Csv);
+        }
+        let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => Some(Self::Json),
+            Some(b'{') => Some(Self::Ndjson),
+            Some(_) if std::str::from_utf8(text).is_ok() => Some(Self::Csv),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Csv, Self::Json, Self::Ndjson]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown file format `{s}`"))
+    }
+}
+
+/// One record of a file.
+#[derive(Debug)]
+pub enum Record {
+    /// A lead, at its row (data rows count from 1).
+    Lead(i32, RawLead),
+    /// A row that could not be read.
+    Bad(i32, Issue),
+}
+
+fn issue(field: &str, code: &str, message: impl Into<String>) -> Issue {
+    Issue {
+        field: field.into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads `reader` as `format`, sending every record; stops early if the receiver is gone.
+/// `mapping` overrides header mapping (`column → field`). Fails for a file that cannot be read
+/// at all (no header, no known column, not the format).
+pub fn read(
+    format: Format,
+    reader: impl Read,
+    mapping: &[(String, LeadField)],
+    tx: &mpsc::Sender<Record>,
+) -> Result<(), String> {
+    match format {
+        Format::Csv => read_csv(reader, mapping, tx),
+        Format::Ndjson => read_ndjson(reader, tx),
+        Format::Json => read_json(reader, tx),
+    }
+}
+
+fn send(tx: &mpsc::Sender<Record>, record: Record) -> bool {
+    tx.blocking_send(record).is_ok()
+}
+
+/// The delimiter of a header line: the most frequent of `,` `;` tab outside quotes.
+fn delimiter(header: &[u8]) -> u8 {
+    let mut counts = [0usize; 3];
+    let mut quoted = false;
+    for &b in header {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => counts[0] += 1,
+            b';' if !quoted => counts[1] += 1,
+            b'\t' if !quoted => counts[2] += 1,
+            b'\n' if !quoted => break,
+            _ => {}
+        }
+    }
+    let best = (0..3).max_by_key(|&i| (counts[i], 3 - i)).unwrap_or(0);
+    [b',', b';', b'\t'][best]
+}
+
+fn read_csv(
+    reader: impl Read,
+    mapping: &[(String, LeadField)],
+    tx: &mpsc::Sender<Record>,
+) -> Result<(), String> {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if head.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let bom = head.starts_with(b"\xef\xbb\xbf");
+    let delimiter = delimiter(if bom { &head[3..] } else { head });
+    if bom {
+        reader.consume(3);
+    }
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(reader);
+    let headers = csv
+        .headers()
+        .map_err(|e| format!("the header row cannot be read: {e}"))?
+        .clone();
+    let columns: Vec<Option<LeadField>> = headers
+        .iter()
+        .map(|h| {
+            mapping
+                .iter()
+                .find(|(column, _)| column.trim().eq_ignore_ascii_case(h.trim()))
+                .map(|(_, field)| *field)
+                .or_else(|| LeadField::from_header(h))
+        })
+        .collect();
+    let known = |f: LeadField| columns.contains(&Some(f));
+    if ![LeadField::Email, LeadField::Phone].into_iter().any(known) {
+        let found: Vec<&str> = headers.iter().take(20).collect();
+        return Err(format!(
+            "no column holds an email or a phone (columns: {}); name them (Email, E-Mail, Phone, Telefon …) or pass a mapping",
+            found.join(", ")
+        ));
+    }
+    let mut record = csv::StringRecord::new();
+    let mut row = 0i32;
+    loop {
+        row += 1;
+        match csv.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(error) => {
+                let message = match error.kind() {
+                    csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8".to_owned(),
+                    _ => format!("the row cannot be read: {error}"),
+                };
+                if !send(
+                    tx,
+                    Record::Bad(row, issue("lead", "unreadable_row", message)),
+                ) {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        let outcome = if record.len() > MAX_FIELDS {
+            Record::Bad(
+                row,
+                issue(
+                    "lead",
+                    "too_many_fields",
+                    format!("{} fields; at most {MAX_FIELDS}", record.len()),
+                ),
+            )
+        } else if let Some(long) = record
+            .iter()
+            .position(|f| f.chars().count() > MAX_FIELD_LEN)
+        {
+            let column = headers.get(long).unwrap_or("?");
+            Record::Bad(
+                row,
+                issue(
+                    column,
+                    "field_too_long",
+                    format!(
+                        "more than {MAX_FIELD_LEN} characters; is a quote left open before it?"
+                    ),
+                ),
+            )
+        } else {
+            let mut lead = RawLead::default();
+            for (value, column) in record.iter().zip(&columns) {
+                if let Some(field) = column
+                    && !value.trim().is_empty()
+                {
+                    lead.set_field(*field, LeadValue::Text(value.to_owned()));
+                }
+            }
+            if lead.fields.is_empty() {
+                row -= 1; // An empty line is not a row.
+                continue;
+            }
+            Record::Lead(row, lead)
+        };
+        if !send(tx, outcome) {
+            return Ok(());
+        }
+    }
+}
+
+fn read_ndjson(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String> {
+    let reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut row = 0i32;
+    for line in reader.lines() {
+        let line = line.map_err(|e| format!("cannot read the file: {e}"))?;
+        let line = line.trim().trim_start_matches('\u{feff}');
+        if line.is_empty() {
+            continue;
+        }
+        row += 1;
+        let record = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) => match lead_from_json(&value) {
+                Ok(lead) => Record::Lead(row, lead),
+                Err(issue) => Record::Bad(row, issue),
+            },
+            Err(e) => Record::Bad(row, issue("lead", "invalid_json", e.to_string())),
+        };
+        if !send(tx, record) {
+            return Ok(());
+        }
+    }
+    if row == 0 {
+        return Err("the file holds no lead".into());
+    }
+    Ok(())
+}
+
+fn read_json(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String> {
+    use serde::de::{Deserializer as _, SeqAccess, Visitor};
+
+    struct Leads<'a>(&'a mpsc::Sender<Record>);
+
+    impl<'de> Visitor<'de> for Leads<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of lead objects")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut row = 0i32;
+            while let Some(value) = seq.next_element::<serde_json::Value>()? {
+                row += 1;
+                let record = match lead_from_json(&value) {
+                    Ok(lead) => Record::Lead(row, lead),
+                    Err(issue) => Record::Bad(row, issue),
+                };
+                if !send(self.0, record) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            let value =
+                serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            let record = match lead_from_json(&value) {
+                Ok(lead) => Record::Lead(1, lead),
+                Err(issue) => Record::Bad(1, issue),
+            };
+            send(self.0, record);
+            Ok(())
+        }
+    }
+
+    let reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    de.deserialize_any(Leads(tx))
+        .map_err(|e| format!("the file is not a JSON array of leads: {e}"))
+}
+
+/// The payload of `import-file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportFilePayload {
+    /// The import (its file is `<import_dir>/<id>`).
+    pub import_id: String,
+}
+
+/// What an import was asked to do, as stored with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredOptions {
+    /// The import options.
+    pub options: ImportOptions,
+    /// Column → field overrides.
+    pub mapping: Vec<(String, String)>,
+}
+
+/// A scope as stored with an import.
+pub fn scope_to_string(scope: &CustomerScope) -> Option<String> {
+    match scope {
+        CustomerScope::All => None,
+        CustomerScope::OwnedBy(s) => Some(format!("own:{s}")),
+        CustomerScope::OwnedByOrUnassigned(s) => Some(format!("own_or_unassigned:{s}")),
+    }
+}
+
+fn scope_from_string(raw: Option<&str>) -> CustomerScope {
+    match raw.and_then(|r| r.split_once(':')) {
+        Some(("own", s)) => CustomerScope::OwnedBy(s.to_owned()),
+        Some(("own_or_unassigned", s)) => CustomerScope::OwnedByOrUnassigned(s.to_owned()),
+        _ => CustomerScope::All,
+    }
+}
+
+/// `import-file`: imports one uploaded file, recording progress as it goes.
+pub struct ImportFile {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    intake: Intake,
+    dir: PathBuf,
+    audit: Arc<dyn CustomerAudit>,
+}
+
+impl std::fmt::Debug for ImportFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportFile")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImportFile {
+    /// The handler; files are read from `dir`.
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        intake: Intake,
+        dir: PathBuf,
+        audit: Arc<dyn CustomerAudit>,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            intake,
+            dir,
+            audit,
+        }
+    }
+
+    async fn fail(&self, id: &str, reason: &str) -> Result<(), JobError> {
+        imports::finish(&self.db, id, Some(reason), self.clock.now())
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        let _ = std::fs::remove_file(self.dir.join(id));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobHandler for ImportFile {
+    fn kind(&self) -> &'static str {
+        IMPORT_FILE
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        }
+    }
+
+    async fn run(&self, payload: &str) -> Result<(), JobError> {
+        let job: ImportFilePayload = serde_json::from_str(payload)
+            .map_err(|e| JobError::Fatal(format!("the payload does not deserialize: {e}")))?;
+        let import = imports::get(&self.db, &job.import_id)
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?
+            .ok_or_else(|| JobError::Fatal(format!("import {} does not exist", job.import_id)))?;
+        if import.finished_at.is_some() {
+            return Ok(());
+        }
+        let stored: StoredOptions = serde_json::from_str(&import.options).unwrap_or_default();
+        let mut mapping = Vec::new();
+        for (column, field) in &stored.mapping {
+            match LeadField::from_header(field) {
+                Some(f) => mapping.push((column.clone(), f)),
+                None => {
+                    return self
+                        .fail(
+                            &import.id,
+                            &format!("mapping: `{field}` is not a lead field"),
+                        )
+                        .await;
+                }
+            }
+        }
+        let Ok(format) = import.format.parse::<Format>() else {
+            return self.fail(&import.id, "unknown file format").await;
+        };
+        let path = self.dir.join(&import.id);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                return self
+                    .fail(&import.id, &format!("the uploaded file is gone: {e}"))
+                    .await;
+            }
+        };
+        let scope = scope_from_string(import.owner_scope.as_deref());
+        let (tx, mut rx) = mpsc::channel::<Record>(1024);
+        let reader = tokio::task::spawn_blocking(move || read(format, file, &mapping, &tx));
+
+        // Resume after the last recorded batch.
+        let resume = import.rows_done;
+        let mut counts = import.counts;
+        let mut done = resume;
+        let mut batch: Vec<RowIssue> = Vec::new();
+        let mut pending = 0usize;
+        while let Some(record) = rx.recv().await {
+            let (row, outcome) = match record {
+                Record::Lead(row, _) | Record::Bad(row, _) if row <= resume => continue,
+                Record::Bad(row, issue) => (
+                    row,
+                    Outcome::Invalid {
+                        issues: vec![issue],
+                    },
+                ),
+                Record::Lead(row, mut lead) => {
+                    let outcome = match owned_by(&mut lead, &scope) {
+                        Some(issue) => Outcome::Invalid {
+                            issues: vec![issue],
+                        },
+                        None => self.import_one(&lead, &stored.options, &scope).await,
+                    };
+                    (row, outcome)
+                }
+            };
+            match &outcome {
+                Outcome::Created { .. } => counts.created += 1,
+                Outcome::Updated { .. } => counts.updated += 1,
+                Outcome::Merged { .. } => counts.merged += 1,
+                Outcome::Skipped { .. } => counts.skipped += 1,
+                Outcome::Invalid { issues } => {
+                    counts.invalid += 1;
+                    batch.extend(issues.iter().map(|i| RowIssue {
+                        row,
+                        field: i.field.clone(),
+                        code: i.code.clone(),
+                        message: i.message.clone(),
+                    }));
+                }
+            }
+            done = row;
+            pending += 1;
+            if pending >= BATCH {
+                imports::progress(&self.db, &import.id, done, counts, &batch, self.clock.now())
+                    .await
+                    .map_err(|e| JobError::Retryable(e.to_string()))?;
+                batch.clear();
+                pending = 0;
+            }
+        }
+        imports::progress(&self.db, &import.id, done, counts, &batch, self.clock.now())
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        let read = reader
+            .await
+            .map_err(|e| JobError::Retryable(format!("the reader failed: {e}")))?;
+        match read {
+            Ok(()) => {
+                imports::finish(&self.db, &import.id, None, self.clock.now())
+                    .await
+                    .map_err(|e| JobError::Retryable(e.to_string()))?;
+                let _ = std::fs::remove_file(&path);
+                tracing::info!(import_id = %import.id, rows = done, created = counts.created, invalid = counts.invalid, "File import completed.");
+                Ok(())
+            }
+            Err(reason) => self.fail(&import.id, &reason).await,
+        }
+    }
+}
+
+impl ImportFile {
+    async fn import_one(
+        &self,
+        lead: &RawLead,
+        options: &ImportOptions,
+        scope: &CustomerScope,
+    ) -> Outcome {
+        for _ in 0..2 {
+            if let Ok(outcome) = self
+                .intake
+                .import(lead, options, scope, self.audit.as_ref(), None)
+                .await
+            {
+                return outcome;
+            }
+        }
+        Outcome::Invalid {
+            issues: vec![issue(
+                "lead",
+                "not_stored",
+                "the lead could not be stored; import it again",
+            )],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(format: Format, text: &str) -> (Vec<Record>, Result<(), String>) {
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let bytes = text.as_bytes().to_vec();
+        let result = std::thread::spawn(move || read(format, &bytes[..], &[], &tx))
+            .join()
+            .unwrap();
+        let mut out = Vec::new();
+        while let Ok(record) = rx.try_recv() {
+            out.push(record);
+        }
+        (out, result)
+    }
+
+    #[test]
+    fn a_messy_csv_is_read_row_by_row() {
+        let csv = "\u{feff}Name;E-Mail;Telefon;Firma;Notiz\n\
+                   Jürgen Müller;J.Mueller@Firma.de;030 123456;Müller GmbH;\"zwei\nZeilen; mit Semikolon\"\n\
+                   \n\
+                   Иван Петровић;ivan@firma.rs;;;\n\
+                   ;;;;\n";
+        let (records, result) = records(Format::Csv, csv);
+        assert_eq!(result, Ok(()));
+        assert_eq!(records.len(), 2, "{records:?}");
+        let Record::Lead(1, first) = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            first.fields.get(&LeadField::Notes),
+            Some(&LeadValue::Text("zwei\nZeilen; mit Semikolon".into()))
+        );
+        assert_eq!(
+            first.fields.get(&LeadField::Email),
+            Some(&LeadValue::Text("J.Mueller@Firma.de".into()))
+        );
+        let Record::Lead(2, second) = &records[1] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            second.fields.get(&LeadField::Name),
+            Some(&LeadValue::Text("Иван Петровић".into()))
+        );
+    }
+
+    #[test]
+    fn delimiters_are_detected() {
+        assert_eq!(delimiter(b"a,b,c\n"), b',');
+        assert_eq!(delimiter(b"a;b;\"c,d,e\"\n"), b';');
+        assert_eq!(delimiter(b"a\tb\tc\n"), b'\t');
+    }
+
+    #[test]
+    fn bad_files_and_rows_are_named() {
+        assert!(records(Format::Csv, "").1.unwrap_err().contains("empty"));
+        assert!(
+            records(Format::Csv, "Lieblingsfarbe,Alter\nblau,3\n")
+                .1
+                .unwrap_err()
+                .contains("no column holds an email or a phone")
+        );
+        let wide = format!("email\n{}\n", vec!["x"; 10_000].join(","));
+        let (records_, _) = records(Format::Csv, &wide);
+        assert!(matches!(&records_[0], Record::Bad(1, i) if i.code == "too_many_fields"));
+        let open_quote = format!(
+            "email,notes\na@b.de,\"never closed\n{}\n",
+            "x,".repeat(6000)
+        );
+        let (records_, _) = records(Format::Csv, &open_quote);
+        assert!(
+            matches!(&records_[0], Record::Bad(1, i) if i.code == "field_too_long"),
+            "{records_:?}"
+        );
+        let (records_, result) =
+            records(Format::Ndjson, "{\"email\":\"a@b.de\"}\nnot json\n\n[1]\n");
+        assert_eq!(result, Ok(()));
+        assert!(matches!(&records_[1], Record::Bad(2, i) if i.code == "invalid_json"));
+        assert!(matches!(&records_[2], Record::Bad(3, i) if i.code == "not_an_object"));
+        let (records_, result) = records(Format::Json, "[{\"email\":\"a@b.de\"}, 5]");
+        assert_eq!(result, Ok(()));
+        assert_eq!(records_.len(), 2);
+        assert!(records(Format::Json, "\"text\"").1.is_err());
+        assert_eq!(Format::detect("leads.CSV", None, b""), Some(Format::Csv));
+        assert_eq!(Format::detect("upload", None, b"  [{"), Some(Format::Json));
+        assert_eq!(Format::detect("upload", None, b"\xff\xfe\x00"), None);
+    }
+}
