@@ -151,6 +151,7 @@ impl TestApp {
         config.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
         // Tests drive job runners themselves (`Runner::run_once`), deterministically.
         config.jobs.workers = 0;
+        config.intake.import_dir = dir.path().join("imports");
         let pg = match backend {
             TestBackend::Sqlite => {
                 config.database.url = format!("sqlite://{}", dir.path().join("crm.db").display());
