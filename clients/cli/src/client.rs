@@ -49,7 +49,12 @@ impl GraphqlClient {
         query: &str,
         variables: Value,
     ) -> Result<T, CliError> {
-        let mut body = self.execute_raw(query, variables).await?;
+        let body = self.execute_raw(query, variables).await?;
+        self.data(body)
+    }
+
+    /// The `data` of a response, or its GraphQL errors.
+    fn data<T: DeserializeOwned>(&self, mut body: Value) -> Result<T, CliError> {
         let errors = graphql_errors(&body);
         if !errors.is_empty() {
             return Err(CliError::Graphql(errors));
@@ -86,6 +91,56 @@ impl GraphqlClient {
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         decode_response(&self.endpoint, status, &bytes)
+    }
+}
+
+impl GraphqlClient {
+    /// Runs `query` as a GraphQL multipart request with the file at `path` as the variable
+    /// `file`, streamed from disk, and deserializes the response `data`.
+    pub(crate) async fn upload<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        mut variables: Value,
+        path: &std::path::Path,
+        file_name: &str,
+    ) -> Result<T, CliError> {
+        let transport = |source: reqwest::Error| CliError::Transport {
+            url: self.endpoint.clone(),
+            source,
+        };
+        if let Some(vars) = variables.as_object_mut() {
+            vars.insert("file".into(), Value::Null);
+        }
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| CliError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let length = file.metadata().await.map(|m| m.len()).ok();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let part = match length {
+            Some(length) => reqwest::multipart::Part::stream_with_length(body, length),
+            None => reqwest::multipart::Part::stream(body),
+        }
+        .file_name(file_name.to_owned());
+        let form = reqwest::multipart::Form::new()
+            .text(
+                "operations",
+                json!({ "query": query, "variables": variables }).to_string(),
+            )
+            .text("map", json!({ "0": ["variables.file"] }).to_string())
+            .part("0", part);
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        self.data(decode_response(&self.endpoint, status, &bytes)?)
     }
 }
 
@@ -189,6 +244,13 @@ pub(crate) enum CliError {
     },
     /// The server reported GraphQL errors.
     Graphql(Vec<GraphqlError>),
+    /// A local file could not be read.
+    File {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for CliError {
@@ -205,6 +267,7 @@ impl fmt::Display for CliError {
                 write!(f, "unexpected response from the crm server at {url}")
             }
             Self::NoData { url } => write!(f, "the crm server at {url} returned no data"),
+            Self::File { path, source } => write!(f, "cannot read {path}: {source}"),
             Self::Graphql(errors) => {
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 f.write_str(&lines.join("\n"))
@@ -218,6 +281,7 @@ impl Error for CliError {
         match self {
             Self::Transport { source, .. } => Some(source),
             Self::Decode { source, .. } => Some(source),
+            Self::File { source, .. } => Some(source),
             Self::Status { .. } | Self::NoData { .. } | Self::Graphql(_) => None,
         }
     }

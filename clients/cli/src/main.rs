@@ -25,6 +25,7 @@ Examples:
   crm customer create --name 'Ada Lovelace' --email ada@example.com --tag vip
   crm customer update <ID> --status customer
   crm log-interaction <ID> --kind call --direction outbound --duration 300
+  crm import-lead leads.csv --source messe --tag q4
   crm qualify-lead <ID>
   crm pipeline-runs --status halted
   crm query '{ customers(first: 5) { nodes { id name } } }'";

@@ -132,3 +132,51 @@ async fn qualify_lead_prints_the_score_with_its_reasons() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("VALIDATION_FAILED"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_lead_uploads_follows_and_reports() {
+    // The server runs its own worker here, as `crm-server serve` does.
+    let app = TestApp::spawn_with(TestBackend::Sqlite, |c| c.jobs.workers = 1).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("Messe.csv");
+    std::fs::write(
+        &file,
+        "Name;E-Mail;Telefon\nAna Hodžić;ana@firma.ba;+387 33 250 300\nKein Kontakt;;\nJürgen;j@firma.de;030 123456\n",
+    )
+    .expect("the file is written");
+    let issues = dir.path().join("issues.csv");
+    let path = file.display().to_string();
+    let issues_path = issues.display().to_string();
+    let imported = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &[
+                "import-lead",
+                &path,
+                "--tag",
+                "q4",
+                "--issues-csv",
+                &issues_path,
+            ],
+        )
+    });
+    let stdout = String::from_utf8_lossy(&imported.stdout);
+    assert!(
+        imported.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert!(
+        stdout.contains("completed: 3 rows — 2 created, 0 updated, 0 merged, 0 skipped, 1 invalid"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("row 2: email contact_required"), "{stdout}");
+    let csv = std::fs::read_to_string(&issues).expect("the issues file");
+    assert!(
+        csv.starts_with("row,field,code,message\n2,email,contact_required,"),
+        "{csv}"
+    );
+
+    let missing = tokio::task::block_in_place(|| crm(&app, &["import-lead", "/nonexistent.csv"]));
+    assert_eq!(missing.status.code(), Some(1));
+}

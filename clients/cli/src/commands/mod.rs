@@ -22,6 +22,7 @@ macro_rules! interaction_fields {
 }
 
 mod customers;
+mod import;
 mod interactions;
 mod pipeline;
 mod query;
@@ -47,6 +48,8 @@ pub(crate) enum Command {
     LogInteraction(interactions::LogArgs),
     /// List interactions, one page at a time.
     Interactions(interactions::ListArgs),
+    /// Import leads from a CSV, JSON or NDJSON file (`-`: standard input), with a progress bar.
+    ImportLead(import::ImportArgs),
     /// Score a lead now (`/qualify-lead`): score, priority, tags, next action and the reasons.
     QualifyLead(pipeline::QualifyArgs),
     /// List runs of the lead chain with their steps, one page at a time.
@@ -63,6 +66,7 @@ impl Command {
             Self::Customer(command) => command.run(ctx).await,
             Self::LogInteraction(args) => args.run(ctx).await,
             Self::Interactions(args) => args.run(ctx).await,
+            Self::ImportLead(args) => args.run(ctx).await,
             Self::QualifyLead(args) => args.run(ctx).await,
             Self::PipelineRuns(args) => args.run(ctx).await,
             Self::Query(args) => args.run(ctx).await,
