@@ -81,6 +81,8 @@ pub struct IntakeConfig {
     pub import_dir: std::path::PathBuf,
     /// Largest lead file accepted (bytes).
     pub max_file_bytes: usize,
+    /// Web forms (`[[intake.forms]]`), posted to `/forms/{name}`.
+    pub forms: Vec<FormConfig>,
     /// Webhook signing secrets per source, from the environment only:
     /// `CRM_INTAKE__WEBHOOK_SECRETS__<SOURCE>="whsec_<base64>"`, several separated by spaces
     /// while rotating.
@@ -95,10 +97,40 @@ impl Default for IntakeConfig {
             on_duplicate: crm_plugins::intake::OnDuplicate::Merge,
             max_leads_per_request: 1000,
             import_dir: "data/imports".into(),
+            forms: Vec::new(),
             max_file_bytes: 512 * 1024 * 1024,
             webhook_secrets: std::collections::BTreeMap::new(),
         }
     }
+}
+
+/// A web form that posts leads (`POST /forms/{name}`, urlencoded or multipart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormConfig {
+    /// The form's name in the URL.
+    pub name: String,
+    /// Form field → lead field (`"your-email" = "email"`); other fields are matched by the
+    /// synonyms of their names.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// Origins whose pages may post the form (`https://www.example.com`); a submission from
+    /// another origin is refused. Empty: only submissions without an `Origin` header.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// A field hidden from people; a submission that fills it is answered as usual and dropped.
+    #[serde(default)]
+    pub honeypot: Option<String>,
+    /// Where to send the browser after a submission (`303 See Other`); without it the answer is
+    /// `202` with JSON.
+    #[serde(default)]
+    pub redirect: Option<String>,
+    /// The source of its leads (default `webform`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Tags for its leads.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl std::fmt::Debug for IntakeConfig {
@@ -467,6 +499,10 @@ pub struct RateLimitConfig {
     pub per_principal_burst: u32,
     /// Take the client IP from `X-Forwarded-For` (only behind a proxy you run). Default false.
     pub trust_forwarded_for: bool,
+    /// Web form submissions per minute from one client IP to one form (0: no limit). Default 10.
+    pub form_submissions_per_minute: u32,
+    /// Submissions one client IP may send to one form at once. Default 5.
+    pub form_submissions_burst: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -478,6 +514,8 @@ impl Default for RateLimitConfig {
             per_principal_per_minute: 1200,
             per_principal_burst: 200,
             trust_forwarded_for: false,
+            form_submissions_per_minute: 10,
+            form_submissions_burst: 5,
         }
     }
 }
@@ -600,6 +638,54 @@ impl Config {
                 problems.push(format!(
                     "CRM_INTAKE__WEBHOOK_SECRETS__{}: {problem}",
                     source.to_uppercase()
+                ));
+            }
+        }
+        let mut forms = std::collections::HashSet::new();
+        for form in &self.intake.forms {
+            if form.name.is_empty()
+                || !form
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                problems.push(format!(
+                    "intake.forms: the name `{}` must be letters, digits, - and _",
+                    form.name
+                ));
+            }
+            if !forms.insert(form.name.as_str()) {
+                problems.push(format!(
+                    "intake.forms: the name {} is used twice",
+                    form.name
+                ));
+            }
+            for (input, field) in &form.fields {
+                if crm_domain::lead::LeadField::from_header(field).is_none() {
+                    problems.push(format!(
+                        "intake.forms.{}: `{input}` maps to `{field}`, which is not a lead field",
+                        form.name
+                    ));
+                }
+            }
+            for origin in &form.allowed_origins {
+                if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                    || origin.trim_end_matches('/').matches('/').count() != 2
+                {
+                    problems.push(format!(
+                        "intake.forms.{}: `{origin}` is not an origin like https://www.example.com",
+                        form.name
+                    ));
+                }
+            }
+            if let Some(redirect) = &form.redirect
+                && !(redirect.starts_with("https://")
+                    || redirect.starts_with("http://")
+                    || redirect.starts_with('/'))
+            {
+                problems.push(format!(
+                    "intake.forms.{}: redirect `{redirect}` must be an http(s) URL or a path",
+                    form.name
                 ));
             }
         }

@@ -65,10 +65,19 @@ pub(crate) fn router(
         .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600));
-    Ok(Router::new()
+    // The API's CORS policy (server.cors_allowed_origins) covers GraphQL; web forms answer
+    // CORS themselves, per form.
+    let graphql = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .layer(cors);
+    Ok(Router::new()
+        .merge(graphql)
         .route("/webhooks/leads", post(crate::webhooks::leads))
+        .route(
+            "/forms/{name}",
+            post(crate::forms::submit).options(crate::forms::preflight),
+        )
         .route(
             "/webhooks/leads/{source}",
             post(crate::webhooks::leads_from),
@@ -84,7 +93,6 @@ pub(crate) fn router(
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
-        .layer(cors)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
 }
 

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod events;
+mod forms;
 pub mod graphql;
 mod http;
 pub mod ratelimit;

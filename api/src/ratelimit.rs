@@ -28,8 +28,10 @@ pub struct Refusal {
 pub struct RateLimits {
     per_ip: Option<Arc<Keyed<IpAddr>>>,
     per_principal: Option<Arc<Keyed<String>>>,
+    per_form: Option<Arc<Keyed<String>>>,
     ip_burst: u32,
     principal_burst: u32,
+    form_burst: u32,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -62,19 +64,25 @@ fn check<K: Clone + Hash + Eq>(limiter: &Keyed<K>, key: &K, burst: u32) -> Resul
 impl RateLimits {
     /// Builds the limiters; a rate of 0 turns that limit off.
     pub fn new(config: &RateLimitConfig) -> Self {
-        let (ip, principal) = if config.enabled {
+        let (ip, principal, form) = if config.enabled {
             (
                 limiter(config.per_ip_per_minute, config.per_ip_burst),
                 limiter(config.per_principal_per_minute, config.per_principal_burst),
+                limiter(
+                    config.form_submissions_per_minute,
+                    config.form_submissions_burst,
+                ),
             )
         } else {
-            (None, None)
+            (None, None, None)
         };
         Self {
             per_ip: ip,
             per_principal: principal,
+            per_form: form,
             ip_burst: config.per_ip_burst,
             principal_burst: config.per_principal_burst,
+            form_burst: config.form_submissions_burst,
         }
     }
 
@@ -92,13 +100,20 @@ impl RateLimits {
             .map_or(Ok(()), |l| check(l, &key.to_owned(), self.principal_burst))
     }
 
+    /// Takes one token for a submission of `form` from a client address.
+    pub fn check_form(&self, form: &str, ip: IpAddr) -> Result<(), Refusal> {
+        self.per_form.as_ref().map_or(Ok(()), |l| {
+            check(l, &format!("{form}|{ip}"), self.form_burst)
+        })
+    }
+
     /// Forgets idle buckets; call periodically so the maps do not grow without bound.
     pub fn prune(&self) {
         if let Some(l) = &self.per_ip {
             l.retain_recent();
             l.shrink_to_fit();
         }
-        if let Some(l) = &self.per_principal {
+        for l in [&self.per_principal, &self.per_form].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
         }

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod customers;
 mod dataloader;
+mod forms;
 mod http;
 mod intake;
 mod interactions;
