@@ -306,6 +306,8 @@ mod tests {
         ("Mutation.importLeads", "AMSI"),
         ("Mutation.importLeadsFile", "AMSI"),
         ("Query.leadImport", "AMSI"),
+        ("Query.findDuplicates", "AMS"),
+        ("Mutation.mergeCustomers", "AM"),
         // Checked by `require` in the resolver (the extension never sees subscribed fields).
         ("Subscription.pipelineEvents", "AMSIV"),
     ];

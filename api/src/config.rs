@@ -81,6 +81,8 @@ pub struct IntakeConfig {
     pub import_dir: std::path::PathBuf,
     /// Largest lead file accepted (bytes).
     pub max_file_bytes: usize,
+    /// Lowest likeness (0–1, name and company) `findDuplicates` reports by default.
+    pub duplicate_threshold: f64,
     /// Web forms (`[[intake.forms]]`), posted to `/forms/{name}`.
     pub forms: Vec<FormConfig>,
     /// Webhook signing secrets per source, from the environment only:
@@ -98,6 +100,7 @@ impl Default for IntakeConfig {
             max_leads_per_request: 1000,
             import_dir: "data/imports".into(),
             forms: Vec::new(),
+            duplicate_threshold: 0.88,
             max_file_bytes: 512 * 1024 * 1024,
             webhook_secrets: std::collections::BTreeMap::new(),
         }
@@ -688,6 +691,12 @@ impl Config {
                     form.name
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.intake.duplicate_threshold) {
+            problems.push(format!(
+                "intake.duplicate_threshold ({}) must lie in 0..=1",
+                self.intake.duplicate_threshold
+            ));
         }
         if self.intake.max_leads_per_request == 0 {
             problems.push("intake.max_leads_per_request must be at least 1".into());

@@ -456,6 +456,14 @@ impl Customer {
             text.push('\n');
             text.push_str(&company.to_lowercase());
         }
+        // The folded forms too (ASCII, Cyrillic as Latin), so that duplicate candidates are
+        // found across spellings and scripts.
+        text.push('\n');
+        text.push_str(&crate::similarity::normalize_name(&self.name));
+        if let Some(company) = &self.company {
+            text.push('\n');
+            text.push_str(&crate::similarity::normalize_company(company));
+        }
         text
     }
 }

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod interaction;
 pub mod lead;
 pub mod scoring;
+pub mod similarity;
 pub mod values;
 
 pub use auth::{Credential, CustomerScope, Principal, Role};

@@ -625,6 +625,152 @@ pub async fn find_by_contact(
     Ok(found)
 }
 
+/// Live customers (other than `except`) whose searchable text contains any of `tokens`
+/// (folded name and company tokens): the candidates a fuzzy duplicate check then scores.
+pub async fn candidates(
+    db: &Db,
+    tokens: &[String],
+    except: CustomerId,
+    limit: usize,
+) -> StoreResult<Vec<Customer>> {
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let except = except.to_string();
+    let patterns: Vec<String> = tokens
+        .iter()
+        .map(|t| format!("%{}%", t.replace(['%', '_', '\\'], "")))
+        .collect();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<CustomerRow> = with_conn!(db, |conn| {
+        let mut query = customers::table
+            .filter(customers::deleted_at.is_null())
+            .filter(customers::id.ne(&except))
+            .into_boxed();
+        let mut any: Box<
+            dyn BoxableExpression<customers::table, _, SqlType = diesel::sql_types::Bool>,
+        > = Box::new(customers::search_text.like(patterns[0].clone()));
+        for pattern in &patterns[1..] {
+            any = Box::new(any.or(customers::search_text.like(pattern.clone())));
+        }
+        query = query.filter(any);
+        query
+            .select(CustomerRow::as_select())
+            .limit(limit)
+            .load(conn)
+            .await?
+    });
+    rows.into_iter().map(Customer::try_from).collect()
+}
+
+/// What a merge moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Interactions now on the primary.
+    pub interactions: usize,
+    /// Scorings and pipeline runs now on the primary.
+    pub history: usize,
+}
+
+/// Merges `duplicates` into `primary` (its new state, read at `read_version`), in one
+/// transaction: the duplicates are soft-deleted with their email and phone cleared (so the
+/// primary can take them), their interactions, scorings and pipeline runs move to the primary,
+/// and `audit` and `effects` are written with it. A concurrent change to any of them fails the
+/// merge with [`StoreError::Conflict`].
+pub async fn merge(
+    db: &Db,
+    primary: &Customer,
+    read_version: DateTime<Utc>,
+    duplicates: &[CustomerId],
+    audit: &[NewAuditEntry],
+    effects: &[Effect],
+) -> StoreResult<Moved> {
+    use crate::schema::{interactions, lead_scores, pipeline_runs};
+    let row = CustomerRow::from(primary);
+    let key = row.id.clone();
+    let dups: Vec<String> = duplicates.iter().map(ToString::to_string).collect();
+    let tags = tag_rows(primary);
+    let now = to_db_time(primary.updated_at);
+    let read_version = to_db_time(read_version);
+    let expected = dups.len();
+    let result = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let retired = diesel::update(
+                customers::table
+                    .filter(customers::id.eq_any(&dups))
+                    .filter(customers::deleted_at.is_null()),
+            )
+            .set((
+                customers::email.eq(None::<String>),
+                customers::phone.eq(None::<String>),
+                customers::deleted_at.eq(Some(now)),
+                customers::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+            let updated = diesel::update(customers::table)
+                .filter(customers::id.eq(&key))
+                .filter(customers::updated_at.eq(read_version))
+                .filter(customers::deleted_at.is_null())
+                .set(&row)
+                .execute(conn)
+                .await?;
+            if retired != expected || updated != 1 {
+                // Someone changed or deleted one of them meanwhile: undo all of it.
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
+            diesel::delete(customer_tags::table.filter(customer_tags::customer_id.eq(&key)))
+                .execute(conn)
+                .await?;
+            for tag in &tags {
+                diesel::insert_into(customer_tags::table)
+                    .values(tag.clone())
+                    .execute(conn)
+                    .await?;
+            }
+            let interactions =
+                diesel::update(interactions::table.filter(interactions::customer_id.eq_any(&dups)))
+                    .set(interactions::customer_id.eq(&key))
+                    .execute(conn)
+                    .await?;
+            let scores =
+                diesel::update(lead_scores::table.filter(lead_scores::customer_id.eq_any(&dups)))
+                    .set(lead_scores::customer_id.eq(&key))
+                    .execute(conn)
+                    .await?;
+            let runs = diesel::update(
+                pipeline_runs::table.filter(pipeline_runs::customer_id.eq_any(&dups)),
+            )
+            .set(pipeline_runs::customer_id.eq(&key))
+            .execute(conn)
+            .await?;
+            for entry in audit {
+                conn.append_audit(entry).await?;
+            }
+            conn.apply_effects(effects, primary.updated_at).await?;
+            Ok::<_, diesel::result::Error>(Moved {
+                interactions,
+                history: scores + runs,
+            })
+        })
+        .await
+    });
+    match result {
+        Ok(moved) => {
+            crate::effects::committed_all(effects, false);
+            Ok(moved)
+        }
+        Err(diesel::result::Error::RollbackTransaction) => Err(StoreError::Conflict {
+            entity: "customer",
+            id: key,
+        }),
+        Err(error) if StoreError::is_unique_violation(&error) => {
+            Err(duplicate_of(db, primary).await?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

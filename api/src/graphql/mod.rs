@@ -6,6 +6,7 @@
 mod access;
 mod audit;
 mod customers;
+mod duplicates;
 mod intake;
 mod interactions;
 mod jobs;
@@ -56,6 +57,8 @@ pub struct ApiContext {
     pub max_import: usize,
     /// Where uploaded lead files wait for their job.
     pub import_dir: std::path::PathBuf,
+    /// Lowest likeness `findDuplicates` reports by default.
+    pub duplicate_threshold: f64,
 }
 
 /// All queries.
@@ -65,6 +68,7 @@ pub struct Query(
     audit::AuditQuery,
     customers::CustomerQuery,
     intake::IntakeQuery,
+    duplicates::DuplicateQuery,
     interactions::InteractionQuery,
     jobs::JobQuery,
     pipeline::PipelineQuery,
@@ -78,6 +82,7 @@ pub struct Mutation(
     interactions::InteractionMutation,
     intake::IntakeMutation,
     intake::FileImportMutation,
+    duplicates::DuplicateMutation,
     jobs::JobMutation,
     pipeline::PipelineMutation,
 );
@@ -129,6 +134,7 @@ impl ApiContext {
             ),
             max_import: intake.max_leads_per_request,
             import_dir: intake.import_dir.clone(),
+            duplicate_threshold: intake.duplicate_threshold,
             events: crate::events::EventHub::new(db.clone()),
             db,
             clock,
@@ -159,7 +165,7 @@ impl ApiContext {
         self.run_for(customer, "interaction")
     }
 
-    fn run_for(&self, customer: &crm_domain::Customer, cause: &str) -> Vec<Effect> {
+    pub(crate) fn run_for(&self, customer: &crm_domain::Customer, cause: &str) -> Vec<Effect> {
         let run = self.pipeline.start(customer.id, cause, self.clock.now());
         let event = crm_store::pipeline::event(
             run.id,

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod customers;
 mod dataloader;
+mod duplicates;
 mod forms;
 mod http;
 mod intake;

@@ -1,0 +1,173 @@
+//! Duplicates: fuzzy candidates with reasons (never merged silently), and merges by a
+//! survivorship rule that move the timeline and are audited.
+
+use crm_domain::Role;
+use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    look_alikes_are_found_across_spellings_and_scripts,
+    a_merge_moves_everything_to_the_primary,
+);
+
+const FIND: &str =
+    "query($id: ID!) { findDuplicates(customerId: $id) { score reasons customer { id name } } }";
+const MERGE: &str = "mutation($p: ID!, $d: [ID!]!, $dry: Boolean, $s: Survivorship) { \
+    mergeCustomers(primaryId: $p, duplicateIds: $d, dryRun: $dry, survivorship: $s) { \
+    dryRun merged movedInteractions movedHistory customer { id name email phone company tags } } }";
+
+async fn look_alikes_are_found_across_spellings_and_scripts(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let jurgen = app
+        .create_customer(
+            json!({ "name": "Jürgen Müller", "email": "j@firma.de", "company": "Müller GmbH" }),
+        )
+        .await;
+    let mueller = app
+        .create_customer(
+            json!({ "name": "Mueller, Jürgen", "email": "jm@firma.de", "company": "Mueller" }),
+        )
+        .await;
+    app.create_customer(
+        json!({ "name": "Anna Schmidt", "email": "anna@firma.de", "company": "Müller GmbH" }),
+    )
+    .await;
+    let cyrillic = app
+        .create_customer(json!({ "name": "Иван Петровић", "phone": "+381 64 1234567" }))
+        .await;
+    let latin = app
+        .create_customer(json!({ "name": "Ivan Petrović", "email": "ivan@firma.rs" }))
+        .await;
+
+    let found = app.graphql_ok(FIND, json!({ "id": jurgen })).await;
+    let found = found["findDuplicates"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["customer"]["id"], mueller.as_str());
+    assert!(found[0]["score"].as_f64().unwrap() >= 0.99, "{found:#?}");
+    let reasons: Vec<&str> = found[0]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("name ")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"same email domain firma.de"),
+        "{reasons:?}"
+    );
+
+    let found = app.graphql_ok(FIND, json!({ "id": cyrillic })).await;
+    assert_eq!(found["findDuplicates"][0]["customer"]["id"], latin.as_str());
+
+    // Finding merges nothing.
+    let all = app
+        .graphql_ok("{ customers { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(all["customers"]["nodes"].as_array().unwrap().len(), 5);
+}
+
+async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let primary = app
+        .create_customer(
+            json!({ "name": "Jürgen Müller", "email": "j@firma.de", "tags": ["messe"] }),
+        )
+        .await;
+    let duplicate = app
+        .create_customer(
+            json!({ "name": "J. Mueller", "email": "jm@firma.de", "phone": "030 123456",
+                                 "company": "Müller GmbH", "tags": ["vip"] }),
+        )
+        .await;
+    app.graphql_ok(
+        "mutation($i: LogInteractionInput!) { logInteraction(input: $i) { id } }",
+        json!({ "i": { "customerId": duplicate, "kind": "CALL", "outcome": "interested" } }),
+    )
+    .await;
+    app.run_jobs().await;
+
+    let dry = app
+        .graphql_ok(
+            MERGE,
+            json!({ "p": primary, "d": [duplicate], "dry": true }),
+        )
+        .await;
+    let preview = &dry["mergeCustomers"]["customer"];
+    assert_eq!(preview["phone"], "+4930123456", "filled from the duplicate");
+    assert_eq!(
+        preview["email"], "j@firma.de",
+        "the primary's own value stays"
+    );
+    assert_eq!(preview["tags"], json!(["messe", "vip"]));
+    let untouched = app
+        .graphql_ok(
+            "query($id: ID!) { customer(id: $id) { phone deletedAt } }",
+            json!({ "id": duplicate }),
+        )
+        .await;
+    assert!(
+        untouched["customer"]["deletedAt"].is_null(),
+        "a dry run changes nothing"
+    );
+
+    let sales = app.token_for(Role::Sales, "anna");
+    let refused = app
+        .graphql_as(&sales, MERGE, json!({ "p": primary, "d": [duplicate] }))
+        .await;
+    assert_eq!(error_code(&refused), "FORBIDDEN");
+    let itself = app
+        .graphql(MERGE, json!({ "p": primary, "d": [primary] }))
+        .await;
+    assert_eq!(error_code(&itself), "VALIDATION_FAILED");
+
+    let done = app
+        .graphql_ok(MERGE, json!({ "p": primary, "d": [duplicate] }))
+        .await;
+    let result = &done["mergeCustomers"];
+    assert_eq!(result["movedInteractions"], 1);
+    assert!(
+        result["movedHistory"].as_i64().unwrap() >= 2,
+        "scores and runs: {result:#}"
+    );
+    let data = app
+        .graphql_ok(
+            "query($p: ID!, $d: ID!) { p: customer(id: $p) { phone company interactions { kind outcome } \
+             score { score } } d: customer(id: $d) { email phone deletedAt } }",
+            json!({ "p": primary, "d": duplicate }),
+        )
+        .await;
+    assert_eq!(data["p"]["phone"], "+4930123456");
+    assert_eq!(data["p"]["company"], "Müller GmbH");
+    assert_eq!(data["p"]["interactions"][0]["outcome"], "interested");
+    assert!(!data["d"]["deletedAt"].is_null());
+    assert!(
+        data["d"]["email"].is_null() && data["d"]["phone"].is_null(),
+        "freed for the primary"
+    );
+
+    let audit = app
+        .graphql_ok(
+            "query($id: String) { auditLog(filter: {targetId: $id}) { nodes { action } } }",
+            json!({ "id": duplicate }),
+        )
+        .await;
+    let actions: Vec<Value> = audit["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["action"].clone())
+        .collect();
+    assert!(
+        actions.contains(&json!("customer.merged_into")),
+        "{actions:?}"
+    );
+
+    // Merging a customer that is gone fails cleanly.
+    let again = app
+        .graphql(MERGE, json!({ "p": primary, "d": [duplicate] }))
+        .await;
+    assert_eq!(error_code(&again), "NOT_FOUND");
+}
