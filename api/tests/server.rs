@@ -26,8 +26,22 @@ fn server(dir: &std::path::Path) -> Command {
 }
 
 /// Starts `serve` with trace logs; returns the child, its base URL and the bootstrap key.
-fn start(dir: &std::path::Path) -> (Child, String, String) {
+fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, String) {
+    let (mut child, key) = spawn_serve(dir, env, true);
+    let url = listening(&mut child);
+    (child, url, key)
+}
+
+/// Starts `serve` again over an existing database (no bootstrap key is printed then).
+fn start_again(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, String) {
+    let (mut child, key) = spawn_serve(dir, env, false);
+    let url = listening(&mut child);
+    (child, url, key)
+}
+
+fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)], first: bool) -> (Child, String) {
     let mut child = server(dir)
+        .envs(env.iter().copied())
         .arg("serve")
         .env("CRM_LOG__FILTER", "trace")
         .env("CRM_LOG__FORMAT", "json")
@@ -38,7 +52,7 @@ fn start(dir: &std::path::Path) -> (Child, String, String) {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut key = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while key.is_empty() && Instant::now() < deadline {
+    while first && key.is_empty() && Instant::now() < deadline {
         let mut line = String::new();
         if stdout.read_line(&mut line).unwrap() == 0 {
             break;
@@ -47,8 +61,16 @@ fn start(dir: &std::path::Path) -> (Child, String, String) {
             key = k.to_owned();
         }
     }
-    assert!(!key.is_empty(), "the first start prints an admin key");
-    // The address is in the `Listening.` log line on stderr.
+    assert!(
+        !first || !key.is_empty(),
+        "the first start prints an admin key"
+    );
+    (child, key)
+}
+
+/// The base URL from the `Listening.` log line; the rest of stderr is kept for [`stop`].
+fn listening(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut url = String::new();
     let mut early = String::new();
@@ -69,10 +91,10 @@ fn start(dir: &std::path::Path) -> (Child, String, String) {
     std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = stderr.read_to_string(&mut rest);
-        let _ = tx.send(early + &rest);
+        let _ = tx.send(early + rest.as_str());
     });
     LOGS.with(|logs| *logs.borrow_mut() = Some(rx));
-    (child, url, key)
+    url
 }
 
 thread_local! {
@@ -108,7 +130,7 @@ async fn graphql(client: &reqwest::Client, url: &str, credential: &str, query: &
 async fn a_full_session_never_logs_a_secret() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (child, url, bootstrap) = start(dir.path());
+    let (child, url, bootstrap) = start(dir.path(), &[]);
     let client = reqwest::Client::new();
 
     let token = String::from_utf8(
@@ -236,4 +258,82 @@ fn production_mode_refuses_a_weak_secret() {
         !String::from_utf8_lossy(&ok.stdout).contains(SECRET),
         "config check never prints secrets"
     );
+}
+
+/// The signature of a delivery (Standard Webhooks), as a sender computes it.
+fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    format!(
+        "v1,{}",
+        crm_api::webhooks::sign(key, id, timestamp, body.as_bytes())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let key = b"a webhook secret of 24 b";
+    let secret = format!("whsec_{}", base64_encode(key));
+    // No workers: the delivery is acknowledged and then the process dies before any job ran.
+    let env = [
+        ("CRM_JOBS__WORKERS", "0"),
+        ("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str()),
+    ];
+    let (child, url, bootstrap) = start(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let body = r#"{"name": "Jürgen Müller", "email": "j@firma.de"}"#;
+    let timestamp = chrono::Utc::now().timestamp();
+    let response = client
+        .post(format!("{url}/webhooks/leads"))
+        .header("webhook-id", "msg_crash")
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", sign(key, "msg_crash", timestamp, body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    stop(child); // SIGKILL: no graceful shutdown.
+
+    // After the restart, with workers, the lead appears.
+    let env = [("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str())];
+    let mut restarted = server(dir.path())
+        .envs(env.iter().copied())
+        .env("CRM_SERVER__BIND", "127.0.0.1:0")
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (child, url, _) = start_again(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = Value::Null;
+    while Instant::now() < deadline {
+        found = graphql(
+            &client,
+            &url,
+            &bootstrap,
+            "{ customers { nodes { name email source } } }",
+        )
+        .await;
+        if found["data"]["customers"]["nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let _ = stop(child);
+    assert_eq!(
+        found["data"]["customers"]["nodes"],
+        json!([{ "name": "Jürgen Müller", "email": "j@firma.de", "source": "website" }])
+    );
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

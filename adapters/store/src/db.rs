@@ -214,10 +214,12 @@ impl Db {
                         // Per connection: WAL for concurrent readers, foreign keys enforced,
                         // writers wait for the lock instead of failing at once. NORMAL
                         // synchronous is safe in WAL mode (no corruption; an OS crash may lose
-                        // the last commits) and about 4x faster than FULL on this disk.
+                        // the last commits) and about 4x faster than FULL on this disk. The
+                        // busy timeout comes first: switching to WAL takes a lock too, and
+                        // another process (a worker starting alongside) may hold it.
                         conn.batch_execute(&format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
+                            "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
                         ))
                         .await
                         .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
@@ -349,7 +351,8 @@ pub async fn run_migrations(url: &str) -> StoreResult<Vec<String>> {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 diesel::connection::SimpleConnection::batch_execute(
                     &mut conn,
-                    "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                    // The timeout first: another process may be migrating right now.
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
                 )?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map_err(|e| StoreError::Migration(e.to_string()))?
