@@ -15,7 +15,7 @@ with open(out, "w") as f:
         msg_id = f"bench_{uuid.uuid4().hex}"
         body = json.dumps({
             "Vorname": "Lead", "Nachname": f"Nummer {n}", "E-Mail": f"lead{n}.{msg_id[-8:]}@firma-{n % 997}.de",
-            "Telefon": f"+49 30 {n:08d}"[:17], "Firma": f"Firma {n % 997} GmbH", "Sprache": "de",
+            "Telefon": f"+49 152 {20000000 + n}", "Firma": f"Firma {n % 997} GmbH", "Sprache": "de",
         }, ensure_ascii=False)
         sig = base64.b64encode(hmac.new(key, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()).decode()
         f.write(f"{msg_id}\t{ts}\tv1,{sig}\t{body}\n")

@@ -185,7 +185,7 @@ pub async fn insert(
     });
     match result {
         Ok(()) => {
-            crate::effects::committed_all(effects, false);
+            db.committed_all(effects, false);
             Customer::try_from(row)
         }
         Err(error) if StoreError::is_unique_violation(&error) => {
@@ -490,7 +490,7 @@ pub async fn update(
         });
         match written {
             Ok(true) => {
-                crate::effects::committed_all(effects, false);
+                db.committed_all(effects, false);
                 return Customer::try_from(row);
             }
             Ok(false) => continue,
@@ -757,7 +757,7 @@ pub async fn merge(
     });
     match result {
         Ok(moved) => {
-            crate::effects::committed_all(effects, false);
+            db.committed_all(effects, false);
             Ok(moved)
         }
         Err(diesel::result::Error::RollbackTransaction) => Err(StoreError::Conflict {

@@ -77,6 +77,16 @@ struct Inner {
     statements: Arc<AtomicU64>,
     /// For connections outside the pool (PostgreSQL `LISTEN`). Holds any password: never shown.
     url: String,
+    /// PostgreSQL: sends `NOTIFY` after commits, coalesced, outside the writers' transactions.
+    pub(crate) notifier: Option<Arc<crate::effects::Notifier>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(notifier) = &self.notifier {
+            notifier.close();
+        }
+    }
 }
 
 /// A cheap-to-clone handle to the database.
@@ -239,12 +249,17 @@ impl Db {
                 Pools::Sqlite(pool)
             }
         };
+        let notifier = match &pools {
+            Pools::Postgres(pool) => Some(crate::effects::Notifier::spawn(pool.clone())),
+            Pools::Sqlite(_) => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 pools,
                 backend,
                 statements,
                 url: options.url.clone(),
+                notifier,
             }),
         })
     }
@@ -259,6 +274,10 @@ impl Db {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    pub(crate) fn notifier(&self) -> Option<&Arc<crate::effects::Notifier>> {
+        self.inner.notifier.as_ref()
     }
 
     pub(crate) fn pools(&self) -> &Pools {

@@ -1,8 +1,9 @@
 //! Effects: what a change brings along — jobs to run and events to publish — written in the
 //! same transaction as the change, so that the change and its consequences commit or roll back
 //! together (a lead is never stored without its pipeline job, a job never runs for a change that
-//! rolled back). Enqueued jobs wake runners when the transaction commits: PostgreSQL delivers a
-//! `NOTIFY` only then, and in-process runners are woken by [`local_wake`] after the commit.
+//! rolled back). Enqueued jobs wake runners after the commit: in-process runners through
+//! [`local_wake`], other processes through a PostgreSQL `NOTIFY` sent by [`Notifier`] outside the
+//! writers' transactions (a notifying transaction would take a global lock at commit).
 
 use crate::{
     inbox::InboxStatus,
@@ -124,7 +125,6 @@ macro_rules! write_effects {
             ) -> BoxFuture<'a, QueryResult<Vec<Enqueued>>> {
                 Box::pin(async move {
                     let mut enqueued = Vec::with_capacity(new_jobs.len());
-                    let mut due = false;
                     for new in new_jobs {
                         let id = JobId::new();
                         let inserted = diesel::insert_into(jobs_table::table)
@@ -133,7 +133,6 @@ macro_rules! write_effects {
                             .execute(&mut *self)
                             .await?;
                         if inserted == 1 {
-                            due |= new.run_at <= now;
                             enqueued.push(Enqueued::Created(id));
                         } else {
                             let key = new.dedupe_key.clone().unwrap_or_default();
@@ -144,11 +143,6 @@ macro_rules! write_effects {
                                 .await?;
                             enqueued.push(Enqueued::Duplicate(jobs::parse_id(&existing)?));
                         }
-                    }
-                    if $postgres && due {
-                        diesel::sql_query(format!("NOTIFY {}", jobs::CHANNEL))
-                            .execute(&mut *self)
-                            .await?;
                     }
                     Ok(enqueued)
                 })
@@ -308,11 +302,6 @@ macro_rules! write_effects {
                             .execute(&mut *self)
                             .await?;
                     }
-                    if $postgres {
-                        diesel::sql_query(format!("NOTIFY {EVENT_CHANNEL}"))
-                            .execute(&mut *self)
-                            .await?;
-                    }
                     Ok(())
                 })
             }
@@ -326,26 +315,111 @@ pub const EVENT_CHANNEL: &str = "crm_events";
 write_effects!(diesel_async::AsyncPgConnection, true);
 write_effects!(crate::db::SqliteConn, false);
 
-/// Wakes in-process runners and event readers after a transaction with `effects` (and, if
-/// `more_jobs`, other enqueues) committed.
-pub(crate) fn committed_all(effects: &[Effect], more_jobs: bool) {
-    let jobs = more_jobs
-        || effects
-            .iter()
-            .any(|e| matches!(e, Effect::Job(_) | Effect::StartRun(_)));
-    let events = effects.iter().any(|e| matches!(e, Effect::Event(_)));
-    committed(jobs, events);
+impl crate::Db {
+    /// Wakes runners and event readers — in this process at once, in others through a
+    /// coalesced PostgreSQL `NOTIFY` sent after the commit — once a transaction with `effects`
+    /// (and, if `more_jobs`, other enqueues) committed.
+    pub(crate) fn committed_all(&self, effects: &[Effect], more_jobs: bool) {
+        let jobs = more_jobs
+            || effects
+                .iter()
+                .any(|e| matches!(e, Effect::Job(_) | Effect::StartRun(_)));
+        let events = effects.iter().any(|e| matches!(e, Effect::Event(_)));
+        self.committed(jobs, events);
+    }
+
+    /// Like [`crate::Db::committed_all`], for jobs and events written otherwise.
+    pub(crate) fn committed(&self, jobs: bool, events: bool) {
+        if jobs {
+            // Wake every idle runner, and leave a permit for one that is just about to wait.
+            local_wake().notify_waiters();
+            local_wake().notify_one();
+        }
+        if events {
+            event_wake().notify_waiters();
+        }
+        if let Some(notifier) = self.notifier() {
+            notifier.request(jobs, events);
+        }
+    }
 }
 
-/// Wakes in-process runners and event readers after a transaction with effects committed.
-pub(crate) fn committed(jobs: bool, events: bool) {
-    if jobs {
-        // Wake every idle runner, and leave a permit for one that is just about to wait.
-        local_wake().notify_waiters();
-        local_wake().notify_one();
+/// Sends `NOTIFY` for the job and event channels on PostgreSQL after commits, outside the
+/// writers' transactions: a transaction that notifies takes a global lock at commit, which
+/// would serialize every enqueue. Requests within a few milliseconds share one `NOTIFY`.
+pub(crate) struct Notifier {
+    jobs: std::sync::atomic::AtomicBool,
+    events: std::sync::atomic::AtomicBool,
+    closed: std::sync::atomic::AtomicBool,
+    wake: Notify,
+}
+
+impl Notifier {
+    /// Starts the sender over `pool`; it ends when [`Notifier::close`] is called.
+    pub(crate) fn spawn(
+        pool: deadpool::managed::Pool<
+            diesel_async::pooled_connection::AsyncDieselConnectionManager<
+                diesel_async::AsyncPgConnection,
+            >,
+        >,
+    ) -> std::sync::Arc<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let notifier = std::sync::Arc::new(Self {
+            jobs: false.into(),
+            events: false.into(),
+            closed: false.into(),
+            wake: Notify::new(),
+        });
+        let this = notifier.clone();
+        tokio::spawn(async move {
+            loop {
+                this.wake.notified().await;
+                if std::sync::atomic::AtomicBool::load(&this.closed, SeqCst) {
+                    return;
+                }
+                // Let the requests of concurrent commits gather.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                let mut sql = String::new();
+                if this.jobs.swap(false, SeqCst) {
+                    sql.push_str(&format!("NOTIFY {};", jobs::CHANNEL));
+                }
+                if this.events.swap(false, SeqCst) {
+                    sql.push_str(&format!("NOTIFY {EVENT_CHANNEL};"));
+                }
+                if sql.is_empty() {
+                    continue;
+                }
+                let sent = match pool.get().await {
+                    Ok(mut conn) => {
+                        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, &sql)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = sent {
+                    // Listeners in other processes fall back to polling.
+                    tracing::warn!(%error, "Cannot send NOTIFY; other processes will poll.");
+                }
+            }
+        });
+        notifier
     }
-    if events {
-        event_wake().notify_waiters();
+
+    fn request(&self, jobs: bool, events: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if jobs {
+            self.jobs.store(true, SeqCst);
+        }
+        if events {
+            self.events.store(true, SeqCst);
+        }
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
     }
 }
 

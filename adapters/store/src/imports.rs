@@ -182,7 +182,7 @@ pub async fn create(
         })
         .await?
     });
-    crate::effects::committed(true, false);
+    db.committed(true, false);
     Ok(row.into())
 }
 

@@ -186,7 +186,7 @@ pub async fn receive(
     });
     match stored {
         None => {
-            crate::effects::committed(true, false);
+            db.committed(true, false);
             Ok(Received::New(row.try_into()?))
         }
         Some(first) => Ok(Received::Repeat(first.try_into()?)),

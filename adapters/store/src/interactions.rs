@@ -92,7 +92,7 @@ pub async fn insert(
     });
     match result {
         Ok(()) => {
-            crate::effects::committed_all(effects, false);
+            db.committed_all(effects, false);
             Interaction::try_from(row)
         }
         Err(StoreError::Database(diesel::result::Error::DatabaseError(

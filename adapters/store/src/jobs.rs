@@ -230,7 +230,7 @@ pub async fn enqueue(db: &Db, new: &NewJob, now: DateTime<Utc>) -> StoreResult<E
     let enqueued = with_conn!(db, |conn| {
         conn.enqueue_jobs(std::slice::from_ref(new), now).await?
     });
-    crate::effects::committed(true, false);
+    db.committed(true, false);
     enqueued
         .into_iter()
         .next()
@@ -247,7 +247,7 @@ pub async fn enqueue_many(
         conn.transaction(async |conn| conn.enqueue_jobs(new, now).await)
             .await?
     });
-    crate::effects::committed(true, false);
+    db.committed(true, false);
     Ok(enqueued)
 }
 
@@ -458,7 +458,7 @@ pub async fn fail(
         .await?
     });
     if ended > 0 {
-        crate::effects::committed(false, true);
+        db.committed(false, true);
     }
     Ok(updated == 1)
 }
@@ -565,7 +565,7 @@ pub async fn cancel(
         })
         .await?
     });
-    crate::effects::committed(false, true);
+    db.committed(false, true);
     row.ok_or(StoreError::NotFound {
         entity: "queued job",
         id: key,

@@ -414,7 +414,7 @@ pub async fn advance(db: &Db, advance: Advance, now: DateTime<Utc>) -> StoreResu
         .await?
     });
     if done {
-        crate::effects::committed_all(
+        db.committed_all(
             &advance.effects,
             advance.next.iter().any(|s| s.job.is_some()),
         );
@@ -466,7 +466,7 @@ pub async fn start(
         .await?
     });
     if started {
-        crate::effects::committed_all(&effects, true);
+        db.committed_all(&effects, true);
     }
     Ok(started)
 }
