@@ -107,7 +107,7 @@ impl Application {
             &config.intake,
         );
         let events = context.events.clone();
-        let schema = build_schema(Some((context.clone(), authorizer)), &config.graphql);
+        let schema = build_schema(Some((context.clone(), authorizer.clone())), &config.graphql);
         let graphiql = config.graphql.graphiql && config.server.mode != Mode::Production;
         let limits = RateLimits::new(&config.rate_limit);
         let pruned = limits.clone();
@@ -122,6 +122,7 @@ impl Application {
             schema,
             context,
             authenticator,
+            authorizer,
             limits,
             trust_forwarded_for: config.rate_limit.trust_forwarded_for,
             graphiql,

@@ -6,6 +6,8 @@
 //! - Only the form's `allowed_origins` may post it from a browser (a foreign `Origin` gets 403),
 //!   and they get the CORS headers for `fetch`; submissions are rate-limited per form and IP.
 //! - A filled honeypot field is answered like a real submission, and dropped.
+//! - A form creates leads; it never changes an existing customer, nor picks owner, source or
+//!   tags (anyone may post it).
 
 use crate::{
     config::FormConfig,
@@ -18,7 +20,8 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
 };
-use crm_plugins::intake::{IMPORT_LEAD, ImportLeadPayload, ImportOptions};
+use crm_domain::lead::LeadField;
+use crm_plugins::intake::{IMPORT_LEAD, ImportLeadPayload, ImportOptions, OnDuplicate};
 use crm_store::{
     inbox::{self, NewInboxEntry, Received},
     jobs::NewJob,
@@ -151,18 +154,27 @@ pub(crate) async fn submit(
         tracing::info!(form = %form.name, "Form submission with a filled honeypot dropped.");
         return with_cors(answer(None), origin);
     }
-    // The lead as JSON, with the form's own field names mapped to lead fields.
+    // The lead as JSON, with the form's own field names mapped to lead fields. An anonymous
+    // page may not choose the owner, source or tags of a lead: those come from the config.
     let mut lead = Map::new();
     for (key, value) in fields {
         if form.honeypot.as_deref() == Some(key.as_str()) {
             continue;
         }
         let key = form.fields.get(&key).cloned().unwrap_or(key);
+        if matches!(
+            LeadField::from_header(&key),
+            Some(LeadField::Owner | LeadField::Source | LeadField::Tags)
+        ) {
+            continue;
+        }
         lead.entry(key).or_insert(Value::String(value));
     }
     let now = state.context.clock.now();
+    // Anyone can post a form: it never changes an existing customer (whoever knows an email
+    // must not rewrite or grant consent for that customer). A repeat is recorded as skipped.
     let options = ImportOptions {
-        on_duplicate: state.intake.on_duplicate,
+        on_duplicate: OnDuplicate::Skip,
         source: Some(form.source.clone().unwrap_or_else(|| "webform".into())),
         tags: form.tags.clone(),
         ..ImportOptions::default()

@@ -40,6 +40,7 @@ pub(crate) struct HttpState {
     pub(crate) schema: AppSchema,
     pub(crate) context: ApiContext,
     pub(crate) authenticator: Authenticator,
+    pub(crate) authorizer: crate::authz::Authorizer,
     pub(crate) limits: RateLimits,
     pub(crate) trust_forwarded_for: bool,
     pub(crate) graphiql: bool,
@@ -219,11 +220,28 @@ async fn graphql_multipart(
     content_type: &str,
     body: axum::body::Body,
 ) -> Response {
+    let ip = client_ip(peer, headers, state.trust_forwarded_for);
+    if let Err(refusal) = state.limits.check_ip(ip) {
+        return rate_limited(refusal, "client address", &ip.to_string());
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}"));
-    if let Err(error) = state.authenticator.authenticate(authorization).await {
-        return unauthenticated(&error);
+    let principal = match state.authenticator.authenticate(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return unauthenticated(&error),
+    };
+    // Uploads exist for file imports only: refuse callers who may not import before reading
+    // (up to intake.max_file_bytes of) their body.
+    if !state
+        .authorizer
+        .may_call(principal.role, "Mutation.importLeadsFile")
+    {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            code::FORBIDDEN,
+            format!("role {} may not upload files", principal.role),
+        );
     }
     use futures_util::TryStreamExt as _;
     use tokio_util::compat::TokioAsyncReadCompatExt as _;

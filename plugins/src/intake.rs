@@ -233,6 +233,23 @@ impl Intake {
             new.phone.as_ref().map(|p| p.as_str()),
         )
         .await?;
+        // A holder outside the caller's scope is never changed, nor named.
+        if holders.iter().any(|h| !scope.covers(h.owner.as_deref())) {
+            let issue = Issue {
+                field: "lead".into(),
+                code: "duplicate_not_visible".into(),
+                message: "the email or phone belongs to a customer of another owner".into(),
+            };
+            return self
+                .done(
+                    Outcome::Invalid {
+                        issues: vec![issue],
+                    },
+                    finish,
+                    now,
+                )
+                .await;
+        }
         let existing = match holders.as_slice() {
             [] => None,
             [one] => Some(one.clone()),
@@ -276,22 +293,6 @@ impl Intake {
                 Err(error) => Err(error),
             };
         };
-        if !scope.covers(existing.owner.as_deref()) {
-            let issue = Issue {
-                field: "lead".into(),
-                code: "duplicate_not_visible".into(),
-                message: "the email or phone belongs to a customer of another owner".into(),
-            };
-            return self
-                .done(
-                    Outcome::Invalid {
-                        issues: vec![issue],
-                    },
-                    finish,
-                    now,
-                )
-                .await;
-        }
         if existing.deleted_at.is_some() {
             let outcome = Outcome::Skipped {
                 customer_id: existing.id,
@@ -332,15 +333,15 @@ impl Intake {
             Outcome::Updated { .. } => "customer.import_update",
             _ => "customer.import_merge",
         };
-        let target = changed.clone();
         customers::update(
             &self.db,
             id,
             |c| {
-                // Applied again to the state being written (optimistic retry).
+                // The lead is applied again to the state being written (optimistic retry), so
+                // a concurrent change to other fields survives.
                 match options.on_duplicate {
-                    OnDuplicate::Update => overwrite(c, &target),
-                    _ => fill(c, &target),
+                    OnDuplicate::Update => overwrite(c, &new),
+                    _ => fill(c, &new),
                 };
                 c.updated_at = now;
                 Ok(())

@@ -631,6 +631,7 @@ pub async fn candidates(
     db: &Db,
     tokens: &[String],
     except: CustomerId,
+    scope: &CustomerScope,
     limit: usize,
 ) -> StoreResult<Vec<Customer>> {
     if tokens.is_empty() {
@@ -654,6 +655,19 @@ pub async fn candidates(
             any = Box::new(any.or(customers::search_text.like(pattern.clone())));
         }
         query = query.filter(any);
+        match scope {
+            CustomerScope::All => {}
+            CustomerScope::OwnedBy(subject) => {
+                query = query.filter(customers::owner.eq(subject.clone()));
+            }
+            CustomerScope::OwnedByOrUnassigned(subject) => {
+                query = query.filter(
+                    customers::owner
+                        .eq(subject.clone())
+                        .or(customers::owner.is_null()),
+                );
+            }
+        }
         query
             .select(CustomerRow::as_select())
             .limit(limit)

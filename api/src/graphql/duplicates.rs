@@ -165,7 +165,7 @@ impl DuplicateQuery {
             .collect();
         tokens.sort();
         tokens.dedup();
-        let found = customers::candidates(&api.db, &tokens, id, 500)
+        let found = customers::candidates(&api.db, &tokens, id, &scope, 500)
             .await
             .map_err(ApiError::from)?;
         let mut candidates: Vec<DuplicateCandidate> = found

@@ -85,6 +85,28 @@ async fn a_form_submission_becomes_a_lead(backend: TestBackend) {
     assert_eq!(all[0]["tags"], json!(["kontaktformular"]));
     assert_eq!(all[0]["notes"], "Bitte um Rückruf");
 
+    // Anyone can post a form: a second post with the same email changes nothing — not the
+    // name, not the owner, not the tags, not the consent.
+    let again = client()
+        .post(format!("{}/forms/contact", app.url))
+        .form(&[
+            ("email", "j.mueller@firma.de"),
+            ("name", "Renamed"),
+            ("owner", "mallory"),
+            ("tags", "vip"),
+            ("newsletter", "ja"),
+            ("notes", "overwritten?"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let all = leads(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["name"], "Jürgen Müller");
+    assert_eq!(all[0]["tags"], json!(["kontaktformular"]));
+    assert_eq!(all[0]["notes"], "Bitte um Rückruf");
+
     // Multipart, and a redirect after submitting.
     let form = reqwest::multipart::Form::new()
         .text("name", "Ana Hodžić")
