@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 use tokio::sync::mpsc;
 
@@ -37,6 +40,9 @@ pub const IMPORT_FILE: &str = "import-file";
 pub const MAX_FIELDS: usize = 1_000;
 /// Longest field (characters); longer ones are usually an unterminated quote.
 pub const MAX_FIELD_LEN: usize = 10_000;
+/// Most bytes one record (a CSV row, an NDJSON line, a JSON element) may take: beyond it the
+/// file is refused instead of read into memory (an unclosed quote swallows the rest of a file).
+pub const MAX_RECORD_BYTES: u64 = 1024 * 1024;
 /// Rows per recorded batch.
 const BATCH: usize = 500;
 
@@ -115,17 +121,56 @@ fn issue(field: &str, code: &str, message: impl Into<String>) -> Issue {
 
 /// Reads `reader` as `format`, sending every record; stops early if the receiver is gone.
 /// `mapping` overrides header mapping (`column → field`). Fails for a file that cannot be read
-/// at all (no header, no known column, not the format).
+/// at all (no header, no known column, not the format, a record over [`MAX_RECORD_BYTES`]).
 pub fn read(
     format: Format,
     reader: impl Read,
     mapping: &[(String, LeadField)],
     tx: &mpsc::Sender<Record>,
 ) -> Result<(), String> {
+    let mark = Mark::default();
+    let reader = Bounded {
+        inner: reader,
+        mark: mark.clone(),
+    };
     match format {
-        Format::Csv => read_csv(reader, mapping, tx),
-        Format::Ndjson => read_ndjson(reader, tx),
-        Format::Json => read_json(reader, tx),
+        Format::Csv => read_csv(reader, &mark, mapping, tx),
+        Format::Ndjson => read_ndjson(reader, &mark, tx),
+        Format::Json => read_json(reader, &mark, tx),
+    }
+}
+
+/// Bytes read so far, and where the current record began.
+#[derive(Debug, Clone, Default)]
+struct Mark(Arc<(AtomicU64, AtomicU64)>);
+
+impl Mark {
+    /// A record ended: the next one starts here.
+    fn next_record(&self) {
+        self.0
+            .1
+            .store(self.0.0.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// A reader that fails once a record runs past [`MAX_RECORD_BYTES`] (counting read-ahead, which
+/// is far smaller).
+struct Bounded<R> {
+    inner: R,
+    mark: Mark,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let total = self.mark.0.0.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total - self.mark.0.1.load(Ordering::Relaxed) > MAX_RECORD_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a record runs past {} KiB (an unclosed quote?)",
+                MAX_RECORD_BYTES / 1024
+            )));
+        }
+        Ok(n)
     }
 }
 
@@ -153,6 +198,7 @@ fn delimiter(header: &[u8]) -> u8 {
 
 fn read_csv(
     reader: impl Read,
+    mark: &Mark,
     mapping: &[(String, LeadField)],
     tx: &mpsc::Sender<Record>,
 ) -> Result<(), String> {
@@ -199,9 +245,13 @@ fn read_csv(
     let mut row = 0i32;
     loop {
         row += 1;
+        mark.next_record();
         match csv.read_record(&mut record) {
             Ok(false) => return Ok(()),
             Ok(true) => {}
+            Err(error) if matches!(error.kind(), csv::ErrorKind::Io(_)) => {
+                return Err(format!("row {row}: {error}"));
+            }
             Err(error) => {
                 let message = match error.kind() {
                     csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8".to_owned(),
@@ -261,11 +311,12 @@ fn read_csv(
     }
 }
 
-fn read_ndjson(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String> {
+fn read_ndjson(reader: impl Read, mark: &Mark, tx: &mpsc::Sender<Record>) -> Result<(), String> {
     let reader = BufReader::with_capacity(64 * 1024, reader);
     let mut row = 0i32;
     for line in reader.lines() {
-        let line = line.map_err(|e| format!("cannot read the file: {e}"))?;
+        let line = line.map_err(|e| format!("line {}: {e}", row + 1))?;
+        mark.next_record();
         let line = line.trim().trim_start_matches('\u{feff}');
         if line.is_empty() {
             continue;
@@ -288,10 +339,10 @@ fn read_ndjson(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), Strin
     Ok(())
 }
 
-fn read_json(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String> {
+fn read_json(reader: impl Read, mark: &Mark, tx: &mpsc::Sender<Record>) -> Result<(), String> {
     use serde::de::{Deserializer as _, SeqAccess, Visitor};
 
-    struct Leads<'a>(&'a mpsc::Sender<Record>);
+    struct Leads<'a>(&'a mpsc::Sender<Record>, &'a Mark);
 
     impl<'de> Visitor<'de> for Leads<'_> {
         type Value = ();
@@ -303,6 +354,7 @@ fn read_json(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String>
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut row = 0i32;
             while let Some(value) = seq.next_element::<serde_json::Value>()? {
+                self.1.next_record();
                 row += 1;
                 let record = match lead_from_json(&value) {
                     Ok(lead) => Record::Lead(row, lead),
@@ -329,7 +381,7 @@ fn read_json(reader: impl Read, tx: &mpsc::Sender<Record>) -> Result<(), String>
 
     let reader = BufReader::with_capacity(64 * 1024, reader);
     let mut de = serde_json::Deserializer::from_reader(reader);
-    de.deserialize_any(Leads(tx))
+    de.deserialize_any(Leads(tx, mark))
         .map_err(|e| format!("the file is not a JSON array of leads: {e}"))
 }
 
@@ -419,8 +471,16 @@ impl JobHandler for ImportFile {
 
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            max_attempts: 3,
+            max_attempts: 30,
             ..RetryPolicy::default()
+        }
+    }
+
+    async fn dead(&self, payload: &str, error: &str) {
+        if let Ok(job) = serde_json::from_str::<ImportFilePayload>(payload) {
+            let _ = self
+                .fail(&job.import_id, &format!("the import job failed: {error}"))
+                .await;
         }
     }
 
@@ -461,6 +521,24 @@ impl JobHandler for ImportFile {
                     .await;
             }
         };
+        // One worker at a time: a job whose lease ran out while this import still runs is
+        // claimed by another worker, which must wait instead of importing the file again.
+        let runner = uuid::Uuid::new_v4().to_string();
+        let now = self.clock.now();
+        let claimed = imports::claim(
+            &self.db,
+            &import.id,
+            &runner,
+            now,
+            now - chrono::Duration::minutes(2),
+        )
+        .await
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+        if !claimed {
+            return Err(JobError::Retryable(
+                "another worker is importing this file".into(),
+            ));
+        }
         let scope = scope_from_string(import.owner_scope.as_deref());
         let (tx, mut rx) = mpsc::channel::<Record>(1024);
         let reader = tokio::task::spawn_blocking(move || read(format, file, &mapping, &tx));
@@ -508,16 +586,38 @@ impl JobHandler for ImportFile {
             done = row;
             pending += 1;
             if pending >= BATCH {
-                imports::progress(&self.db, &import.id, done, counts, &batch, self.clock.now())
-                    .await
-                    .map_err(|e| JobError::Retryable(e.to_string()))?;
+                let kept = imports::progress(
+                    &self.db,
+                    &import.id,
+                    &runner,
+                    done,
+                    counts,
+                    &batch,
+                    self.clock.now(),
+                )
+                .await
+                .map_err(|e| JobError::Retryable(e.to_string()))?;
+                if !kept {
+                    return Ok(()); // Another worker took over (this one stalled): it goes on.
+                }
                 batch.clear();
                 pending = 0;
             }
         }
-        imports::progress(&self.db, &import.id, done, counts, &batch, self.clock.now())
-            .await
-            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        let kept = imports::progress(
+            &self.db,
+            &import.id,
+            &runner,
+            done,
+            counts,
+            &batch,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+        if !kept {
+            return Ok(());
+        }
         let read = reader
             .await
             .map_err(|e| JobError::Retryable(format!("the reader failed: {e}")))?;

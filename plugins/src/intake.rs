@@ -546,8 +546,16 @@ impl JobHandler for ImportLead {
             .ok_or_else(|| {
                 JobError::Fatal(format!("inbox entry {} does not exist", job.inbox_id))
             })?;
-        if entry.status != InboxStatus::Received {
-            return Ok(()); // Processed before (a replayed job).
+        // Processed before (a replayed job), or found invalid: done. An entry whose job died
+        // (its result says `failed`) is processed again when the job is replayed.
+        let job_died = entry
+            .result
+            .as_deref()
+            .is_some_and(|r| r.contains(r#""outcome":"failed""#));
+        if entry.status == InboxStatus::Processed
+            || (entry.status == InboxStatus::Failed && !job_died)
+        {
+            return Ok(());
         }
         let lead = serde_json::from_str::<serde_json::Value>(&entry.payload)
             .map_err(|e| Issue {
@@ -587,6 +595,27 @@ impl JobHandler for ImportLead {
             .map_err(|e| JobError::Retryable(e.to_string()))?;
         tracing::info!(inbox_id = %entry.id, source = %entry.source, outcome = ?outcome_name(&outcome), "Lead imported.");
         Ok(())
+    }
+
+    async fn dead(&self, payload: &str, error: &str) {
+        // The raw delivery stays in the inbox, marked failed with the reason: replaying the
+        // job from the dead letter processes it again (a failed entry is not reprocessed
+        // otherwise).
+        let Ok(job) = serde_json::from_str::<ImportLeadPayload>(payload) else {
+            return;
+        };
+        let result = serde_json::json!({ "outcome": "failed", "error": error }).to_string();
+        if let Err(e) = inbox::finish(
+            &self.db,
+            &job.inbox_id,
+            InboxStatus::Failed,
+            &result,
+            self.intake.clock.now(),
+        )
+        .await
+        {
+            tracing::error!(error = %e, inbox_id = %job.inbox_id, "Cannot mark the inbox entry failed.");
+        }
     }
 }
 

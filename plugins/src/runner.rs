@@ -86,6 +86,11 @@ pub trait JobHandler: Send + Sync {
 
     /// Runs one job. Must be idempotent: after a lost lease the job runs again.
     async fn run(&self, payload: &str) -> Result<(), JobError>;
+
+    /// Called after the job went to the dead letter, to record the failure where users look
+    /// (an import's status, an inbox entry). Best effort: pipeline steps are failed by the
+    /// store in the dead letter's own transaction instead.
+    async fn dead(&self, _payload: &str, _error: &str) {}
 }
 
 /// Every job kind the runner knows, by kind.
@@ -240,6 +245,9 @@ impl Runner {
         };
         if jobs::fail(&self.db, job.id, worker, &error, retry_at, now).await? {
             tracing::warn!(job_id = %job.id, kind = %job.kind, attempt = job.attempts, %error, dead = retry_at.is_none(), "Job failed.");
+            if retry_at.is_none() {
+                handler.dead(&job.payload, &error).await;
+            }
         } else {
             tracing::warn!(job_id = %job.id, kind = %job.kind, "Lease lost before the job failed; its outcome is dropped.");
         }

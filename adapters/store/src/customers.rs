@@ -695,33 +695,42 @@ pub async fn merge(
     db: &Db,
     primary: &Customer,
     read_version: DateTime<Utc>,
-    duplicates: &[CustomerId],
+    duplicates: &[(CustomerId, DateTime<Utc>)],
     audit: &[NewAuditEntry],
     effects: &[Effect],
 ) -> StoreResult<Moved> {
-    use crate::schema::{interactions, lead_scores, pipeline_runs};
+    use crate::schema::{interactions, jobs, lead_scores, pipeline_runs, pipeline_steps};
     let row = CustomerRow::from(primary);
     let key = row.id.clone();
-    let dups: Vec<String> = duplicates.iter().map(ToString::to_string).collect();
+    let dups: Vec<String> = duplicates.iter().map(|(id, _)| id.to_string()).collect();
+    let versions: Vec<(String, chrono::NaiveDateTime)> = duplicates
+        .iter()
+        .map(|(id, at)| (id.to_string(), to_db_time(*at)))
+        .collect();
     let tags = tag_rows(primary);
     let now = to_db_time(primary.updated_at);
     let read_version = to_db_time(read_version);
     let expected = dups.len();
     let result = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
-            let retired = diesel::update(
-                customers::table
-                    .filter(customers::id.eq_any(&dups))
-                    .filter(customers::deleted_at.is_null()),
-            )
-            .set((
-                customers::email.eq(None::<String>),
-                customers::phone.eq(None::<String>),
-                customers::deleted_at.eq(Some(now)),
-                customers::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+            // Each duplicate as it was read: a concurrent change to one fails the merge.
+            let mut retired = 0;
+            for (id, version) in &versions {
+                retired += diesel::update(
+                    customers::table
+                        .filter(customers::id.eq(id))
+                        .filter(customers::updated_at.eq(*version))
+                        .filter(customers::deleted_at.is_null()),
+                )
+                .set((
+                    customers::email.eq(None::<String>),
+                    customers::phone.eq(None::<String>),
+                    customers::deleted_at.eq(Some(now)),
+                    customers::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            }
             let updated = diesel::update(customers::table)
                 .filter(customers::id.eq(&key))
                 .filter(customers::updated_at.eq(read_version))
@@ -752,6 +761,46 @@ pub async fn merge(
                     .set(lead_scores::customer_id.eq(&key))
                     .execute(conn)
                     .await?;
+            // The duplicates' unfinished runs end here: their queued steps would otherwise run
+            // for a customer that is gone.
+            let open: Vec<String> = diesel::update(
+                pipeline_runs::table
+                    .filter(pipeline_runs::customer_id.eq_any(&dups))
+                    .filter(pipeline_runs::status.eq("running")),
+            )
+            .set((
+                pipeline_runs::status.eq("cancelled"),
+                pipeline_runs::error.eq(Some(format!("merged into {key}"))),
+                pipeline_runs::finished_at.eq(Some(now)),
+            ))
+            .returning(pipeline_runs::id)
+            .get_results(conn)
+            .await?;
+            let pending: Vec<Option<String>> = diesel::update(
+                pipeline_steps::table
+                    .filter(pipeline_steps::run_id.eq_any(&open))
+                    .filter(pipeline_steps::status.eq("pending")),
+            )
+            .set((
+                pipeline_steps::status.eq("cancelled"),
+                pipeline_steps::finished_at.eq(Some(now)),
+            ))
+            .returning(pipeline_steps::job_id)
+            .get_results(conn)
+            .await?;
+            let pending: Vec<String> = pending.into_iter().flatten().collect();
+            diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq_any(&pending))
+                    .filter(jobs::status.eq("queued")),
+            )
+            .set((
+                jobs::status.eq("cancelled"),
+                jobs::finished_at.eq(Some(now)),
+                jobs::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
             let runs = diesel::update(
                 pipeline_runs::table.filter(pipeline_runs::customer_id.eq_any(&dups)),
             )

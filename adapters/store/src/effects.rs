@@ -98,7 +98,8 @@ pub(crate) trait WriteEffects {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, QueryResult<usize>>;
 
-    /// Finishes an inbox entry that is still waiting; false if it was finished already.
+    /// Finishes an inbox entry that is waiting (or failed, and is processed again); false if it
+    /// was processed already.
     fn finish_inbox<'a>(
         &'a mut self,
         id: &'a str,
@@ -257,7 +258,7 @@ macro_rules! write_effects {
                     let updated = diesel::update(
                         inbox::table
                             .filter(inbox::id.eq(id))
-                            .filter(inbox::status.eq(InboxStatus::Received.as_str())),
+                            .filter(inbox::status.ne(InboxStatus::Processed.as_str())),
                     )
                     .set((
                         inbox::status.eq(status.as_str()),

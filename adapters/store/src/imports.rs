@@ -83,6 +83,8 @@ struct ImportRow {
     skipped: i32,
     invalid: i32,
     error: Option<String>,
+    runner: Option<String>,
+    heartbeat: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     finished_at: Option<NaiveDateTime>,
@@ -167,6 +169,8 @@ pub async fn create(
         skipped: 0,
         invalid: 0,
         error: None,
+        runner: None,
+        heartbeat: None,
         created_at: at,
         updated_at: at,
         finished_at: None,
@@ -199,32 +203,78 @@ pub async fn get(db: &Db, id: &str) -> StoreResult<Option<Import>> {
     Ok(row.map(Import::from))
 }
 
-/// Records the progress of a batch: the rows handled up to `rows_done`, the counts so far and
-/// the batch's issues, in one transaction (a replayed batch adds no issue twice).
+/// Takes an unfinished import for `runner`, unless another runner's heartbeat is younger than
+/// `stale_before`: two workers never import one file at once (a job's lease may run out while
+/// a long import is still going). True if taken.
+pub async fn claim(
+    db: &Db,
+    id: &str,
+    runner: &str,
+    now: DateTime<Utc>,
+    stale_before: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let (at, stale) = (to_db_time(now), to_db_time(stale_before));
+    let taken = with_conn!(db, |conn| {
+        diesel::update(
+            imports::table
+                .filter(imports::id.eq(id))
+                .filter(imports::finished_at.is_null())
+                .filter(
+                    imports::runner
+                        .is_null()
+                        .or(imports::runner.eq(runner))
+                        .or(imports::heartbeat.lt(stale)),
+                ),
+        )
+        .set((
+            imports::runner.eq(Some(runner)),
+            imports::heartbeat.eq(Some(at)),
+            imports::status.eq("running"),
+        ))
+        .execute(conn)
+        .await?
+    });
+    Ok(taken == 1)
+}
+
+/// Records the progress of a batch by the import's `runner`: the rows handled up to
+/// `rows_done`, the counts so far and the batch's issues, in one transaction (a replayed batch
+/// adds no issue twice); it also renews the runner's heartbeat. False if another runner took
+/// the import over: the caller must stop.
 pub async fn progress(
     db: &Db,
     id: &str,
+    runner: &str,
     rows_done: i32,
     counts: Counts,
     issues: &[RowIssue],
     now: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let at = to_db_time(now);
-    with_conn!(db, |conn| {
+    let kept = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
-            diesel::update(imports::table.find(id))
-                .set((
-                    imports::status.eq("running"),
-                    imports::rows_done.eq(rows_done),
-                    imports::created.eq(counts.created),
-                    imports::updated.eq(counts.updated),
-                    imports::merged.eq(counts.merged),
-                    imports::skipped.eq(counts.skipped),
-                    imports::invalid.eq(counts.invalid),
-                    imports::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
+            let kept = diesel::update(
+                imports::table
+                    .filter(imports::id.eq(id))
+                    .filter(imports::runner.eq(runner))
+                    .filter(imports::finished_at.is_null()),
+            )
+            .set((
+                imports::heartbeat.eq(Some(at)),
+                imports::status.eq("running"),
+                imports::rows_done.eq(rows_done),
+                imports::created.eq(counts.created),
+                imports::updated.eq(counts.updated),
+                imports::merged.eq(counts.merged),
+                imports::skipped.eq(counts.skipped),
+                imports::invalid.eq(counts.invalid),
+                imports::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+            if kept == 0 {
+                return Ok::<_, diesel::result::Error>(false);
+            }
             let mut seq_of_row: Option<(i32, i32)> = None;
             for issue in issues {
                 let seq = match seq_of_row {
@@ -245,11 +295,11 @@ pub async fn progress(
                     .execute(conn)
                     .await?;
             }
-            Ok::<_, diesel::result::Error>(())
+            Ok(true)
         })
         .await?
     });
-    Ok(())
+    Ok(kept)
 }
 
 /// Ends an import: `completed`, or `failed` with the reason.
@@ -261,15 +311,19 @@ pub async fn finish(db: &Db, id: &str, error: Option<&str>, now: DateTime<Utc>) 
         "completed"
     };
     with_conn!(db, |conn| {
-        diesel::update(imports::table.find(id))
-            .set((
-                imports::status.eq(status),
-                imports::error.eq(error),
-                imports::updated_at.eq(at),
-                imports::finished_at.eq(Some(at)),
-            ))
-            .execute(conn)
-            .await?
+        diesel::update(
+            imports::table
+                .filter(imports::id.eq(id))
+                .filter(imports::finished_at.is_null()),
+        )
+        .set((
+            imports::status.eq(status),
+            imports::error.eq(error),
+            imports::updated_at.eq(at),
+            imports::finished_at.eq(Some(at)),
+        ))
+        .execute(conn)
+        .await?
     });
     Ok(())
 }

@@ -201,6 +201,8 @@ diesel::table! {
         skipped -> Integer,
         invalid -> Integer,
         error -> Nullable<Text>,
+        runner -> Nullable<Text>,
+        heartbeat -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,

@@ -278,9 +278,17 @@ impl DuplicateMutation {
             audit.push(auditor.entry("customer.merged_into", "customer", id.to_string(), fields));
         }
         let effects = api.run_for(&merged, "merge");
-        let moved = customers::merge(&api.db, &merged, primary.updated_at, &ids, &audit, &effects)
-            .await
-            .map_err(|e| ApiError::from_store("duplicateIds", e))?;
+        let versions: Vec<_> = duplicates.iter().map(|d| (d.id, d.updated_at)).collect();
+        let moved = customers::merge(
+            &api.db,
+            &merged,
+            primary.updated_at,
+            &versions,
+            &audit,
+            &effects,
+        )
+        .await
+        .map_err(|e| ApiError::from_store("duplicateIds", e))?;
         tracing::info!(customer_id = %primary_id, merged = ids.len(), "Customers merged.");
         Ok(MergeResult {
             dry_run,

@@ -15,6 +15,8 @@ CREATE TABLE imports (
     skipped     INTEGER NOT NULL DEFAULT 0,
     invalid     INTEGER NOT NULL DEFAULT 0,
     error       TEXT,
+    runner      TEXT,
+    heartbeat   TIMESTAMP,
     created_at  TIMESTAMP NOT NULL,
     updated_at  TIMESTAMP NOT NULL,
     finished_at TIMESTAMP

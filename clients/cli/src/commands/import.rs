@@ -192,12 +192,22 @@ impl ImportArgs {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         };
+        // Follow it; give up waiting (not the import) after 10 minutes without progress.
+        let mut last = (u64::MAX, std::time::Instant::now());
         let status = loop {
             let import: Import = ctx.client.execute(STATUS, json!({ "id": id })).await?;
             let status = import.lead_import;
             bar.set_position(status.rows_done);
             if status.status == "completed" || status.status == "failed" {
                 break status;
+            }
+            if status.rows_done != last.0 {
+                last = (status.rows_done, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(600) {
+                bar.abandon();
+                anyhow::bail!(
+                    "import {id} made no progress for 10 minutes (is a worker running?); it may still finish: check leadImport(id: \"{id}\")"
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
