@@ -272,10 +272,31 @@ impl DuplicateMutation {
             .customer("customer.merge", Some(&primary), &merged)
             .into_iter()
             .collect();
-        for id in &ids {
+        for duplicate in &duplicates {
+            // The contact data the merge clears, so it can be traced (redacted as configured).
             let mut fields = serde_json::Map::new();
             fields.insert("mergedInto".into(), primary_id.to_string().into());
-            audit.push(auditor.entry("customer.merged_into", "customer", id.to_string(), fields));
+            let shown = |field: &str, value: Option<&str>| -> serde_json::Value {
+                match value {
+                    None => serde_json::Value::Null,
+                    Some(_) if api.redact.iter().any(|r| r == field) => "[redacted]".into(),
+                    Some(v) => v.into(),
+                }
+            };
+            fields.insert(
+                "email".into(),
+                shown("email", duplicate.email.as_ref().map(|e| e.as_str())),
+            );
+            fields.insert(
+                "phone".into(),
+                shown("phone", duplicate.phone.as_ref().map(|p| p.as_str())),
+            );
+            audit.push(auditor.entry(
+                "customer.merged_into",
+                "customer",
+                duplicate.id.to_string(),
+                fields,
+            ));
         }
         let effects = api.run_for(&merged, "merge");
         let versions: Vec<_> = duplicates.iter().map(|d| (d.id, d.updated_at)).collect();

@@ -202,6 +202,9 @@ impl ImportReport {
     }
 }
 
+/// The largest issues CSV returned in one response; page through `issues` for the rest.
+const MAX_ISSUES_CSV_BYTES: usize = 16 * 1024 * 1024;
+
 /// A CSV cell, quoted when it must be.
 fn csv_cell(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) {
@@ -455,6 +458,10 @@ impl LeadImportNode {
             match page.last() {
                 Some((position, _)) if page.len() == 5_000 => after = Some(*position),
                 _ => return Ok(out),
+            }
+            if out.len() > MAX_ISSUES_CSV_BYTES {
+                out.push_str("…,,truncated,the list goes on: page through issues(afterRow)\n");
+                return Ok(out);
             }
         }
     }

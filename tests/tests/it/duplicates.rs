@@ -123,11 +123,38 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
         .await;
     assert_eq!(error_code(&itself), "VALIDATION_FAILED");
 
+    // A third record whose pipeline run still waits for its qualify job.
+    let waiting = app
+        .create_customer(json!({ "name": "Jürgen M.", "phone": "030 654321" }))
+        .await;
     let done = app
-        .graphql_ok(MERGE, json!({ "p": primary, "d": [duplicate] }))
+        .graphql_ok(MERGE, json!({ "p": primary, "d": [duplicate, waiting] }))
         .await;
     let result = &done["mergeCustomers"];
     assert_eq!(result["movedInteractions"], 1);
+    let runs_query =
+        "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { status } } }";
+    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
+    let statuses: Vec<Value> = runs["pipelineRuns"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].clone())
+        .collect();
+    assert!(
+        statuses.contains(&json!("CANCELLED")),
+        "the waiting run ended with the merge: {statuses:?}"
+    );
+    app.run_jobs().await;
+    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
+    assert!(
+        runs["pipelineRuns"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "RUNNING"),
+        "{runs:#}"
+    );
     assert!(
         result["movedHistory"].as_i64().unwrap() >= 2,
         "scores and runs: {result:#}"
@@ -150,19 +177,21 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
 
     let audit = app
         .graphql_ok(
-            "query($id: String) { auditLog(filter: {targetId: $id}) { nodes { action } } }",
+            "query($id: String) { auditLog(filter: {targetId: $id}) { nodes { action changes } } }",
             json!({ "id": duplicate }),
         )
         .await;
-    let actions: Vec<Value> = audit["auditLog"]["nodes"]
+    let merged_into = audit["auditLog"]["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["action"].clone())
-        .collect();
-    assert!(
-        actions.contains(&json!("customer.merged_into")),
-        "{actions:?}"
+        .find(|n| n["action"] == "customer.merged_into")
+        .unwrap_or_else(|| panic!("{audit:#}"))
+        .clone();
+    assert_eq!(merged_into["changes"]["mergedInto"], primary.as_str());
+    assert_eq!(
+        merged_into["changes"]["email"], "[redacted]",
+        "cleared, traced, redacted per config"
     );
 
     // Merging a customer that is gone fails cleanly.
