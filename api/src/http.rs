@@ -83,6 +83,7 @@ pub(crate) fn router(
             "/webhooks/leads/{source}",
             post(crate::webhooks::leads_from),
         )
+        .route("/imports/{id}/issues.csv", get(crate::imports::issues_csv))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -305,7 +306,7 @@ pub(crate) fn rate_limited(refusal: Refusal, what: &str, key: &str) -> Response 
     response
 }
 
-fn unauthenticated(error: &AuthError) -> Response {
+pub(crate) fn unauthenticated(error: &AuthError) -> Response {
     if *error == AuthError::Unavailable {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ pub mod events;
 mod forms;
 pub mod graphql;
 mod http;
+mod imports;
 pub mod ratelimit;
 pub mod telemetry;
 pub mod webhooks;

@@ -533,6 +533,51 @@ async fn a_messy_csv_file_gives_exactly_the_expected_report(backend: TestBackend
             .unwrap()
             .contains("8,email,invalid_email,")
     );
+    // The same, as a download.
+    let download = app
+        .client
+        .get(format!(
+            "{}/imports/{}/issues.csv",
+            app.url,
+            import["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    assert!(
+        download.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = download.text().await.unwrap();
+    assert_eq!(text, report["issuesCsv"].as_str().unwrap());
+    let anonymous = app
+        .client
+        .get(format!(
+            "{}/imports/{}/issues.csv",
+            app.url,
+            import["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let other = app.token_for(crm_domain::Role::Sales, "ben");
+    let hidden = app
+        .client
+        .get(format!(
+            "{}/imports/{}/issues.csv",
+            app.url,
+            import["id"].as_str().unwrap()
+        ))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
 
     let all = customers(&app).await;
     assert_eq!(all.len(), 5);
