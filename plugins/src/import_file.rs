@@ -548,75 +548,61 @@ impl JobHandler for ImportFile {
         let mut counts = import.counts;
         let mut done = resume;
         let mut batch: Vec<RowIssue> = Vec::new();
-        let mut pending = 0usize;
-        while let Some(record) = rx.recv().await {
-            let (row, outcome) = match record {
-                Record::Lead(row, _) | Record::Bad(row, _) if row <= resume => continue,
-                Record::Bad(row, issue) => (
-                    row,
-                    Outcome::Invalid {
-                        issues: vec![issue],
-                    },
-                ),
-                Record::Lead(row, mut lead) => {
-                    let outcome = match owned_by(&mut lead, &scope) {
-                        Some(issue) => Outcome::Invalid {
-                            issues: vec![issue],
-                        },
-                        None => self.import_one(&lead, &stored.options, &scope).await,
-                    };
-                    (row, outcome)
+        // Records are taken in batches: a batch's new, distinct leads are stored together (one
+        // transaction of multi-row statements); the others, one by one.
+        let mut records = Vec::with_capacity(BATCH);
+        let mut open = true;
+        while open {
+            match rx.recv().await {
+                Some(Record::Lead(row, _) | Record::Bad(row, _)) if row <= resume => continue,
+                Some(record) => {
+                    records.push(record);
+                    if records.len() < BATCH {
+                        continue;
+                    }
                 }
-            };
-            match &outcome {
-                Outcome::Created { .. } => counts.created += 1,
-                Outcome::Updated { .. } => counts.updated += 1,
-                Outcome::Merged { .. } => counts.merged += 1,
-                Outcome::Skipped { .. } => counts.skipped += 1,
-                Outcome::Invalid { issues } => {
-                    counts.invalid += 1;
-                    batch.extend(issues.iter().map(|i| RowIssue {
-                        row,
-                        field: i.field.clone(),
-                        code: i.code.clone(),
-                        message: i.message.clone(),
-                    }));
-                }
+                None => open = false,
             }
-            done = row;
-            pending += 1;
-            if pending >= BATCH {
-                let kept = imports::progress(
-                    &self.db,
-                    &import.id,
-                    &runner,
-                    done,
-                    counts,
-                    &batch,
-                    self.clock.now(),
-                )
+            if records.is_empty() {
+                continue;
+            }
+            let outcomes = self
+                .import_batch(std::mem::take(&mut records), &stored.options, &scope)
                 .await
                 .map_err(|e| JobError::Retryable(e.to_string()))?;
-                if !kept {
-                    return Ok(()); // Another worker took over (this one stalled): it goes on.
+            for (row, outcome) in outcomes {
+                match &outcome {
+                    Outcome::Created { .. } => counts.created += 1,
+                    Outcome::Updated { .. } => counts.updated += 1,
+                    Outcome::Merged { .. } => counts.merged += 1,
+                    Outcome::Skipped { .. } => counts.skipped += 1,
+                    Outcome::Invalid { issues } => {
+                        counts.invalid += 1;
+                        batch.extend(issues.iter().map(|i| RowIssue {
+                            row,
+                            field: i.field.clone(),
+                            code: i.code.clone(),
+                            message: i.message.clone(),
+                        }));
+                    }
                 }
-                batch.clear();
-                pending = 0;
+                done = done.max(row);
             }
-        }
-        let kept = imports::progress(
-            &self.db,
-            &import.id,
-            &runner,
-            done,
-            counts,
-            &batch,
-            self.clock.now(),
-        )
-        .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?;
-        if !kept {
-            return Ok(());
+            let kept = imports::progress(
+                &self.db,
+                &import.id,
+                &runner,
+                done,
+                counts,
+                &batch,
+                self.clock.now(),
+            )
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+            if !kept {
+                return Ok(()); // Another worker took over (this one stalled): it goes on.
+            }
+            batch.clear();
         }
         let read = reader
             .await
@@ -635,7 +621,119 @@ impl JobHandler for ImportFile {
     }
 }
 
+/// What to do with one record of a batch.
+enum Plan {
+    /// Decided already (invalid).
+    Done(Outcome),
+    /// New and distinct: stored with the batch.
+    Fast(Box<crm_domain::Customer>, RawLead),
+    /// Duplicates a customer or an earlier lead of the batch: imported on its own.
+    Slow(RawLead),
+}
+
 impl ImportFile {
+    /// Imports one batch of records; returns each row's outcome.
+    async fn import_batch(
+        &self,
+        records: Vec<Record>,
+        options: &ImportOptions,
+        scope: &CustomerScope,
+    ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
+        let now = self.clock.now();
+        let mut plans: Vec<(i32, Plan)> = records
+            .into_iter()
+            .map(|record| match record {
+                Record::Bad(row, issue) => (
+                    row,
+                    Plan::Done(Outcome::Invalid {
+                        issues: vec![issue],
+                    }),
+                ),
+                Record::Lead(row, mut lead) => match owned_by(&mut lead, scope) {
+                    Some(issue) => (
+                        row,
+                        Plan::Done(Outcome::Invalid {
+                            issues: vec![issue],
+                        }),
+                    ),
+                    None => match self.intake.parse(&lead, options, now) {
+                        Ok(customer) => (row, Plan::Fast(Box::new(customer), lead)),
+                        Err(issues) => (row, Plan::Done(Outcome::Invalid { issues })),
+                    },
+                },
+            })
+            .collect();
+        // Contacts held already, or repeated within the batch, go the careful way.
+        let contacts = |c: &crm_domain::Customer| {
+            [
+                c.email.as_ref().map(|e| e.as_str().to_owned()),
+                c.phone.as_ref().map(|p| p.as_str().to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<String>>()
+        };
+        let (mut emails, mut phones) = (Vec::new(), Vec::new());
+        for (_, plan) in &plans {
+            if let Plan::Fast(c, _) = plan {
+                emails.extend(c.email.as_ref().map(|e| e.as_str().to_owned()));
+                phones.extend(c.phone.as_ref().map(|p| p.as_str().to_owned()));
+            }
+        }
+        let taken = crm_store::customers::taken_contacts(&self.db, &emails, &phones).await?;
+        let mut seen = std::collections::HashSet::new();
+        for (_, plan) in &mut plans {
+            if let Plan::Fast(c, lead) = plan {
+                let keys = contacts(c);
+                if keys.iter().any(|k| taken.contains(k) || seen.contains(k)) {
+                    *plan = Plan::Slow(std::mem::take(lead));
+                } else {
+                    seen.extend(keys);
+                }
+            }
+        }
+        if !options.dry_run {
+            let mut leads = Vec::new();
+            let mut runs = Vec::new();
+            let mut events = Vec::new();
+            let mut audit = Vec::new();
+            for (_, plan) in &plans {
+                if let Plan::Fast(c, _) = plan {
+                    for effect in self.intake.run_effects(c, "import", now) {
+                        match effect {
+                            crm_store::effects::Effect::StartRun(run) => runs.push(run),
+                            crm_store::effects::Effect::Event(event) => events.push(event),
+                            _ => {}
+                        }
+                    }
+                    audit.extend(self.audit.customer("customer.import", None, c));
+                    leads.push((**c).clone());
+                }
+            }
+            let stored =
+                crm_store::customers::insert_leads(&self.db, &leads, &runs, &events, &audit, now)
+                    .await?;
+            if !stored {
+                // A concurrent writer took one of the contacts: store them one by one.
+                for (_, plan) in &mut plans {
+                    if let Plan::Fast(_, lead) = plan {
+                        *plan = Plan::Slow(std::mem::take(lead));
+                    }
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(plans.len());
+        for (row, plan) in plans {
+            let outcome = match plan {
+                Plan::Done(outcome) => outcome,
+                Plan::Fast(c, _) => Outcome::Created { customer_id: c.id },
+                Plan::Slow(lead) => self.import_one(&lead, options, scope).await,
+            };
+            outcomes.push((row, outcome));
+        }
+        Ok(outcomes)
+    }
+
     async fn import_one(
         &self,
         lead: &RawLead,

@@ -353,7 +353,13 @@ impl Intake {
         Ok(outcome)
     }
 
-    fn run_effects(&self, customer: &Customer, cause: &str, now: DateTime<Utc>) -> Vec<Effect> {
+    /// The pipeline run a lead starts (and its event), if it is a lead or prospect.
+    pub(crate) fn run_effects(
+        &self,
+        customer: &Customer,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
         use crm_domain::CustomerStatus::{Lead, Prospect};
         if !matches!(customer.status, Lead | Prospect) {
             return Vec::new();

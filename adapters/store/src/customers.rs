@@ -834,6 +834,193 @@ pub async fn merge(
     }
 }
 
+/// Stores many new leads at once, each with its pipeline run (first step and job), their
+/// audit entries and events, in one transaction of multi-row statements: the fast path of file
+/// imports. `Ok(false)` if an email or phone is taken (by a concurrent writer): nothing was
+/// written, and the caller stores these leads one by one instead.
+pub async fn insert_leads(
+    db: &Db,
+    leads: &[Customer],
+    runs: &[crate::pipeline::NewRun],
+    events: &[crate::effects::NewEvent],
+    audit: &[NewAuditEntry],
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    use crate::schema::{events as events_table, jobs, pipeline_runs, pipeline_steps};
+    if leads.is_empty() {
+        return Ok(true);
+    }
+    const CHUNK: usize = 1_000;
+    let rows: Vec<CustomerRow> = leads.iter().map(CustomerRow::from).collect();
+    let tags: Vec<TagRow> = leads.iter().flat_map(tag_rows).collect();
+    let run_rows: Vec<_> = runs
+        .iter()
+        .map(|run| crate::pipeline::run_row(run, now))
+        .collect();
+    let mut step_rows = Vec::new();
+    let mut job_rows = Vec::new();
+    for run in runs {
+        for (position, step) in (0..).zip(&run.steps) {
+            let job_id = step.job.as_ref().map(|job| {
+                let id = crm_domain::JobId::new();
+                job_rows.push(crate::jobs::row(id, job, now));
+                id
+            });
+            step_rows.push(crate::pipeline::step_row(
+                run.id, position, step, job_id, now,
+            ));
+        }
+    }
+    let at = to_db_time(now);
+    let event_rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                events_table::topic.eq(e.topic.clone()),
+                events_table::customer_id.eq(e.customer_id.clone()),
+                events_table::payload.eq(e.payload.clone()),
+                events_table::created_at.eq(at),
+            )
+        })
+        .collect();
+    let audit = audit.to_vec();
+    let written = with_conn!(
+        db,
+        postgres | conn | {
+            conn.transaction(async |conn| {
+                for chunk in rows.chunks(CHUNK) {
+                    diesel::insert_into(customers::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in tags.chunks(CHUNK * 10) {
+                    diesel::insert_into(customer_tags::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in run_rows.chunks(CHUNK) {
+                    diesel::insert_into(pipeline_runs::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in step_rows.chunks(CHUNK) {
+                    diesel::insert_into(pipeline_steps::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in job_rows.chunks(CHUNK) {
+                    diesel::insert_into(jobs::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for entry in &audit {
+                    conn.append_audit(entry).await?;
+                }
+                if !event_rows.is_empty() {
+                    diesel::sql_query(format!(
+                        "SELECT pg_advisory_xact_lock({})",
+                        crate::effects::EVENT_LOCK
+                    ))
+                    .execute(conn)
+                    .await?;
+                    for chunk in event_rows.chunks(CHUNK) {
+                        diesel::insert_into(events_table::table)
+                            .values(chunk)
+                            .execute(conn)
+                            .await?;
+                    }
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await
+        },
+        sqlite | conn | {
+            conn.spawn_blocking(move |conn| {
+                diesel::Connection::transaction(conn, |conn| {
+                    for chunk in rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(customers::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in tags.chunks(CHUNK * 10) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(customer_tags::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in run_rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(pipeline_runs::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in step_rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(pipeline_steps::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in job_rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(jobs::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for entry in &audit {
+                        crate::audit::append_sync(conn, entry)?;
+                    }
+                    for chunk in event_rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(events_table::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+        }
+    );
+    match written {
+        Ok(()) => {
+            db.committed(!runs.is_empty(), !events.is_empty());
+            Ok(true)
+        }
+        Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Which of these emails and phones customers (deleted ones too) hold already.
+pub async fn taken_contacts(
+    db: &Db,
+    emails: &[String],
+    phones: &[String],
+) -> StoreResult<std::collections::HashSet<String>> {
+    let found: Vec<(Option<String>, Option<String>)> = with_conn!(db, |conn| {
+        customers::table
+            .filter(
+                customers::email
+                    .eq_any(emails)
+                    .or(customers::phone.eq_any(phones)),
+            )
+            .select((customers::email, customers::phone))
+            .load(conn)
+            .await?
+    });
+    Ok(found
+        .into_iter()
+        .flat_map(|(e, p)| [e, p])
+        .flatten()
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::like_pattern;

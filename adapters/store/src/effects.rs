@@ -55,7 +55,7 @@ pub enum Effect {
 /// numbers become visible in order (a reader never skips a smaller seq that commits later).
 /// A transaction that also appends to the audit log must append first (lock order: audit, then
 /// events), or two writers could deadlock.
-const EVENT_LOCK: i64 = 0x6372_6d5f_6576; // "crm_ev"
+pub(crate) const EVENT_LOCK: i64 = 0x6372_6d5f_6576; // "crm_ev"
 
 /// The in-process wake-up of job runners (SQLite has no NOTIFY; on PostgreSQL it saves the
 /// round trip for a runner in the same process).
