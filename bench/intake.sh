@@ -50,12 +50,14 @@ WEBHOOKS=/tmp/crm-bench/webhooks.tsv wrk -t1 -c"$connections" -d"$duration" --la
 
 [ "$rows" -gt 0 ] || exit 0
 echo "== CSV import of $rows rows, $backend"
+# New people on every run (a re-run over the same database must not measure duplicates).
 python3 - "$rows" > /tmp/crm-bench/leads.csv <<'PY'
-import sys
+import random, sys
 n = int(sys.argv[1])
+run = random.randrange(80)
 print("Vorname;Nachname;E-Mail;Telefon;Firma;Land")
 for i in range(n):
-    print(f"Lead;Import {i};import{i}@firma-{i % 991}.de;+49 151 {10000000 + i};Firma {i % 991} GmbH;DE")
+    print(f"Lead;Import {i};import{i}.r{run}.{random.randrange(10**6)}@firma-{i % 991}.de;+49 151 {10000000 + run * 1000000 + i};Firma {i % 991} GmbH;DE")
 PY
 kill $pid; wait $pid 2>/dev/null || true
 # The import is measured alone: drop the deliveries queued above.

@@ -209,6 +209,68 @@ impl AppendAudit for crate::db::SqliteConn {
     }
 }
 
+/// Entries appended in a row after `head`, each chained to the one before.
+pub(crate) fn chain_many(
+    new: &[NewAuditEntry],
+    mut head: Option<(i64, String)>,
+) -> Vec<AuditEntry> {
+    new.iter()
+        .map(|entry| {
+            let chained = chain(entry, head.take());
+            head = Some((chained.seq, chained.hash.clone()));
+            chained
+        })
+        .collect()
+}
+
+/// Appends many entries with one head read and multi-row inserts, on PostgreSQL (inside the
+/// caller's transaction, under the chain's lock).
+pub(crate) async fn append_many_pg(
+    conn: &mut diesel_async::AsyncPgConnection,
+    new: &[NewAuditEntry],
+) -> diesel::QueryResult<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
+        .execute(conn)
+        .await?;
+    let head: Option<(i64, String)> = audit_log::table
+        .order_by(audit_log::seq.desc())
+        .select((audit_log::seq, audit_log::hash))
+        .first(conn)
+        .await
+        .optional()?;
+    for chunk in chain_many(new, head).chunks(1_000) {
+        diesel::insert_into(audit_log::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The same on SQLite's sync connection (inside the caller's write transaction).
+pub(crate) fn append_many_sync(
+    conn: &mut diesel::SqliteConnection,
+    new: &[NewAuditEntry],
+) -> diesel::QueryResult<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(i64, String)> = diesel::RunQueryDsl::first(
+        audit_log::table
+            .order_by(audit_log::seq.desc())
+            .select((audit_log::seq, audit_log::hash)),
+        conn,
+    )
+    .optional()?;
+    for chunk in chain_many(new, head).chunks(1_000) {
+        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(chunk), conn)?;
+    }
+    Ok(())
+}
+
 /// The SQLite append on the sync connection (inside the caller's write transaction).
 pub(crate) fn append_sync(
     conn: &mut diesel::SqliteConnection,

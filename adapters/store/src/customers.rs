@@ -918,9 +918,7 @@ pub async fn insert_leads(
                         .execute(conn)
                         .await?;
                 }
-                for entry in &audit {
-                    conn.append_audit(entry).await?;
-                }
+                crate::audit::append_many_pg(conn, &audit).await?;
                 if !event_rows.is_empty() {
                     diesel::sql_query(format!(
                         "SELECT pg_advisory_xact_lock({})",
@@ -972,9 +970,7 @@ pub async fn insert_leads(
                             conn,
                         )?;
                     }
-                    for entry in &audit {
-                        crate::audit::append_sync(conn, entry)?;
-                    }
+                    crate::audit::append_many_sync(conn, &audit)?;
                     for chunk in event_rows.chunks(CHUNK) {
                         diesel::RunQueryDsl::execute(
                             diesel::insert_into(events_table::table).values(chunk),

@@ -579,6 +579,12 @@ async fn a_messy_csv_file_gives_exactly_the_expected_report(backend: TestBackend
         .unwrap();
     assert_eq!(hidden.status(), StatusCode::NOT_FOUND);
 
+    // The batch's audit entries extend the hash chain like single ones.
+    let verified = crm_store::audit::verify(&app.db).await.unwrap();
+    assert!(
+        matches!(verified, crm_store::audit::Verification::Intact { entries } if entries >= 6),
+        "{verified:?}"
+    );
     let all = customers(&app).await;
     assert_eq!(all.len(), 5);
     let by_name = |name: &str| all.iter().find(|c| c["name"] == name).unwrap().clone();
