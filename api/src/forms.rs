@@ -21,11 +21,8 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use crm_domain::lead::LeadField;
-use crm_plugins::intake::{IMPORT_LEAD, ImportLeadPayload, ImportOptions, OnDuplicate};
-use crm_store::{
-    inbox::{self, NewInboxEntry, Received},
-    jobs::NewJob,
-};
+use crm_plugins::intake::{ImportOptions, OnDuplicate, import_lead_job};
+use crm_store::inbox::{self, NewInboxEntry, Received};
 use serde_json::{Map, Value, json};
 use std::net::SocketAddr;
 
@@ -189,18 +186,7 @@ pub(crate) async fn submit(
             .map(str::to_owned),
         payload: Value::Object(lead).to_string(),
     };
-    let job = |inbox_id: &str| NewJob {
-        kind: IMPORT_LEAD.to_owned(),
-        payload: serde_json::to_string(&ImportLeadPayload {
-            inbox_id: inbox_id.to_owned(),
-            options,
-        })
-        .unwrap_or_default(),
-        dedupe_key: Some(format!("inbox:{inbox_id}")),
-        priority: 10,
-        run_at: now,
-        max_attempts: 8,
-    };
+    let job = |inbox_id: &str| import_lead_job(inbox_id, options, now);
     match inbox::receive(&state.context.db, new, job, now).await {
         Ok(Received::New(entry) | Received::Repeat(entry)) => {
             tracing::info!(inbox_id = %entry.id, form = %form.name, "Form submission received.");

@@ -18,12 +18,19 @@ use std::net::SocketAddr;
 /// Issues read per page.
 const PAGE: usize = 5_000;
 
-fn cell(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
+/// The header of an issues CSV.
+pub(crate) const ISSUES_HEADER: &str = "row,field,code,message\n";
+
+/// One issue as a CSV line.
+pub(crate) fn issue_line(row: i32, field: &str, code: &str, message: &str) -> String {
+    fn cell(value: &str) -> String {
+        if value.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", value.replace('"', "\"\""))
+        } else {
+            value.to_owned()
+        }
     }
+    format!("{row},{},{},{}\n", cell(field), cell(code), cell(message))
 }
 
 /// The download. Who may read the import (`leadImport`) may download its issues.
@@ -87,12 +94,11 @@ pub(crate) async fn issues_csv(
                         .flatten();
                     let mut chunk = String::new();
                     for (_, issue) in &page {
-                        chunk.push_str(&format!(
-                            "{},{},{},{}\n",
+                        chunk.push_str(&issue_line(
                             issue.row,
-                            cell(&issue.field),
-                            cell(&issue.code),
-                            cell(&issue.message)
+                            &issue.field,
+                            &issue.code,
+                            &issue.message,
                         ));
                     }
                     let following = next.map(Some);
@@ -102,8 +108,7 @@ pub(crate) async fn issues_csv(
             }
         }
     });
-    let header_line =
-        stream::once(async { Ok::<_, std::io::Error>("row,field,code,message\n".to_owned()) });
+    let header_line = stream::once(async { Ok::<_, std::io::Error>(ISSUES_HEADER.to_owned()) });
     let body = Body::from_stream(futures_util::StreamExt::chain(header_line, pages));
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();

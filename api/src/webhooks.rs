@@ -23,11 +23,8 @@ use axum::{
 };
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use crm_plugins::intake::{IMPORT_LEAD, ImportLeadPayload, ImportOptions};
-use crm_store::{
-    inbox::{self, NewInboxEntry, Received},
-    jobs::NewJob,
-};
+use crm_plugins::intake::{ImportOptions, import_lead_job};
+use crm_store::inbox::{self, NewInboxEntry, Received};
 use hmac::{Hmac, Mac as _};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
@@ -218,18 +215,7 @@ async fn receive(
         content_type: header(&headers, header::CONTENT_TYPE.as_str()).map(str::to_owned),
         payload,
     };
-    let job = |inbox_id: &str| NewJob {
-        kind: IMPORT_LEAD.to_owned(),
-        payload: serde_json::to_string(&ImportLeadPayload {
-            inbox_id: inbox_id.to_owned(),
-            options,
-        })
-        .unwrap_or_default(),
-        dedupe_key: Some(format!("inbox:{inbox_id}")),
-        priority: 10,
-        run_at: now,
-        max_attempts: 8,
-    };
+    let job = |inbox_id: &str| import_lead_job(inbox_id, options, now);
     match inbox::receive(&api.db, new, job, now).await {
         Ok(Received::New(entry)) => {
             tracing::info!(inbox_id = %entry.id, %source, "Lead delivery received.");

@@ -727,35 +727,15 @@ impl ImportFile {
             let outcome = match plan {
                 Plan::Done(outcome) => outcome,
                 Plan::Fast(c, _) => Outcome::Created { customer_id: c.id },
-                Plan::Slow(lead) => self.import_one(&lead, options, scope).await,
+                Plan::Slow(lead) => {
+                    self.intake
+                        .import_reported(&lead, options, scope, self.audit.as_ref())
+                        .await
+                }
             };
             outcomes.push((row, outcome));
         }
         Ok(outcomes)
-    }
-
-    async fn import_one(
-        &self,
-        lead: &RawLead,
-        options: &ImportOptions,
-        scope: &CustomerScope,
-    ) -> Outcome {
-        for _ in 0..2 {
-            if let Ok(outcome) = self
-                .intake
-                .import(lead, options, scope, self.audit.as_ref(), None)
-                .await
-            {
-                return outcome;
-            }
-        }
-        Outcome::Invalid {
-            issues: vec![issue(
-                "lead",
-                "not_stored",
-                "the lead could not be stored; import it again",
-            )],
-        }
     }
 }
 

@@ -23,7 +23,7 @@ use crm_store::{
     customers,
     effects::Effect,
     inbox::{self, InboxStatus},
-    pipeline::{self as runs, RunStatus, StepStatus},
+    jobs::NewJob,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -353,6 +353,35 @@ impl Intake {
         Ok(outcome)
     }
 
+    /// Like [`Intake::import`], for a report that must account for every lead: a second attempt
+    /// settles a race with a concurrent import of the same person (the insert found the email
+    /// taken: it then merges), and a lead the database refused twice is reported as not stored.
+    pub async fn import_reported(
+        &self,
+        lead: &RawLead,
+        options: &ImportOptions,
+        scope: &CustomerScope,
+        audit: &dyn CustomerAudit,
+    ) -> Outcome {
+        let mut last = None;
+        for _ in 0..2 {
+            match self.import(lead, options, scope, audit, None).await {
+                Ok(outcome) => return outcome,
+                Err(error) => last = Some(error),
+            }
+        }
+        if let Some(error) = last {
+            tracing::error!(%error, "A lead could not be stored.");
+        }
+        Outcome::Invalid {
+            issues: vec![Issue {
+                field: "lead".into(),
+                code: "not_stored".into(),
+                message: "the lead could not be stored; import it again".into(),
+            }],
+        }
+    }
+
     /// The pipeline run a lead starts (and its event), if it is a lead or prospect.
     pub(crate) fn run_effects(
         &self,
@@ -364,16 +393,7 @@ impl Intake {
         if !matches!(customer.status, Lead | Prospect) {
             return Vec::new();
         }
-        let run = self.pipeline.start(customer.id, cause, now);
-        let event = runs::event(
-            run.id,
-            customer.id,
-            crate::pipeline::QUALIFY_LEAD,
-            StepStatus::Pending,
-            RunStatus::Running,
-            serde_json::json!({ "cause": cause }),
-        );
-        vec![Effect::StartRun(run), event]
+        self.pipeline.start_effects(customer.id, cause, now)
     }
 
     /// Records an outcome that changes no customer (in the inbox entry, if any).
@@ -515,6 +535,22 @@ pub struct ImportLeadPayload {
     /// How.
     #[serde(default)]
     pub options: ImportOptions,
+}
+
+/// The `import-lead` job of an inbox entry, due `now`.
+pub fn import_lead_job(inbox_id: &str, options: ImportOptions, now: DateTime<Utc>) -> NewJob {
+    NewJob {
+        kind: IMPORT_LEAD.to_owned(),
+        payload: serde_json::to_string(&ImportLeadPayload {
+            inbox_id: inbox_id.to_owned(),
+            options,
+        })
+        .unwrap_or_default(),
+        dedupe_key: Some(format!("inbox:{inbox_id}")),
+        priority: 10,
+        run_at: now,
+        max_attempts: 8,
+    }
 }
 
 /// `import-lead`: processes one inbox entry (a webhook delivery).

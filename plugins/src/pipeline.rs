@@ -243,6 +243,26 @@ impl Pipeline {
         self.start_with_ids(customer, cause, RunId::new(), StepId::new(), now)
     }
 
+    /// The effects that start a run for a lead: the run (with its first step and job) and its
+    /// event. Write them with the change that caused the run.
+    pub fn start_effects(
+        &self,
+        customer: CustomerId,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let run = self.start(customer, cause, now);
+        let event = pipeline::event(
+            run.id,
+            customer,
+            QUALIFY_LEAD,
+            StepStatus::Pending,
+            RunStatus::Running,
+            serde_json::json!({ "cause": cause }),
+        );
+        vec![Effect::StartRun(run), event]
+    }
+
     /// Like [`Pipeline::start`], with the ids chosen by the caller (a replayed job that starts a
     /// run must start the same run).
     pub fn start_with_ids(

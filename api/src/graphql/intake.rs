@@ -188,14 +188,13 @@ pub(crate) struct ImportReport {
 impl ImportReport {
     /// The issues as CSV (`row,field,code,message`), to download.
     async fn issues_csv(&self) -> String {
-        let mut out = String::from("row,field,code,message\n");
+        let mut out = String::from(crate::imports::ISSUES_HEADER);
         for issue in self.rows.iter().flat_map(|r| &r.issues) {
-            out.push_str(&format!(
-                "{},{},{},{}\n",
+            out.push_str(&crate::imports::issue_line(
                 issue.row,
-                csv_cell(&issue.field),
-                csv_cell(&issue.code),
-                csv_cell(&issue.message)
+                &issue.field,
+                &issue.code,
+                &issue.message,
             ));
         }
         out
@@ -204,15 +203,6 @@ impl ImportReport {
 
 /// The largest issues CSV returned in one response; page through `issues` for the rest.
 const MAX_ISSUES_CSV_BYTES: usize = 16 * 1024 * 1024;
-
-/// A CSV cell, quoted when it must be.
-fn csv_cell(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
 
 impl ImportReport {
     pub(crate) fn add(&mut self, row: i32, outcome: Outcome, visible: bool) {
@@ -267,36 +257,6 @@ impl ImportReport {
     }
 }
 
-/// Imports one lead; a lead that cannot be stored (the database failed twice) is reported as
-/// such, so a report never hides a lead that was not imported.
-async fn import_one(
-    api: &ApiContext,
-    lead: &RawLead,
-    options: &ImportOptions,
-    scope: &CustomerScope,
-    auditor: &Auditor,
-) -> Outcome {
-    let mut last = None;
-    // A second attempt settles a race with a concurrent import of the same person (the
-    // insert found the email taken): it then merges.
-    for _ in 0..2 {
-        match api.intake.import(lead, options, scope, auditor, None).await {
-            Ok(outcome) => return outcome,
-            Err(error) => last = Some(error),
-        }
-    }
-    if let Some(error) = last {
-        tracing::error!(%error, "A lead could not be stored.");
-    }
-    Outcome::Invalid {
-        issues: vec![Issue {
-            field: "lead".into(),
-            code: "not_stored".into(),
-            message: "the lead could not be stored; import it again".into(),
-        }],
-    }
-}
-
 /// Intake mutations.
 #[derive(Default, Debug)]
 pub(crate) struct IntakeMutation;
@@ -339,7 +299,11 @@ impl IntakeMutation {
                 Some(issue) => Outcome::Invalid {
                     issues: vec![issue],
                 },
-                None => import_one(api, &lead, &options, &scope, &auditor).await,
+                None => {
+                    api.intake
+                        .import_reported(&lead, &options, &scope, &auditor)
+                        .await
+                }
             };
             report.add(row, outcome, true);
         }
@@ -440,19 +404,18 @@ impl LeadImportNode {
     /// All problems as CSV (`row,field,code,message`), to download.
     async fn issues_csv(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
         let api = ctx.data::<ApiContext>()?;
-        let mut out = String::from("row,field,code,message\n");
+        let mut out = String::from(crate::imports::ISSUES_HEADER);
         let mut after = None;
         loop {
             let page = imports::issues(&api.db, &self.0.id, after, 5_000)
                 .await
                 .map_err(ApiError::from)?;
             for (_, issue) in &page {
-                out.push_str(&format!(
-                    "{},{},{},{}\n",
+                out.push_str(&crate::imports::issue_line(
                     issue.row,
-                    csv_cell(&issue.field),
-                    csv_cell(&issue.code),
-                    csv_cell(&issue.message)
+                    &issue.field,
+                    &issue.code,
+                    &issue.message,
                 ));
             }
             match page.last() {

@@ -166,16 +166,8 @@ impl ApiContext {
     }
 
     pub(crate) fn run_for(&self, customer: &crm_domain::Customer, cause: &str) -> Vec<Effect> {
-        let run = self.pipeline.start(customer.id, cause, self.clock.now());
-        let event = crm_store::pipeline::event(
-            run.id,
-            customer.id,
-            crm_plugins::pipeline::QUALIFY_LEAD,
-            crm_store::pipeline::StepStatus::Pending,
-            crm_store::pipeline::RunStatus::Running,
-            serde_json::json!({ "cause": cause }),
-        );
-        vec![Effect::StartRun(run), event]
+        self.pipeline
+            .start_effects(customer.id, cause, self.clock.now())
     }
 
     /// The per-request DataLoaders (each request gets fresh caches).
