@@ -85,6 +85,10 @@ id_type!(
     /// Identifies one scoring of a lead.
     ScoreId
 );
+id_type!(
+    /// Identifies one call attempt (ours, not the provider's).
+    CallId
+);
 
 #[cfg(test)]
 mod tests {

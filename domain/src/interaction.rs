@@ -56,6 +56,8 @@ macro_rules! string_enum {
     };
 }
 
+pub(crate) use string_enum;
+
 string_enum!(
     /// What kind of contact an interaction was.
     InteractionKind, "kind" {

@@ -18,6 +18,7 @@ pub mod lead;
 pub mod scoring;
 pub mod similarity;
 pub mod values;
+pub mod voice;
 
 pub use auth::{Credential, CustomerScope, Principal, Role};
 pub use clock::{Clock, SystemClock};
@@ -25,10 +26,17 @@ pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
 };
 pub use error::{FieldError, ValidationErrors};
-pub use ids::{ApiKeyId, CustomerId, IdError, InteractionId, JobId, RunId, ScoreId, StepId};
+pub use ids::{
+    ApiKeyId, CallId, CustomerId, IdError, InteractionId, JobId, RunId, ScoreId, StepId,
+};
 pub use interaction::{
     Direction, Interaction, InteractionDraft, InteractionKind, InteractionPatch,
     InteractionPatchDraft, NewInteraction,
 };
 pub use scoring::{Activity, LeadScore, NextAction, Priority, Reason, ScoringRules};
 pub use values::{CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone};
+pub use voice::{
+    AgentSpec, CallStatus, CallUpdate, Disposition, ProviderError, ProviderKind, ScriptedDelivery,
+    Segment, Sentiment, SpeakerRole, StartCall, StartedCall, VoiceProvider, WebhookError,
+    WebhookRequest,
+};
