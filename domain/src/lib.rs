@@ -9,6 +9,7 @@
 //!   the API can name the fields to a client.
 
 pub mod auth;
+pub mod calling;
 pub mod clock;
 pub mod customer;
 pub mod error;

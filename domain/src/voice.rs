@@ -311,6 +311,7 @@ pub trait VoiceProvider: Send + Sync + fmt::Debug {
         &self,
         _call: &StartCall,
         _started: &StartedCall,
+        _placed_at: DateTime<Utc>,
     ) -> Vec<ScriptedDelivery> {
         Vec::new()
     }

@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod calls;
 pub mod customers;
 mod db;
 pub mod effects;

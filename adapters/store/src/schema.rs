@@ -219,3 +219,72 @@ diesel::table! {
         message -> Text,
     }
 }
+
+diesel::table! {
+    calls (id) {
+        id -> Text,
+        customer_id -> Text,
+        first_call_id -> Text,
+        attempt -> Integer,
+        agent -> Text,
+        provider -> Text,
+        provider_call_id -> Nullable<Text>,
+        to_number -> Text,
+        language -> Text,
+        status -> Text,
+        disposition -> Nullable<Text>,
+        outcome -> Nullable<Text>,
+        ended_reason -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        final_attempt -> Bool,
+        priority -> Integer,
+        not_before -> Timestamp,
+        run_id -> Nullable<Text>,
+        step_id -> Nullable<Text>,
+        requested_by -> Text,
+        dialed_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        ended_at -> Nullable<Timestamp>,
+        duration_secs -> Nullable<Double>,
+        cost_usd -> Nullable<Double>,
+        summary -> Nullable<Text>,
+        sentiment -> Nullable<Text>,
+        recording_url -> Nullable<Text>,
+        transcript -> Nullable<Text>,
+        interaction_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    call_segments (call_id, seq) {
+        call_id -> Text,
+        seq -> Integer,
+        dedupe -> Text,
+        role -> Text,
+        text -> Text,
+        offset_ms -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    call_deliveries (call_id, dedupe) {
+        call_id -> Text,
+        dedupe -> Text,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    do_not_call (phone) {
+        phone -> Text,
+        reason -> Text,
+        source -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(calls, customers);

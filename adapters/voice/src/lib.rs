@@ -13,7 +13,6 @@ pub mod retell;
 pub mod simulator;
 pub mod vapi;
 
-use crm_domain::{ProviderKind, VoiceProvider};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -1,25 +1,67 @@
-//! PLACEHOLDER: being written (session 3). Replaced by config/client/webhook modules.
+//! Vapi (`api.vapi.ai`): outbound phone calls with a saved assistant, server messages as
+//! webhooks. Wire facts: PROVIDERS.md §1.
+//!
+//! - Place: `POST /call` with `assistantId`, `phoneNumberId` (the agent's `from_number` is the
+//!   Vapi id of the number), `customer {number, name, externalId = our customer id}`,
+//!   `name` = our call id, and `assistantOverrides {variableValues, metadata {crm_call_id,
+//!   crm_customer_id}, firstMessage, server.url}`.
+//! - Read: `GET /call/{id}`, mapped like an end-of-call report. Vapi has no duration field:
+//!   it is derived from `endedAt − startedAt`. Cost is in USD already.
+//! - Stop: PROVIDERS.md documents no endpoint that ends a live call (`DELETE /call/{id}`
+//!   deletes the call's data, `PATCH` only renames), so [`VoiceProvider::stop_call`] answers
+//!   `Rejected { status: 405 }` without a request. Calls end by the assistant's end-call
+//!   rules or `maxDurationSeconds`.
+//! - Webhooks: Vapi signs nothing by default; the server URL needs a credential, either a
+//!   Bearer token or an HMAC key ([`WebhookAuth`]). Without `webhook_secret` every delivery is
+//!   refused.
 
-use crate::ConfigError;
+mod client;
+mod config;
+#[cfg(test)]
+mod tests;
+mod webhook;
+
+pub use config::{Config, DEFAULT_BASE_URL, WebhookAuth};
+
+use crate::{ConfigError, http::ApiClient};
 use crm_domain::{
     CallUpdate, ProviderError, ProviderKind, StartCall, StartedCall, VoiceProvider, WebhookError,
     WebhookRequest,
 };
-use serde::{Deserialize, Serialize};
+use secrecy::ExposeSecret as _;
 
-/// Settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {}
-
-/// The adapter.
+/// The Vapi adapter.
 #[derive(Debug)]
-pub struct Vapi;
+pub struct Vapi {
+    config: Config,
+    api: ApiClient,
+}
 
 impl Vapi {
-    /// Builds it.
-    pub fn new(_config: &Config) -> Result<Self, ConfigError> {
-        Err(ConfigError::new(ProviderKind::Vapi, "not available yet"))
+    /// Builds the adapter; fails without an API key or with an unusable base URL.
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let kind = ProviderKind::Vapi;
+        let key = config
+            .api_key
+            .as_ref()
+            .filter(|key| !key.expose_secret().trim().is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    kind,
+                    "api_key is missing (env CRM_VOICE__PROVIDERS__VAPI__API_KEY)",
+                )
+            })?;
+        let api = ApiClient::new(
+            kind,
+            &config.base_url,
+            config.timeout_secs,
+            "authorization",
+            &format!("Bearer {}", key.expose_secret().trim()),
+        )?;
+        Ok(Self {
+            config: config.clone(),
+            api,
+        })
     }
 }
 
@@ -28,19 +70,36 @@ impl VoiceProvider for Vapi {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Vapi
     }
-    async fn start_call(&self, _call: &StartCall) -> Result<StartedCall, ProviderError> {
-        Err(ProviderError::Unavailable("not available yet".into()))
+
+    #[tracing::instrument(skip_all, fields(provider = "vapi", call_id = %call.call_id), err)]
+    async fn start_call(&self, call: &StartCall) -> Result<StartedCall, ProviderError> {
+        client::start_call(&self.api, call, self.config.server_url.as_deref()).await
     }
-    async fn get_call(&self, _id: &str) -> Result<CallUpdate, ProviderError> {
-        Err(ProviderError::Unavailable("not available yet".into()))
+
+    #[tracing::instrument(skip(self), fields(provider = "vapi"), err)]
+    async fn get_call(&self, provider_call_id: &str) -> Result<CallUpdate, ProviderError> {
+        client::get_call(&self.api, provider_call_id).await
     }
-    async fn stop_call(&self, _id: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unavailable("not available yet".into()))
+
+    async fn stop_call(&self, provider_call_id: &str) -> Result<(), ProviderError> {
+        tracing::warn!(
+            provider = "vapi",
+            provider_call_id,
+            "Vapi has no documented endpoint to end a call"
+        );
+        Err(ProviderError::Rejected {
+            status: 405,
+            message: "Vapi has no documented endpoint to end a live call; it ends by the \
+                      assistant's end-call rules or maxDurationSeconds (request not sent)"
+                .into(),
+        })
     }
-    fn verify_webhook(&self, _r: &WebhookRequest<'_>) -> Result<(), WebhookError> {
-        Err(WebhookError::Unauthenticated("not available yet".into()))
+
+    fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {
+        webhook::verify(&self.config, request)
     }
-    fn parse_webhook(&self, _body: &[u8]) -> Result<Vec<CallUpdate>, WebhookError> {
-        Ok(Vec::new())
+
+    fn parse_webhook(&self, body: &[u8]) -> Result<Vec<CallUpdate>, WebhookError> {
+        webhook::parse(body)
     }
 }

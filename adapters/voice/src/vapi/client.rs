@@ -1,0 +1,112 @@
+//! Vapi's HTTP API (PROVIDERS.md §1.2–1.4): `POST /call`, `GET /call/{id}`.
+
+use super::webhook::{final_update, our_call_id, status};
+use crate::http::{ApiClient, Idempotency, fingerprint, json_response, missing, path_segment, str_at, truncate_chars};
+use crm_domain::{CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+/// Vapi's limit on `customer.name` (CreateCustomerDto; unconfirmed in PROVIDERS.md, so we cut
+/// rather than risk a 400 for a long name).
+const MAX_CUSTOMER_NAME_CHARS: usize = 40;
+
+/// The `POST /call` body of an outbound phone call.
+pub(super) fn create_body(
+    call: &StartCall,
+    server_url: Option<&str>,
+) -> Result<Value, ProviderError> {
+    let assistant_id = call.agent.provider_agent_id.as_deref().ok_or_else(|| {
+        missing(&format!(
+            "agent `{}` has no Vapi assistant id (provider_agent_id)",
+            call.agent.name
+        ))
+    })?;
+    let phone_number_id = call.agent.from_number.as_deref().ok_or_else(|| {
+        missing(&format!(
+            "agent `{}` has no Vapi phone number id (from_number)",
+            call.agent.name
+        ))
+    })?;
+
+    let mut customer = Map::new();
+    customer.insert("number".into(), json!(call.to));
+    if let Some(name) = call.customer_name.as_deref().filter(|n| !n.trim().is_empty()) {
+        let name = truncate_chars(name.trim().to_owned(), MAX_CUSTOMER_NAME_CHARS);
+        customer.insert("name".into(), json!(name));
+    }
+    customer.insert("externalId".into(), json!(call.customer_id.to_string()));
+
+    let mut variables = call.agent.variables.clone();
+    variables.extend(call.variables.clone());
+
+    let mut overrides = Map::new();
+    overrides.insert("variableValues".into(), json!(variables));
+    overrides.insert(
+        "metadata".into(),
+        json!({
+            "crm_call_id": call.call_id.to_string(),
+            "crm_customer_id": call.customer_id.to_string(),
+        }),
+    );
+    if let Some(first) = call.agent.first_message.as_deref() {
+        overrides.insert("firstMessage".into(), json!(first));
+    }
+    if let Some(url) = call.webhook_url.as_deref().or(server_url) {
+        overrides.insert("server".into(), json!({ "url": url }));
+    }
+
+    Ok(json!({
+        "assistantId": assistant_id,
+        "phoneNumberId": phone_number_id,
+        "customer": customer,
+        "name": call.call_id.to_string(),
+        "assistantOverrides": overrides,
+    }))
+}
+
+/// Places the call; the answer is a `Call` (201).
+pub(super) async fn start_call(
+    api: &ApiClient,
+    call: &StartCall,
+    server_url: Option<&str>,
+) -> Result<StartedCall, ProviderError> {
+    let body = create_body(call, server_url)?;
+    let answer = api
+        .send(Method::POST, "/call", Some(&body), Idempotency::PlacesCall)
+        .await?;
+    let json = json_response(&answer)?;
+    let provider_call_id = str_at(&json, &["id"])
+        .ok_or_else(|| ProviderError::Malformed("the created call has no `id`".into()))?;
+    let status = str_at(&json, &["status"])
+        .as_deref()
+        .and_then(status)
+        .unwrap_or(CallStatus::Dialing);
+    Ok(StartedCall {
+        provider_call_id,
+        status,
+    })
+}
+
+/// Reads a call and maps it like an end-of-call report.
+pub(super) async fn get_call(
+    api: &ApiClient,
+    provider_call_id: &str,
+) -> Result<CallUpdate, ProviderError> {
+    let path = format!("/call/{}", path_segment(provider_call_id)?);
+    let answer = api.send(Method::GET, &path, None, Idempotency::Safe).await?;
+    let json = json_response(&answer)?;
+    let id = str_at(&json, &["id"])
+        .ok_or_else(|| ProviderError::Malformed("the call has no `id`".into()))?;
+    let base = CallUpdate {
+        provider_call_id: id,
+        call_id: our_call_id(&json),
+        event: "get-call".into(),
+        ..CallUpdate::default()
+    };
+    // The same state read twice gives the same key; any change (even `updatedAt`) a new one.
+    let dedupe_key = format!(
+        "get-call:{}",
+        fingerprint(&[&String::from_utf8_lossy(&answer)])
+    );
+    Ok(final_update(base, None, &json, dedupe_key))
+}
