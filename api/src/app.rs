@@ -16,6 +16,7 @@ use crm_plugins::{
     import_file::ImportFile,
     intake::{ImportLead, Intake},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
+    voice::{Voice, VoiceCallStep, VoiceDeliver, VoiceDial, VoiceFinish, VoiceReconcile},
 };
 use crm_store::Db;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -91,6 +92,7 @@ impl Application {
         }
         let authenticator = Authenticator::new(jwt, db.clone(), clock.clone());
         let runner_clock = clock.clone();
+        let voice_clock = clock.clone();
         let scheduler_clock = clock.clone();
         let bootstrap_key = if config.auth.bootstrap_admin_key {
             bootstrap_admin_key(&db, clock.as_ref()).await?
@@ -105,6 +107,7 @@ impl Application {
             &config.graphql,
             &config.audit.redact_fields,
             &config.intake,
+            voice(config, &db, &voice_clock, &pipeline)?,
         );
         let events = context.events.clone();
         let schema = build_schema(Some((context.clone(), authorizer.clone())), &config.graphql);
@@ -260,6 +263,7 @@ pub fn registry(
         clock: clock.clone(),
         redact: config.audit.redact_fields.clone().into(),
     });
+    let voice = voice(config, db, clock, pipeline)?;
     Ok(Registry::default()
         .with(Arc::new(ImportFile::new(
             db.clone(),
@@ -279,7 +283,31 @@ pub fn registry(
             clock.clone(),
             pipeline.clone(),
         )))
-        .with(Arc::new(RescoreLeads::new(db.clone(), clock.clone()))))
+        .with(Arc::new(RescoreLeads::new(db.clone(), clock.clone())))
+        .with(Arc::new(VoiceCallStep(voice.clone())))
+        .with(Arc::new(VoiceDial(voice.clone())))
+        .with(Arc::new(VoiceDeliver(voice.clone())))
+        .with(Arc::new(VoiceFinish(voice.clone())))
+        .with(Arc::new(VoiceReconcile(voice))))
+}
+
+/// The voice agent of `config`: its settings and the providers its agents use.
+pub fn voice(
+    config: &Config,
+    db: &Db,
+    clock: &Arc<dyn Clock>,
+    pipeline: &Arc<Pipeline>,
+) -> anyhow::Result<Voice> {
+    let problems = |p: Vec<String>| anyhow::anyhow!("invalid voice config: {}", p.join("; "));
+    let settings = config.voice.settings().map_err(problems)?;
+    let providers = config.voice.providers().map_err(problems)?;
+    Ok(Voice::new(
+        db.clone(),
+        clock.clone(),
+        pipeline.clone(),
+        settings,
+        providers,
+    ))
 }
 
 /// How often the scheduler looks for due firings.

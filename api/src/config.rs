@@ -20,6 +20,7 @@ use figment::{
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use std::{
+    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -31,6 +32,12 @@ const SECRET_KEYS: &[&str] = &[
     "database.password",
     "auth.jwt_secret",
     "intake.webhook_secrets",
+    "voice.providers.vapi.api_key",
+    "voice.providers.vapi.webhook_secret",
+    "voice.providers.retell.api_key",
+    "voice.providers.bland.api_key",
+    "voice.providers.bland.webhook_secret",
+    "voice.providers.simulator.webhook_secret",
 ];
 
 /// Shortest JWT secret accepted in production (bytes): HS256 wants at least its hash size.
@@ -62,8 +69,248 @@ pub struct Config {
     pub pipeline: crm_plugins::pipeline::PipelineConfig,
     /// Lead scoring rules.
     pub scoring: crm_domain::ScoringRules,
+    /// Voice calls: agents, providers, the call queue.
+    pub voice: VoiceConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Voice calls (`/voice-call`): agents, providers and the call queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceConfig {
+    /// The agent for leads whose language no agent speaks.
+    pub default_agent: String,
+    /// Calling hours in the lead's local time.
+    pub calling_window: crm_domain::calling::CallingWindow,
+    /// Retries of unanswered calls; spacing of calls to one number.
+    pub retry: crm_domain::calling::RetryPolicy,
+    /// Simultaneous calls per provider kind (10 where not named).
+    pub max_concurrent: BTreeMap<String, u32>,
+    /// The time zone of leads with neither their own nor a phone country we know.
+    pub default_time_zone: String,
+    /// Our public base URL (`https://crm.example.com`): providers that take a webhook URL per
+    /// call are sent `{public_url}/webhooks/voice/{provider}`. Empty: the URL configured at the
+    /// provider is used.
+    pub public_url: String,
+    /// Minutes after dialling when a call without its final event is looked up at the provider.
+    pub reconcile_after_minutes: u32,
+    /// The voice agents by name.
+    pub agents: BTreeMap<String, VoiceAgentConfig>,
+    /// Provider settings (credentials from the environment only).
+    pub providers: crm_voice::ProvidersConfig,
+}
+
+/// One voice agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceAgentConfig {
+    /// `vapi`, `retell`, `bland` or `simulator`.
+    pub kind: String,
+    /// The language it speaks (`de`, `bs`, `sr`, `en`).
+    pub language: String,
+    /// The provider's agent or assistant id (Vapi assistantId, Retell agent_id, Bland pathway_id).
+    pub agent_id: String,
+    /// The number to call from (E.164), or Vapi's phoneNumberId.
+    pub from_number: String,
+    /// The opening line.
+    pub first_message: String,
+    /// Instructions, for providers that take them per call (Bland `task`).
+    pub task: String,
+    /// Fixed script variables.
+    pub variables: BTreeMap<String, String>,
+}
+
+impl Default for VoiceAgentConfig {
+    fn default() -> Self {
+        Self {
+            kind: "simulator".to_owned(),
+            language: "en".to_owned(),
+            agent_id: String::new(),
+            from_number: String::new(),
+            first_message: String::new(),
+            task: String::new(),
+            variables: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        let agent = |language: &str| VoiceAgentConfig {
+            language: language.to_owned(),
+            ..VoiceAgentConfig::default()
+        };
+        Self {
+            default_agent: "de".to_owned(),
+            calling_window: Default::default(),
+            retry: Default::default(),
+            max_concurrent: BTreeMap::new(),
+            default_time_zone: "Europe/Berlin".to_owned(),
+            public_url: String::new(),
+            reconcile_after_minutes: 30,
+            agents: ["de", "bs", "sr", "en"]
+                .into_iter()
+                .map(|l| (l.to_owned(), agent(l)))
+                .collect(),
+            providers: Default::default(),
+        }
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+impl VoiceConfig {
+    /// The settings the voice agent runs with, or every problem.
+    pub fn settings(&self) -> Result<crm_plugins::voice::VoiceSettings, Vec<String>> {
+        use crm_domain::{AgentSpec, ProviderKind};
+        let mut problems = Vec::new();
+        let hours = self
+            .calling_window
+            .hours()
+            .map_err(|p| problems.extend(p))
+            .ok();
+        if let Err(p) = self.retry.validate() {
+            problems.extend(p);
+        }
+        let mut agents = BTreeMap::new();
+        for (name, agent) in &self.agents {
+            let kind = match agent.kind.parse::<ProviderKind>() {
+                Ok(kind) => kind,
+                Err(_) => {
+                    problems.push(format!(
+                        "voice.agents.{name}.kind: `{}` is not vapi, retell, bland or simulator",
+                        agent.kind
+                    ));
+                    continue;
+                }
+            };
+            if crm_domain::Language::parse(&agent.language).is_err() {
+                problems.push(format!(
+                    "voice.agents.{name}.language: `{}` is not a language code",
+                    agent.language
+                ));
+            }
+            if kind != ProviderKind::Simulator
+                && agent.agent_id.trim().is_empty()
+                && agent.task.trim().is_empty()
+            {
+                problems.push(format!(
+                    "voice.agents.{name}: a {kind} agent needs agent_id (or task, for bland)"
+                ));
+            }
+            agents.insert(
+                name.clone(),
+                crm_plugins::voice::Agent {
+                    kind,
+                    spec: AgentSpec {
+                        name: name.clone(),
+                        provider_agent_id: non_empty(&agent.agent_id),
+                        from_number: non_empty(&agent.from_number),
+                        language: agent.language.trim().to_lowercase(),
+                        first_message: non_empty(&agent.first_message),
+                        task: non_empty(&agent.task),
+                        variables: agent.variables.clone(),
+                    },
+                },
+            );
+        }
+        if !self.agents.contains_key(&self.default_agent) {
+            problems.push(format!(
+                "voice.default_agent: `{}` is not one of voice.agents",
+                self.default_agent
+            ));
+        }
+        let mut max_concurrent = BTreeMap::new();
+        for (kind, limit) in &self.max_concurrent {
+            match kind.parse::<ProviderKind>() {
+                Ok(kind) if *limit > 0 => {
+                    max_concurrent.insert(kind, *limit);
+                }
+                Ok(_) => problems.push(format!("voice.max_concurrent.{kind} must be at least 1")),
+                Err(_) => problems.push(format!(
+                    "voice.max_concurrent: `{kind}` is not vapi, retell, bland or simulator"
+                )),
+            }
+        }
+        let default_time_zone = self
+            .default_time_zone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| {
+                problems.push(format!(
+                    "voice.default_time_zone: `{}` is not an IANA time zone",
+                    self.default_time_zone
+                ))
+            });
+        let public_url = non_empty(&self.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            problems.push(format!("voice.public_url: `{url}` is not an http(s) URL"));
+        }
+        if self.reconcile_after_minutes == 0 {
+            problems.push("voice.reconcile_after_minutes must be at least 1".to_owned());
+        }
+        match (hours, default_time_zone) {
+            (Some(hours), Ok(default_time_zone)) if problems.is_empty() => {
+                Ok(crm_plugins::voice::VoiceSettings {
+                    agents,
+                    default_agent: self.default_agent.clone(),
+                    hours,
+                    retry: self.retry.clone(),
+                    max_concurrent,
+                    default_time_zone,
+                    public_url,
+                    reconcile_after: chrono::Duration::minutes(i64::from(
+                        self.reconcile_after_minutes,
+                    )),
+                    give_up_after: chrono::Duration::hours(24),
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// The providers the agents use, built from their settings.
+    pub fn providers(
+        &self,
+    ) -> Result<
+        BTreeMap<crm_domain::ProviderKind, std::sync::Arc<dyn crm_domain::VoiceProvider>>,
+        Vec<String>,
+    > {
+        let mut providers = BTreeMap::new();
+        let mut problems = Vec::new();
+        for agent in self.agents.values() {
+            let Ok(kind) = agent.kind.parse::<crm_domain::ProviderKind>() else {
+                continue;
+            };
+            if providers.contains_key(&kind) {
+                continue;
+            }
+            match crm_voice::build(kind, &self.providers) {
+                Ok(provider) => {
+                    providers.insert(kind, provider);
+                }
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        // The simulator always runs, so its deliveries posted from outside are understood.
+        if let std::collections::btree_map::Entry::Vacant(entry) =
+            providers.entry(crm_domain::ProviderKind::Simulator)
+            && let Ok(provider) =
+                crm_voice::build(crm_domain::ProviderKind::Simulator, &self.providers)
+        {
+            entry.insert(provider);
+        }
+        if problems.is_empty() {
+            Ok(providers)
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 /// Lead intake (`/import-lead`).
@@ -691,6 +938,12 @@ impl Config {
                     form.name
                 ));
             }
+        }
+        if let Err(voice) = self.voice.settings() {
+            problems.extend(voice);
+        }
+        if let Err(voice) = self.voice.providers() {
+            problems.extend(voice);
         }
         if !(0.0..=1.0).contains(&self.intake.duplicate_threshold) {
             problems.push(format!(

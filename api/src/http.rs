@@ -83,6 +83,10 @@ pub(crate) fn router(
             "/webhooks/leads/{source}",
             post(crate::webhooks::leads_from),
         )
+        .route(
+            "/webhooks/voice/{provider}",
+            post(crate::voice_webhooks::receive),
+        )
         .route("/imports/{id}/issues.csv", get(crate::imports::issues_csv))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

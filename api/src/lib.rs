@@ -15,6 +15,7 @@ mod http;
 mod imports;
 pub mod ratelimit;
 pub mod telemetry;
+mod voice_webhooks;
 pub mod webhooks;
 mod ws;
 

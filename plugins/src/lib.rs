@@ -11,6 +11,7 @@ pub mod intake;
 pub mod pipeline;
 pub mod runner;
 pub mod scheduler;
+pub mod voice;
 
 /// The job kinds this crate implements (the agents that exist so far).
 pub const KINDS: &[&str] = &[
@@ -19,6 +20,11 @@ pub const KINDS: &[&str] = &[
     pipeline::QUALIFY_LEAD,
     pipeline::RESCORE_LEAD,
     pipeline::RESCORE_LEADS,
+    voice::VOICE_CALL,
+    voice::VOICE_DIAL,
+    voice::VOICE_DELIVER,
+    voice::VOICE_FINISH,
+    voice::VOICE_RECONCILE,
 ];
 
 pub use pipeline::{Pipeline, PipelineConfig};

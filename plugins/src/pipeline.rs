@@ -293,6 +293,75 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// The step of `agent` in a run: pending with its job (the run goes on), or unavailable
+    /// when this deployment does not run the agent (the run halts there).
+    pub fn agent_step(
+        &self,
+        agent: &str,
+        customer: CustomerId,
+        run: RunId,
+        now: DateTime<Utc>,
+    ) -> (NewStep, RunStatus) {
+        let id = StepId::new();
+        if self.is_available(agent) {
+            let payload = StepPayload {
+                customer_id: customer,
+                run_id: run,
+                step_id: id,
+            };
+            let step = NewStep {
+                id,
+                name: agent.to_owned(),
+                status: StepStatus::Pending,
+                job: Some(step_job(agent, &payload, now)),
+                detail: None,
+            };
+            (step, RunStatus::Running)
+        } else {
+            let step = NewStep {
+                id,
+                name: agent.to_owned(),
+                status: StepStatus::Unavailable,
+                job: None,
+                detail: Some(
+                    serde_json::json!({
+                        "reason": format!("the agent `{agent}` does not run in this deployment")
+                    })
+                    .to_string(),
+                ),
+            };
+            (step, RunStatus::Halted)
+        }
+    }
+
+    /// What follows `agent` in the run's `branch`: the next agent's step, or nothing (the run
+    /// is completed).
+    pub fn after_agent(
+        &self,
+        branch: Option<&str>,
+        agent: &str,
+        customer: CustomerId,
+        run: RunId,
+        now: DateTime<Utc>,
+    ) -> (Vec<NewStep>, RunStatus) {
+        let agents = branch
+            .and_then(|b| self.config.branches.get(b))
+            .map_or(&[][..], Vec::as_slice);
+        let next = agents
+            .iter()
+            .position(|a| a == agent)
+            .and_then(|i| agents.get(i + 1));
+        match next {
+            Some(next) => {
+                let (step, status) = self.agent_step(next, customer, run, now);
+                (vec![step], status)
+            }
+            None => (Vec::new(), RunStatus::Completed),
+        }
+    }
+}
+
 /// The job of a step.
 fn step_job(kind: &str, payload: &StepPayload, now: DateTime<Utc>) -> NewJob {
     NewJob {
@@ -455,36 +524,9 @@ impl JobHandler for QualifyLead {
         }];
         let mut status = RunStatus::Completed;
         if let Some(agent) = agents.first() {
-            let id = StepId::new();
-            if pipeline.is_available(agent) {
-                let payload = StepPayload {
-                    customer_id: customer.id,
-                    run_id: run.id,
-                    step_id: id,
-                };
-                next.push(NewStep {
-                    id,
-                    name: agent.clone(),
-                    status: StepStatus::Pending,
-                    job: Some(step_job(agent, &payload, now)),
-                    detail: None,
-                });
-                status = RunStatus::Running;
-            } else {
-                next.push(NewStep {
-                    id,
-                    name: agent.clone(),
-                    status: StepStatus::Unavailable,
-                    job: None,
-                    detail: Some(
-                        serde_json::json!({
-                            "reason": format!("the agent `{agent}` does not run in this deployment")
-                        })
-                        .to_string(),
-                    ),
-                });
-                status = RunStatus::Halted;
-            }
+            let (step, agent_status) = pipeline.agent_step(agent, customer.id, run.id, now);
+            next.push(step);
+            status = agent_status;
         }
         let mut effects = vec![pipeline::event(
             run.id,

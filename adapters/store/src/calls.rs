@@ -499,7 +499,11 @@ pub async fn list(
         if let Some(before) = before {
             query = query.filter(calls::id.lt(before.to_string()));
         }
-        query.order_by(calls::id.desc()).limit(probe).load(conn).await
+        query
+            .order_by(calls::id.desc())
+            .limit(probe)
+            .load(conn)
+            .await
     })?;
     rows.into_iter().map(Call::try_from).collect()
 }
@@ -740,7 +744,12 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-fn segment_dedupe(position: Option<u32>, role: SpeakerRole, text: &str, offset: Option<i64>) -> String {
+fn segment_dedupe(
+    position: Option<u32>,
+    role: SpeakerRole,
+    text: &str,
+    offset: Option<i64>,
+) -> String {
     match position {
         Some(position) => format!("p{position}"),
         None => {
@@ -798,8 +807,8 @@ pub async fn ingest(
                 row.status = status.as_str().to_owned();
                 changed = true;
             }
-            let ended_now = before.status != CallStatus::Ended
-                && row.status == CallStatus::Ended.as_str();
+            let ended_now =
+                before.status != CallStatus::Ended && row.status == CallStatus::Ended.as_str();
             // Disposition: set or refined, except that a cancel by us stands.
             if let Some(disposition) = update.disposition
                 && before.disposition != Some(Disposition::Canceled)
@@ -819,15 +828,30 @@ pub async fn ingest(
                     }
                 };
             }
-            take!(ended_reason, update.ended_reason.as_deref().map(|r| truncate(r, 200)));
+            take!(
+                ended_reason,
+                update.ended_reason.as_deref().map(|r| truncate(r, 200))
+            );
             take!(outcome, update.outcome.as_deref().map(|r| truncate(r, 200)));
             take!(started_at, update.started_at.map(to_db_time));
             take!(ended_at, update.ended_at.map(to_db_time));
-            take!(duration_secs, update.duration_secs.filter(|d| d.is_finite() && *d >= 0.0));
-            take!(cost_usd, update.cost_usd.filter(|c| c.is_finite() && *c >= 0.0));
-            take!(summary, update.summary.as_deref().map(|s| truncate(s, 20_000)));
+            take!(
+                duration_secs,
+                update.duration_secs.filter(|d| d.is_finite() && *d >= 0.0)
+            );
+            take!(
+                cost_usd,
+                update.cost_usd.filter(|c| c.is_finite() && *c >= 0.0)
+            );
+            take!(
+                summary,
+                update.summary.as_deref().map(|s| truncate(s, 20_000))
+            );
             take!(sentiment, update.sentiment.map(|s| s.as_str().to_owned()));
-            take!(recording_url, update.recording_url.as_deref().map(|s| truncate(s, 2_000)));
+            take!(
+                recording_url,
+                update.recording_url.as_deref().map(|s| truncate(s, 2_000))
+            );
             take!(
                 transcript,
                 update
@@ -853,12 +877,8 @@ pub async fn ingest(
                         break;
                     }
                     let text = truncate(&segment.text, SEGMENT_MAX_CHARS);
-                    let dedupe = segment_dedupe(
-                        segment.position,
-                        segment.role,
-                        &text,
-                        segment.offset_ms,
-                    );
+                    let dedupe =
+                        segment_dedupe(segment.position, segment.role, &text, segment.offset_ms);
                     let inserted = diesel::insert_into(call_segments::table)
                         .values((
                             call_segments::call_id.eq(&key),
@@ -1127,8 +1147,14 @@ mod tests {
     #[test]
     fn segments_without_a_position_dedupe_by_content() {
         let a = segment_dedupe(None, SpeakerRole::Agent, "Hallo", Some(10));
-        assert_eq!(a, segment_dedupe(None, SpeakerRole::Agent, "Hallo", Some(10)));
-        assert_ne!(a, segment_dedupe(None, SpeakerRole::Customer, "Hallo", Some(10)));
+        assert_eq!(
+            a,
+            segment_dedupe(None, SpeakerRole::Agent, "Hallo", Some(10))
+        );
+        assert_ne!(
+            a,
+            segment_dedupe(None, SpeakerRole::Customer, "Hallo", Some(10))
+        );
         assert_eq!(segment_dedupe(Some(3), SpeakerRole::Agent, "x", None), "p3");
     }
 }

@@ -69,6 +69,15 @@ pub(crate) enum Idempotency {
     Safe,
 }
 
+/// A 2xx answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The body (at most [`MAX_RESPONSE_BYTES`]).
+    pub(crate) body: Vec<u8>,
+}
+
 /// A provider's HTTP API: base URL, auth header and a client with timeouts.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiClient {
@@ -127,7 +136,7 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
         idempotency: Idempotency,
-    ) -> Result<Vec<u8>, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let attempts = match idempotency {
             Idempotency::PlacesCall => 1,
             Idempotency::Safe => 1 + SAFE_RETRIES,
@@ -135,7 +144,10 @@ impl ApiClient {
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
         loop {
-            match self.send_once(method.clone(), path, body, idempotency).await {
+            match self
+                .send_once(method.clone(), path, body, idempotency)
+                .await
+            {
                 Err(ProviderError::Unavailable(message)) if attempt < attempts => {
                     tracing::warn!(
                         provider = %self.kind,
@@ -160,7 +172,7 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
         idempotency: Idempotency,
-    ) -> Result<Vec<u8>, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self
             .http
@@ -186,7 +198,10 @@ impl ApiClient {
             "Provider answered"
         );
         if status.is_success() {
-            return Ok(bytes);
+            return Ok(Answer {
+                status: status.as_u16(),
+                body: bytes,
+            });
         }
         Err(status_error(status, &bytes, idempotency))
     }
@@ -337,7 +352,9 @@ pub(crate) fn json_response(body: &[u8]) -> Result<Value, ProviderError> {
 pub(crate) fn json_webhook(body: &[u8]) -> Result<Value, WebhookError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(json @ Value::Object(_)) => Ok(json),
-        Ok(_) => Err(WebhookError::Invalid("the body is not a JSON object".into())),
+        Ok(_) => Err(WebhookError::Invalid(
+            "the body is not a JSON object".into(),
+        )),
         Err(error) => Err(WebhookError::Invalid(format!(
             "the body is not JSON: {error}"
         ))),
@@ -429,14 +446,19 @@ pub(crate) fn from_millis(ms: f64) -> Option<DateTime<Utc>> {
 }
 
 /// Seconds from `start` to `end`, when both are known and in order.
-pub(crate) fn secs_between(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Option<f64> {
+pub(crate) fn secs_between(
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+) -> Option<f64> {
     let millis = (end? - start?).num_milliseconds();
     (millis >= 0).then(|| millis as f64 / 1000.0)
 }
 
 /// Seconds (relative audio time) as whole milliseconds.
 pub(crate) fn secs_to_ms(secs: f64) -> Option<i64> {
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| (secs * 1000.0).round() as i64)
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| (secs * 1000.0).round() as i64)
 }
 
 /// Cuts `text` to at most `max` characters, on a character boundary.
@@ -473,7 +495,9 @@ pub(crate) fn verify_hmac(key: &[u8], parts: &[&[u8]], signature: &[u8]) -> bool
 pub(crate) fn secrets_equal(expected: &[u8], received: &[u8]) -> bool {
     const KEY: &[u8] = b"crm-voice bearer comparison";
     let expected_tag = hmac_of(KEY, &[expected]).finalize().into_bytes();
-    hmac_of(KEY, &[received]).verify_slice(&expected_tag).is_ok()
+    hmac_of(KEY, &[received])
+        .verify_slice(&expected_tag)
+        .is_ok()
 }
 
 /// Lower-case hex of `bytes`.
@@ -498,7 +522,7 @@ pub(crate) fn hex_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes
@@ -641,7 +665,11 @@ mod tests {
             &signature
         ));
         assert!(!verify_hmac(b"wrong", &[b"Hello, World!"], &signature));
-        assert!(!verify_hmac(b"It's a Secret to Everybody", &[b"Hello, World!"], &[]));
+        assert!(!verify_hmac(
+            b"It's a Secret to Everybody",
+            &[b"Hello, World!"],
+            &[]
+        ));
     }
 
     #[test]
@@ -669,8 +697,10 @@ mod tests {
             "a; b"
         );
         assert_eq!(
-            error_message(br#"{"data":null,"errors":[{"error":"AUTH_FAILURE","message":"bad key"}]}"#)
-                .unwrap(),
+            error_message(
+                br#"{"data":null,"errors":[{"error":"AUTH_FAILURE","message":"bad key"}]}"#
+            )
+            .unwrap(),
             "bad key"
         );
         assert_eq!(error_message(b"plain text").unwrap(), "plain text");

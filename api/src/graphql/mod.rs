@@ -59,6 +59,8 @@ pub struct ApiContext {
     pub import_dir: std::path::PathBuf,
     /// Lowest likeness `findDuplicates` reports by default.
     pub duplicate_threshold: f64,
+    /// The voice agent: call queue, providers, ingest.
+    pub voice: crm_plugins::voice::Voice,
 }
 
 /// All queries.
@@ -124,8 +126,10 @@ impl ApiContext {
         limits: &GraphqlConfig,
         redact: &[String],
         intake: &crate::config::IntakeConfig,
+        voice: crm_plugins::voice::Voice,
     ) -> Self {
         Self {
+            voice,
             intake: crm_plugins::intake::Intake::new(
                 db.clone(),
                 clock.clone(),

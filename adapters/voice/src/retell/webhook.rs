@@ -135,21 +135,23 @@ pub(super) fn full_update(
         .or_else(|| secs_between(update.started_at, update.ended_at));
     update.ended_reason = str_at(call, &["disconnection_reason"]);
     if update.status == Some(CallStatus::Ended) {
-        update.disposition = Some(if bool_at(call, &["call_analysis", "in_voicemail"]) == Some(true) {
-            Disposition::Voicemail
-        } else if call_status.as_deref() == Some("error") {
-            Disposition::Failed
-        } else {
-            match update.ended_reason.as_deref() {
-                Some(reason) => disposition(reason, update.started_at.is_some()),
-                // `not_connected` without a reason: it never connected.
-                None if call_status.as_deref() == Some("not_connected") => Disposition::Failed,
-                None if update.started_at.is_some() => Disposition::Answered,
-                None => Disposition::Failed,
-            }
-        });
+        update.disposition = Some(
+            if bool_at(call, &["call_analysis", "in_voicemail"]) == Some(true) {
+                Disposition::Voicemail
+            } else if call_status.as_deref() == Some("error") {
+                Disposition::Failed
+            } else {
+                match update.ended_reason.as_deref() {
+                    Some(reason) => disposition(reason, update.started_at.is_some()),
+                    // `not_connected` without a reason: it never connected.
+                    None if call_status.as_deref() == Some("not_connected") => Disposition::Failed,
+                    None if update.started_at.is_some() => Disposition::Answered,
+                    None => Disposition::Failed,
+                }
+            },
+        );
     }
-    update.cost_usd = f64_at(call, &["call_cost", "combined_cost"]).map(|cents| cents / 100.0);
+    update.cost_usd = f64_at(call, &["call_cost", "combined_cost"]).map(|cents| cents);
     update.summary = str_at(call, &["call_analysis", "call_summary"])
         .map(|s| truncate_chars(s, MAX_TRANSCRIPT_CHARS));
     update.sentiment = str_at(call, &["call_analysis", "user_sentiment"])
@@ -234,8 +236,14 @@ pub(super) fn disposition(reason: &str, started: bool) -> Disposition {
         "dial_no_answer" | "user_declined" => Disposition::NoAnswer,
         "dial_busy" => Disposition::Busy,
         "voicemail_reached" | "ivr_reached" => Disposition::Voicemail,
-        "user_hangup" | "agent_hangup" | "call_transfer" | "inactivity" | "max_duration_reached"
-        | "transfer_bridged" | "transfer_cancelled" | "call_take_over" => Disposition::Answered,
+        "user_hangup"
+        | "agent_hangup"
+        | "call_transfer"
+        | "inactivity"
+        | "max_duration_reached"
+        | "transfer_bridged"
+        | "transfer_cancelled"
+        | "call_take_over" => Disposition::Answered,
         "manual_stopped" => Disposition::Canceled,
         "dial_failed"
         | "invalid_destination"

@@ -1,7 +1,10 @@
 //! Vapi's HTTP API (PROVIDERS.md §1.2–1.4): `POST /call`, `GET /call/{id}`.
 
 use super::webhook::{final_update, our_call_id, status};
-use crate::http::{ApiClient, Idempotency, fingerprint, json_response, missing, path_segment, str_at, truncate_chars};
+use crate::http::{
+    ApiClient, Idempotency, fingerprint, json_response, missing, path_segment, str_at,
+    truncate_chars,
+};
 use crm_domain::{CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -30,7 +33,11 @@ pub(super) fn create_body(
 
     let mut customer = Map::new();
     customer.insert("number".into(), json!(call.to));
-    if let Some(name) = call.customer_name.as_deref().filter(|n| !n.trim().is_empty()) {
+    if let Some(name) = call
+        .customer_name
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+    {
         let name = truncate_chars(name.trim().to_owned(), MAX_CUSTOMER_NAME_CHARS);
         customer.insert("name".into(), json!(name));
     }
@@ -74,7 +81,7 @@ pub(super) async fn start_call(
     let answer = api
         .send(Method::POST, "/call", Some(&body), Idempotency::PlacesCall)
         .await?;
-    let json = json_response(&answer)?;
+    let json = json_response(&answer.body)?;
     let provider_call_id = str_at(&json, &["id"])
         .ok_or_else(|| ProviderError::Malformed("the created call has no `id`".into()))?;
     let status = str_at(&json, &["status"])
@@ -93,8 +100,10 @@ pub(super) async fn get_call(
     provider_call_id: &str,
 ) -> Result<CallUpdate, ProviderError> {
     let path = format!("/call/{}", path_segment(provider_call_id)?);
-    let answer = api.send(Method::GET, &path, None, Idempotency::Safe).await?;
-    let json = json_response(&answer)?;
+    let answer = api
+        .send(Method::GET, &path, None, Idempotency::Safe)
+        .await?;
+    let json = json_response(&answer.body)?;
     let id = str_at(&json, &["id"])
         .ok_or_else(|| ProviderError::Malformed("the call has no `id`".into()))?;
     let base = CallUpdate {
@@ -106,7 +115,7 @@ pub(super) async fn get_call(
     // The same state read twice gives the same key; any change (even `updatedAt`) a new one.
     let dedupe_key = format!(
         "get-call:{}",
-        fingerprint(&[&String::from_utf8_lossy(&answer)])
+        fingerprint(&[&String::from_utf8_lossy(&answer.body)])
     );
     Ok(final_update(base, None, &json, dedupe_key))
 }

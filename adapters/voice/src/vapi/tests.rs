@@ -46,7 +46,10 @@ fn ended_reasons_map_to_dispositions() {
         ("customer-busy", Disposition::Busy),
         ("voicemail", Disposition::Voicemail),
         ("customer-ended-call", Disposition::Answered),
-        ("assistant-ended-call-with-hangup-task", Disposition::Answered),
+        (
+            "assistant-ended-call-with-hangup-task",
+            Disposition::Answered,
+        ),
         ("customer-ended-call-during-transfer", Disposition::Answered),
         ("assistant-said-end-call-phrase", Disposition::Answered),
         ("assistant-forwarded-call", Disposition::Answered),
@@ -58,12 +61,21 @@ fn ended_reasons_map_to_dispositions() {
         ("twilio-failed-to-connect-call", Disposition::Failed),
         ("twilio-reported-customer-misdialed", Disposition::Failed),
         ("vonage-rejected", Disposition::Failed),
-        ("call.start.error-subscription-insufficient-credits", Disposition::Failed),
-        ("call.in-progress.error-vapifault-openai-llm-failed", Disposition::Failed),
+        (
+            "call.start.error-subscription-insufficient-credits",
+            Disposition::Failed,
+        ),
+        (
+            "call.in-progress.error-vapifault-openai-llm-failed",
+            Disposition::Failed,
+        ),
         ("pipeline-error-openai-llm-failed", Disposition::Failed),
         ("assistant-not-found", Disposition::Failed),
         ("assistant-request-failed", Disposition::Failed),
-        ("call-start-error-neither-assistant-nor-server-set", Disposition::Failed),
+        (
+            "call-start-error-neither-assistant-nor-server-set",
+            Disposition::Failed,
+        ),
     ];
     for (reason, expected) in cases {
         assert_eq!(disposition(reason, true), expected, "{reason}");

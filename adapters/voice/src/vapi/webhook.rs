@@ -7,9 +7,9 @@
 
 use super::config::{Config, WebhookAuth};
 use crate::http::{
-    MAX_SEGMENT_CHARS, MAX_TRANSCRIPT_CHARS, at, call_id_at, check_tolerance, f64_at,
-    fingerprint, hex_decode, json_webhook, parse_unix_timestamp, secrets_equal, secs_between,
-    secs_to_ms, str_at, time_at, truncate_chars, verify_hmac,
+    MAX_SEGMENT_CHARS, MAX_TRANSCRIPT_CHARS, at, call_id_at, check_tolerance, f64_at, fingerprint,
+    hex_decode, json_webhook, parse_unix_timestamp, secrets_equal, secs_between, secs_to_ms,
+    str_at, time_at, truncate_chars, verify_hmac,
 };
 use base64::Engine as _;
 use crm_domain::{
@@ -87,7 +87,11 @@ fn verify_hmac_signature(
         _ => signature,
     };
     let signature = hex_decode(signature)
-        .or_else(|| base64::engine::general_purpose::STANDARD.decode(signature).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD
+                .decode(signature)
+                .ok()
+        })
         .ok_or_else(|| WebhookError::Unauthenticated("the signature is not hex".into()))?;
     if !verify_hmac(
         secret,
@@ -197,7 +201,11 @@ pub(super) fn final_update(
     call: &Value,
     dedupe_key: String,
 ) -> CallUpdate {
-    let pick = |path: &[&str]| report.and_then(|report| at(report, path)).or(at(call, path));
+    let pick = |path: &[&str]| {
+        report
+            .and_then(|report| at(report, path))
+            .or(at(call, path))
+    };
     let pick_str = |path: &[&str]| {
         report
             .and_then(|report| str_at(report, path))
@@ -222,8 +230,8 @@ pub(super) fn final_update(
     };
     update.started_at = pick_time(&["startedAt"]);
     update.ended_at = pick_time(&["endedAt"]);
-    update.duration_secs = secs_between(update.started_at, update.ended_at)
-        .or_else(|| pick_f64(&["durationSeconds"]));
+    update.duration_secs =
+        secs_between(update.started_at, update.ended_at).or_else(|| pick_f64(&["durationSeconds"]));
     update.ended_reason = pick_str(&["endedReason"]);
     if update.status == Some(CallStatus::Ended) {
         update.disposition = update
