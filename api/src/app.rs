@@ -104,10 +104,8 @@ impl Application {
             clock,
             region,
             pipeline.clone(),
-            &config.graphql,
-            &config.audit.redact_fields,
-            &config.intake,
             voice(config, &db, &voice_clock, &pipeline)?,
+            config,
         );
         let events = context.events.clone();
         let schema = build_schema(Some((context.clone(), authorizer.clone())), &config.graphql);

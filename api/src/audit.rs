@@ -146,6 +146,11 @@ impl Auditor {
         }
     }
 
+    /// Who acts (a user's subject, or a key's subject and id).
+    pub(crate) fn actor(&self) -> String {
+        self.actor.clone()
+    }
+
     /// An entry with the given changes.
     pub(crate) fn entry(
         &self,

@@ -308,8 +308,19 @@ mod tests {
         ("Query.leadImport", "AMSI"),
         ("Query.findDuplicates", "AMS"),
         ("Mutation.mergeCustomers", "AM"),
+        ("Query.calls", "AMSIV"),
+        ("Query.call", "AMSIV"),
+        ("Query.callQueue", "AMSIV"),
+        ("Query.doNotCallList", "AMS"),
+        ("Mutation.startVoiceCall", "AMSI"),
+        ("Mutation.enqueueCall", "AMSI"),
+        ("Mutation.cancelQueuedCall", "AMSI"),
+        ("Mutation.addDoNotCall", "AMSI"),
+        ("Mutation.removeDoNotCall", "AM"),
         // Checked by `require` in the resolver (the extension never sees subscribed fields).
         ("Subscription.pipelineEvents", "AMSIV"),
+        ("Subscription.callTranscript", "AMSIV"),
+        ("Subscription.callEvents", "AMSIV"),
     ];
 
     fn letter(role: Role) -> char {

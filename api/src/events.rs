@@ -97,30 +97,32 @@ impl EventHub {
         listener.abort();
     }
 
-    /// The events of `topic` after `after_seq` (replayed from the store), then live; without
+    /// The events of `topics` after `after_seq` (replayed from the store), then live; without
     /// `after_seq`, only those from now on.
     pub fn stream(
         &self,
-        topic: &'static str,
+        topics: &'static [&'static str],
         after_seq: Option<i64>,
     ) -> impl Stream<Item = Arc<Event>> + Send + use<> {
         struct State {
             db: Db,
-            topic: &'static str,
+            topics: &'static [&'static str],
             receiver: broadcast::Receiver<Arc<Event>>,
             last: i64,
             backlog: VecDeque<Arc<Event>>,
             catch_up: bool,
+            skip_to: i64,
         }
         // Subscribe before reading the head, so nothing falls between the two.
         let receiver = self.sender.subscribe();
         let state = State {
             db: self.db.clone(),
-            topic,
+            topics,
             receiver,
             last: after_seq.unwrap_or_else(|| self.last.load(Ordering::SeqCst).max(0)),
             backlog: VecDeque::new(),
             catch_up: after_seq.is_some(),
+            skip_to: 0,
         };
         stream::unfold(state, |mut state| async move {
             loop {
@@ -132,11 +134,25 @@ impl EventHub {
                     continue;
                 }
                 if state.catch_up {
-                    match effects::events_after(&state.db, Some(state.topic), state.last, BATCH)
-                        .await
-                    {
+                    let one = match state.topics {
+                        [topic] => Some(*topic),
+                        _ => None,
+                    };
+                    match effects::events_after(&state.db, one, state.last, BATCH).await {
                         Ok(events) if !events.is_empty() => {
-                            state.backlog.extend(events.into_iter().map(Arc::new));
+                            // Past everything read, also what other topics hold.
+                            if let Some(last) = events.last() {
+                                state.skip_to = state.skip_to.max(last.seq);
+                            }
+                            state.backlog.extend(
+                                events
+                                    .into_iter()
+                                    .filter(|e| state.topics.contains(&e.topic.as_str()))
+                                    .map(Arc::new),
+                            );
+                            if state.backlog.is_empty() {
+                                state.last = state.skip_to;
+                            }
                             continue;
                         }
                         Ok(_) => state.catch_up = false,
@@ -147,7 +163,10 @@ impl EventHub {
                     }
                 }
                 match state.receiver.recv().await {
-                    Ok(event) if event.topic == state.topic && event.seq > state.last => {
+                    Ok(event)
+                        if state.topics.contains(&event.topic.as_str())
+                            && event.seq > state.last =>
+                    {
                         state.last = event.seq;
                         return Some((event, state));
                     }

@@ -77,6 +77,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a crypto provider of its own (DEPENDENCIES.md: ring only).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Some(Command::PrintSchema) = cli.command {
         print!("{}", crm_api::graphql::sdl());

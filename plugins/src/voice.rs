@@ -319,7 +319,12 @@ impl Voice {
     }
 
     /// Cancels a queued call (a call already ringing is stopped at the provider).
-    pub async fn cancel(&self, id: CallId, reason: &str) -> Result<Call, VoiceError> {
+    pub async fn cancel(
+        &self,
+        id: CallId,
+        reason: &str,
+        audit: Option<NewAuditEntry>,
+    ) -> Result<Call, VoiceError> {
         let call = calls::get(&self.db, id)
             .await?
             .ok_or_else(|| VoiceError::NotFound {
@@ -333,7 +338,9 @@ impl Voice {
             reason: reason.to_owned(),
             effects,
         };
-        if let Some(call) = calls::dequeue(&self.db, id, CallStatus::Queued, ended, now).await? {
+        if let Some(call) =
+            calls::dequeue(&self.db, id, CallStatus::Queued, ended, audit.clone(), now).await?
+        {
             return Ok(call);
         }
         if call.status == CallStatus::Ended {
@@ -360,8 +367,8 @@ impl Voice {
             ended_reason: Some(reason.to_owned()),
             ..CallUpdate::default()
         };
-        match self.apply(&call, &update).await? {
-            Ingested::Applied { call, .. } => Ok(call),
+        match self.apply(&call, &update, audit).await? {
+            Ingested::Applied { call, .. } => Ok(*call),
             Ingested::Duplicate => Ok(call),
         }
     }
@@ -474,11 +481,16 @@ impl Voice {
         }
     }
 
-    async fn apply(&self, call: &Call, update: &CallUpdate) -> Result<Ingested, VoiceError> {
+    async fn apply(
+        &self,
+        call: &Call,
+        update: &CallUpdate,
+        audit: Option<NewAuditEntry>,
+    ) -> Result<Ingested, VoiceError> {
         let now = self.clock.now();
         let this = self.clone();
         let plan = move |ended: &Call| this.end_plan(ended, now);
-        Ok(calls::ingest(&self.db, call.id, update, &plan, now).await?)
+        Ok(calls::ingest(&self.db, call.id, update, &plan, audit, now).await?)
     }
 
     /// Applies a verified provider event. An event for a call we do not know is an error
@@ -508,7 +520,7 @@ impl Voice {
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| format!("{kind}:{}", update.provider_call_id)),
             })?;
-        self.apply(&call, update).await
+        self.apply(&call, update, None).await
     }
 
     /// Dials a queued call, or moves it to when it may be dialled.
@@ -584,10 +596,17 @@ impl Voice {
                 .await;
         };
         // Claim it, then check the provider's concurrency with this call counted.
-        if calls::dequeue(&self.db, id, CallStatus::Queued, Dequeue::Claimed, now)
-            .await
-            .map_err(store)?
-            .is_none()
+        if calls::dequeue(
+            &self.db,
+            id,
+            CallStatus::Queued,
+            Dequeue::Claimed,
+            None,
+            now,
+        )
+        .await
+        .map_err(store)?
+        .is_none()
         {
             return Ok(());
         }
@@ -672,7 +691,7 @@ impl Voice {
                     provider_call_id: started.provider_call_id,
                     jobs,
                 };
-                calls::dequeue(&self.db, id, CallStatus::Dialing, dialed, now)
+                calls::dequeue(&self.db, id, CallStatus::Dialing, dialed, None, now)
                     .await
                     .map_err(store)?;
                 Ok(())
@@ -716,7 +735,7 @@ impl Voice {
             reason,
             job,
         };
-        calls::dequeue(&self.db, call.id, from, change, now)
+        calls::dequeue(&self.db, call.id, from, change, None, now)
             .await
             .map_err(|e| JobError::Retryable(e.to_string()))?;
         Ok(())
@@ -736,7 +755,7 @@ impl Voice {
             reason,
             effects: self.finish_effects(call, now),
         };
-        calls::dequeue(&self.db, call.id, from, change, now)
+        calls::dequeue(&self.db, call.id, from, change, None, now)
             .await
             .map_err(|e| JobError::Retryable(e.to_string()))?;
         Ok(())
@@ -884,7 +903,7 @@ impl Voice {
                         update.status.map_or("none", CallStatus::as_str),
                         update.disposition.map_or("none", Disposition::as_str)
                     );
-                    if let Err(error) = self.apply(&call, &update).await {
+                    if let Err(error) = self.apply(&call, &update, None).await {
                         tracing::warn!(call_id = %call.id, %error, "Reconciliation could not apply the provider's state.");
                     }
                 }

@@ -508,6 +508,59 @@ pub async fn list(
     rows.into_iter().map(Call::try_from).collect()
 }
 
+/// The call queue in dial order (priority, then due time), of customers in `scope`.
+pub async fn queue(
+    db: &Db,
+    provider: Option<&str>,
+    scope: &CustomerScope,
+    limit: i64,
+) -> StoreResult<Vec<Call>> {
+    let rows: Vec<CallRow> = with_conn!(db, |conn| {
+        let mut query = calls::table
+            .filter(calls::status.eq(CallStatus::Queued.as_str()))
+            .select(CallRow::as_select())
+            .into_boxed();
+        if let Some(provider) = provider {
+            query = query.filter(calls::provider.eq(provider.to_owned()));
+        }
+        match scope {
+            CustomerScope::All => {}
+            CustomerScope::OwnedBy(subject) => {
+                query = query.filter(
+                    calls::customer_id.eq_any(
+                        customers::table
+                            .filter(customers::owner.eq(subject.clone()))
+                            .select(customers::id),
+                    ),
+                );
+            }
+            CustomerScope::OwnedByOrUnassigned(subject) => {
+                query = query.filter(
+                    calls::customer_id.eq_any(
+                        customers::table
+                            .filter(
+                                customers::owner
+                                    .eq(subject.clone())
+                                    .or(customers::owner.is_null()),
+                            )
+                            .select(customers::id),
+                    ),
+                );
+            }
+        }
+        query
+            .order_by((
+                calls::priority.desc(),
+                calls::not_before.asc(),
+                calls::id.asc(),
+            ))
+            .limit(limit)
+            .load(conn)
+            .await
+    })?;
+    rows.into_iter().map(Call::try_from).collect()
+}
+
 /// Calls a provider is handling now (dialling, ringing or connected).
 pub async fn active_count(db: &Db, provider: &str) -> StoreResult<i64> {
     let active = [
@@ -606,6 +659,7 @@ pub async fn dequeue(
     id: CallId,
     from: CallStatus,
     change: Dequeue,
+    audit: Option<NewAuditEntry>,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<Call>> {
     let key = id.to_string();
@@ -686,6 +740,9 @@ pub async fn dequeue(
             if !matches!(change, Dequeue::Claimed) {
                 effects.push(event(&call));
             }
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
             conn.apply_effects(&effects, now).await?;
             Ok(Some(row))
         })
@@ -729,7 +786,7 @@ pub enum Ingested {
     /// Applied.
     Applied {
         /// The call after the update.
-        call: Call,
+        call: Box<Call>,
         /// How many new segments were stored.
         new_segments: usize,
         /// Whether this update ended the call.
@@ -766,6 +823,7 @@ pub async fn ingest(
     id: CallId,
     update: &CallUpdate,
     on_end: &(dyn Fn(&Call) -> EndPlan + Send + Sync),
+    audit: Option<NewAuditEntry>,
     now: DateTime<Utc>,
 ) -> StoreResult<Ingested> {
     let key = id.to_string();
@@ -968,6 +1026,9 @@ pub async fn ingest(
             if changed {
                 effects.push(event(&Call::try_from(row.clone())?));
             }
+            if let Some(entry) = &audit {
+                conn.append_audit(entry).await?;
+            }
             conn.apply_effects(&effects, now).await?;
             Ok(Some((row, new_segments, ended_now, effects)))
         })
@@ -978,7 +1039,7 @@ pub async fn ingest(
         Some((row, new_segments, ended, effects)) => {
             db.committed_all(&effects, false);
             Ok(Ingested::Applied {
-                call: Call::try_from(row)?,
+                call: Box::new(Call::try_from(row)?),
                 new_segments,
                 ended,
             })

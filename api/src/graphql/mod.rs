@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod calls;
 mod customers;
 mod duplicates;
 mod intake;
@@ -68,6 +69,7 @@ pub struct ApiContext {
 pub struct Query(
     access::AccessQuery,
     audit::AuditQuery,
+    calls::CallQuery,
     customers::CustomerQuery,
     intake::IntakeQuery,
     duplicates::DuplicateQuery,
@@ -80,6 +82,7 @@ pub struct Query(
 #[derive(MergedObject, Default, Debug)]
 pub struct Mutation(
     access::AccessMutation,
+    calls::CallMutation,
     customers::CustomerMutation,
     interactions::InteractionMutation,
     intake::IntakeMutation,
@@ -91,7 +94,7 @@ pub struct Mutation(
 
 /// All subscriptions (served at `/graphql/ws`, authenticated in `connection_init`).
 #[derive(MergedSubscription, Default, Debug)]
-pub struct Subscription(pipeline::PipelineSubscription);
+pub struct Subscription(pipeline::PipelineSubscription, calls::CallSubscription);
 
 /// Builds the schema with its limits and the authorization extension. `context` and
 /// `authorizer` are shared by every request (absent only when printing the SDL).
@@ -123,11 +126,14 @@ impl ApiContext {
         clock: Arc<dyn Clock>,
         region: PhoneRegion,
         pipeline: Arc<crm_plugins::Pipeline>,
-        limits: &GraphqlConfig,
-        redact: &[String],
-        intake: &crate::config::IntakeConfig,
         voice: crm_plugins::voice::Voice,
+        config: &crate::config::Config,
     ) -> Self {
+        let (limits, redact, intake) = (
+            &config.graphql,
+            config.audit.redact_fields.as_slice(),
+            &config.intake,
+        );
         Self {
             voice,
             intake: crm_plugins::intake::Intake::new(

@@ -670,7 +670,7 @@ impl PipelineSubscription {
         let db = api.db.clone();
         Ok(api
             .events
-            .stream(crm_plugins::pipeline::TOPIC, after_seq)
+            .stream(&[crm_plugins::pipeline::TOPIC], after_seq)
             .filter_map(move |event| {
                 let (db, scope, customer) = (db.clone(), scope.clone(), customer.clone());
                 async move {

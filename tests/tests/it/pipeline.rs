@@ -79,18 +79,21 @@ async fn a_new_lead_runs_the_chain_as_far_as_agents_exist(backend: TestBackend) 
     );
     assert!(before[0]["steps"][0]["jobId"].is_string());
 
-    assert_eq!(app.run_jobs().await, 1);
+    // qualify-lead, then voice-call, which refuses to call without consent to calls.
+    assert_eq!(app.run_jobs().await, 2);
     let run = &runs(&app, &id).await[0];
-    assert_eq!(run["status"], "HALTED", "{run:#}");
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
     assert_eq!(run["branch"], "call");
     assert_eq!(
         step_names(run),
         [
             ("qualify-lead".to_owned(), "DONE".to_owned()),
             ("decide".to_owned(), "DONE".to_owned()),
-            ("voice-call".to_owned(), "UNAVAILABLE".to_owned()),
+            ("voice-call".to_owned(), "DONE".to_owned()),
         ]
     );
+    let blocked = run["steps"][2]["detail"]["blocked"].as_str().unwrap();
+    assert!(blocked.contains("not consented to calls"), "{blocked}");
     assert_eq!(run["steps"][0]["attempts"], 1);
     let decision = &run["steps"][1]["detail"];
     assert_eq!(decision["score"], 55);
@@ -141,7 +144,8 @@ async fn a_new_lead_runs_the_chain_as_far_as_agents_exist(backend: TestBackend) 
     };
     assert_eq!(available("qualify-lead"), Some(true));
     assert_eq!(available("decide"), Some(true));
-    assert_eq!(available("voice-call"), Some(false));
+    assert_eq!(available("voice-call"), Some(true));
+    assert_eq!(available("follow-up"), Some(false));
     assert_eq!(available("nurture-email"), Some(false));
 }
 
@@ -552,7 +556,7 @@ async fn a_step_that_keeps_failing_fails_its_run_and_a_replay_resumes_it(backend
     .await;
     app.run_jobs().await;
     let run = &runs(&app, &id).await[0];
-    assert_eq!(run["status"], "HALTED", "{run:#}");
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
     assert_eq!(run["steps"][0]["status"], "DONE");
     assert_eq!(step_names(run).len(), 3);
 }

@@ -118,7 +118,7 @@ async fn pipeline_events_stream_as_runs_advance_and_resume_after_a_seq(backend: 
     let scored = receive(&mut socket).await;
     let scored = &scored["payload"]["data"]["pipelineEvents"];
     assert_eq!(scored["status"], "done");
-    assert_eq!(scored["runStatus"], "HALTED");
+    assert_eq!(scored["runStatus"], "RUNNING", "voice-call is next");
     assert_eq!(scored["detail"]["score"], 55);
     assert_eq!(scored["detail"]["nextAction"], "call");
     assert_eq!(scored["runId"], started["runId"]);

@@ -151,7 +151,7 @@ pub(super) fn full_update(
             },
         );
     }
-    update.cost_usd = f64_at(call, &["call_cost", "combined_cost"]).map(|cents| cents);
+    update.cost_usd = f64_at(call, &["call_cost", "combined_cost"]).map(|cents| cents / 100.0);
     update.summary = str_at(call, &["call_analysis", "call_summary"])
         .map(|s| truncate_chars(s, MAX_TRANSCRIPT_CHARS));
     update.sentiment = str_at(call, &["call_analysis", "user_sentiment"])
