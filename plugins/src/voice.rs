@@ -34,7 +34,7 @@ use crm_domain::{
 use crm_store::{
     Db, StoreError,
     audit::NewAuditEntry,
-    calls::{self, Call, Dequeue, EndPlan, Ingested, NewCall},
+    calls::{self, Call, Claim, Dequeue, EndPlan, Ingested, NewCall},
     customers,
     effects::Effect,
     jobs::NewJob,
@@ -595,21 +595,7 @@ impl Voice {
                 )
                 .await;
         };
-        // Claim it, then check the provider's concurrency with this call counted.
-        if calls::dequeue(
-            &self.db,
-            id,
-            CallStatus::Queued,
-            Dequeue::Claimed,
-            None,
-            now,
-        )
-        .await
-        .map_err(store)?
-        .is_none()
-        {
-            return Ok(());
-        }
+        // Claim it within the provider's concurrency limit.
         let limit = i64::from(
             self.settings
                 .max_concurrent
@@ -617,19 +603,23 @@ impl Voice {
                 .copied()
                 .unwrap_or(10),
         );
-        let active = calls::active_count(&self.db, kind.as_str())
+        match calls::claim(&self.db, id, kind.as_str(), limit, now)
             .await
-            .map_err(store)?;
-        if active > limit {
-            return self
-                .defer(
-                    &call,
-                    CallStatus::Dialing,
-                    now + Duration::seconds(15),
-                    format!("{kind} is at its limit of {limit} simultaneous calls"),
-                    now,
-                )
-                .await;
+            .map_err(store)?
+        {
+            Claim::Claimed => {}
+            Claim::Gone => return Ok(()),
+            Claim::Full => {
+                return self
+                    .defer(
+                        &call,
+                        CallStatus::Queued,
+                        now + Duration::seconds(15),
+                        format!("{kind} is at its limit of {limit} simultaneous calls"),
+                        now,
+                    )
+                    .await;
+            }
         }
         let Some((agent_name, agent)) = self
             .settings

@@ -204,6 +204,39 @@ impl TestApp {
         })
     }
 
+    /// A second server on the same database and clock (another replica): what one commits,
+    /// the other's subscribers see. Dropped before `self`, which owns the database.
+    pub async fn sibling(&self) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let run = async {
+            let dir = tempfile::tempdir()?;
+            let mut config = self.config.clone();
+            config.database.migrate_on_start = false;
+            let app = Application::build_with_clock(&config, self.clock.clone()).await?;
+            let addr: SocketAddr = app.local_addr()?;
+            let db = app.db().clone();
+            let (shutdown, stopped) = oneshot::channel::<()>();
+            tokio::spawn(app.run_until(async move {
+                let _ = stopped.await;
+            }));
+            anyhow::Ok(Self {
+                url: format!("http://{addr}"),
+                db,
+                token: self.token.clone(),
+                bootstrap_key: None,
+                config,
+                clock: self.clock.clone(),
+                client: reqwest::Client::builder().build()?,
+                backend: self.backend,
+                shutdown: Some(shutdown),
+                _dir: dir,
+                _pg: None,
+            })
+        };
+        run.await
+            .unwrap_or_else(|e| panic!("cannot start a sibling app: {e:#}"))
+    }
+
     /// A job runner with the server's registry (every agent this build runs), on the app's
     /// database and clock.
     pub fn runner(&self) -> crm_plugins::Runner {

@@ -616,6 +616,95 @@ pub async fn last_dialed(db: &Db, number: &str) -> StoreResult<Option<DateTime<U
     Ok(last.map(from_db_time))
 }
 
+/// The result of [`claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to dial (status `dialing`).
+    Claimed,
+    /// The provider already has `limit` calls in flight; the call stays queued.
+    Full,
+    /// No longer queued (dialled, ended or cancelled meanwhile).
+    Gone,
+}
+
+/// Claims a queued call for dialling, unless its provider already has `limit` calls in
+/// flight. Claimers of one provider are serialized (an advisory lock on PostgreSQL; SQLite has
+/// one writer), so the limit holds under concurrent workers.
+pub async fn claim(
+    db: &Db,
+    id: CallId,
+    provider: &str,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<Claim> {
+    /// Rolls a claim back when the provider is full.
+    #[derive(Debug)]
+    enum Refused {
+        Full,
+        Store(StoreError),
+    }
+    impl From<diesel::result::Error> for Refused {
+        fn from(error: diesel::result::Error) -> Self {
+            Self::Store(error.into())
+        }
+    }
+    let key = id.to_string();
+    let at = to_db_time(now);
+    let postgres = db.backend() == crate::Backend::Postgres;
+    let lock = {
+        let digest = Sha256::digest(format!("crm_calls:{provider}").as_bytes());
+        i64::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ])
+    };
+    let active = [
+        CallStatus::Dialing.as_str(),
+        CallStatus::Ringing.as_str(),
+        CallStatus::InProgress.as_str(),
+    ];
+    let result: Result<bool, Refused> = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            if postgres {
+                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
+                    .execute(conn)
+                    .await?;
+            }
+            let claimed = diesel::update(
+                calls::table
+                    .filter(calls::id.eq(&key))
+                    .filter(calls::status.eq(CallStatus::Queued.as_str())),
+            )
+            .set((
+                calls::status.eq(CallStatus::Dialing.as_str()),
+                calls::reason.eq(None::<String>),
+                calls::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+            if claimed == 0 {
+                return Ok(false);
+            }
+            let in_flight: i64 = calls::table
+                .filter(calls::status.eq_any(active))
+                .filter(calls::provider.eq(provider))
+                .count()
+                .get_result(conn)
+                .await?;
+            if in_flight > limit {
+                return Err(Refused::Full);
+            }
+            Ok(true)
+        })
+        .await
+    });
+    match result {
+        Ok(true) => Ok(Claim::Claimed),
+        Ok(false) => Ok(Claim::Gone),
+        Err(Refused::Full) => Ok(Claim::Full),
+        Err(Refused::Store(error)) => Err(error),
+    }
+}
+
 /// How a queued call left the queue without ringing, or moved within it.
 #[derive(Debug, Clone)]
 pub enum Dequeue {
@@ -626,9 +715,6 @@ pub enum Dequeue {
         /// Jobs the provider's placement brings (the simulator's deliveries).
         jobs: Vec<NewJob>,
     },
-    /// Claimed for dialling: no other worker may dial it (status `dialing`, no provider id
-    /// yet).
-    Claimed,
     /// Waits until `not_before` (calling hours, spacing, a full provider), with its next
     /// dial job.
     Deferred {
@@ -652,7 +738,7 @@ pub enum Dequeue {
 }
 
 /// Moves a call out of (or within) the queue; `from` is the status it must still have
-/// (`queued` to claim, defer or block it; `dialing` to record the placement). False if the
+/// (`queued` to defer or block it; `dialing` to record the placement or end it). False if the
 /// call moved on meanwhile (another worker, a cancel).
 pub async fn dequeue(
     db: &Db,
@@ -670,16 +756,6 @@ pub async fn dequeue(
                 .filter(calls::id.eq(&key))
                 .filter(calls::status.eq(from.as_str()));
             let changed = match &change {
-                Dequeue::Claimed => {
-                    diesel::update(target)
-                        .set((
-                            calls::status.eq(CallStatus::Dialing.as_str()),
-                            calls::reason.eq(None::<String>),
-                            calls::updated_at.eq(at),
-                        ))
-                        .execute(conn)
-                        .await?
-                }
                 Dequeue::Dialed {
                     provider_call_id, ..
                 } => {
@@ -697,6 +773,8 @@ pub async fn dequeue(
                 } => {
                     diesel::update(target)
                         .set((
+                            // Back in the queue (a claim undone when the provider was full).
+                            calls::status.eq(CallStatus::Queued.as_str()),
                             calls::not_before.eq(to_db_time(*not_before)),
                             calls::reason.eq(reason),
                             calls::updated_at.eq(at),
@@ -735,11 +813,8 @@ pub async fn dequeue(
                 Dequeue::Dialed { jobs, .. } => jobs.iter().cloned().map(Effect::Job).collect(),
                 Dequeue::Deferred { job, .. } => vec![Effect::Job(job.clone())],
                 Dequeue::Ended { effects, .. } => effects.clone(),
-                Dequeue::Claimed => Vec::new(),
             };
-            if !matches!(change, Dequeue::Claimed) {
-                effects.push(event(&call));
-            }
+            effects.push(event(&call));
             if let Some(entry) = &audit {
                 conn.append_audit(entry).await?;
             }
@@ -754,7 +829,6 @@ pub async fn dequeue(
                 Dequeue::Dialed { jobs, .. } => jobs.into_iter().map(Effect::Job).collect(),
                 Dequeue::Deferred { job, .. } => vec![Effect::Job(job)],
                 Dequeue::Ended { effects, .. } => effects,
-                Dequeue::Claimed => Vec::new(),
             };
             db.committed_all(&effects, true);
             Ok(Some(Call::try_from(row)?))

@@ -14,3 +14,5 @@ mod jobs;
 mod pipeline;
 mod schema;
 mod subscriptions;
+mod voice;
+mod voice_providers;

@@ -18,14 +18,14 @@ on_both_backends!(
     the_socket_serves_only_subscriptions_and_rechecks_credentials,
 );
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const EVENTS: &str = "subscription($after: Int) { pipelineEvents(afterSeq: $after) { \
     seq runId customerId step status runStatus detail } }";
 
 /// Opens `/graphql/ws` and sends `connection_init` with `payload`; returns the socket and the
 /// server's answer.
-async fn connect(app: &TestApp, payload: Value) -> (Socket, Value) {
+pub(crate) async fn connect(app: &TestApp, payload: Value) -> (Socket, Value) {
     let url = format!("{}/graphql/ws", app.url.replacen("http", "ws", 1));
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert(
@@ -42,7 +42,7 @@ async fn connect(app: &TestApp, payload: Value) -> (Socket, Value) {
     (socket, answer)
 }
 
-async fn send(socket: &mut Socket, message: Value) {
+pub(crate) async fn send(socket: &mut Socket, message: Value) {
     socket
         .send(Message::text(message.to_string()))
         .await
@@ -51,7 +51,7 @@ async fn send(socket: &mut Socket, message: Value) {
 
 /// The next message, as JSON (a close frame as `{"type": "close", "code": …}`). The timeout only
 /// keeps a broken test from hanging.
-async fn receive(socket: &mut Socket) -> Value {
+pub(crate) async fn receive(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await

@@ -1,0 +1,524 @@
+//! Voice calls through the built-in simulator, over the real GraphQL and WebSocket surface:
+//! the call queue (calling hours in the lead's time zone, do-not-call at enqueue and at dial
+//! time, concurrency, retry spacing), the call record and its interaction, the pipeline's
+//! continuation, and live transcripts that resume after a reconnect.
+
+use crate::subscriptions::{Socket, connect, receive, send};
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use crm_domain::{Clock as _, Disposition, Role};
+use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
+use crm_voice::simulator::script;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    a_simulated_call_rings_talks_ends_and_is_logged,
+    the_pipeline_calls_a_hot_lead_and_moves_on_after_the_call,
+    unanswered_calls_are_retried_with_spacing_then_end,
+    calls_wait_for_calling_hours_in_the_leads_time_zone,
+    do_not_call_and_missing_consent_block_at_enqueue_and_at_dial_time,
+    a_provider_at_its_concurrency_limit_defers_the_next_call,
+    a_queued_call_can_be_cancelled_once,
+    transcripts_stream_live_and_resume_after_a_reconnect,
+);
+
+const CALL: &str = "query($id: ID!) { call(id: $id) { id attempt status disposition outcome \
+    reason isFinal providerCallId durationSeconds costUsd summary sentiment transcript \
+    notBefore interactionId segments { seq role text offsetMs } customer { id } } }";
+
+const START: &str = "mutation($c: ID!) { startVoiceCall(customerId: $c) { id status agent } }";
+
+/// The simulator's default seed (crm.example.toml).
+const SEED: u64 = 42;
+
+/// A German number the simulator plays with `disposition`.
+fn number_with(disposition: Disposition) -> String {
+    (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).disposition == disposition)
+        .unwrap()
+}
+
+async fn lead(app: &TestApp, phone: &str, extra: Value) -> String {
+    let mut input = json!({
+        "name": "Jürgen Müller", "email": format!("j{}@firma.de", &phone[phone.len() - 4..]),
+        "phone": phone, "company": "Müller GmbH", "language": "de", "consentCall": true,
+        "source": "webform",
+    });
+    input
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    app.create_customer(input).await
+}
+
+async fn call(app: &TestApp, id: &str) -> Value {
+    app.graphql_ok(CALL, json!({ "id": id })).await["call"].clone()
+}
+
+async fn start(app: &TestApp, customer: &str) -> String {
+    let data = app.graphql_ok(START, json!({ "c": customer })).await;
+    assert_eq!(data["startVoiceCall"]["status"], "QUEUED");
+    data["startVoiceCall"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Moves the clock in small steps, running what is due after each, for `seconds`.
+async fn play(app: &TestApp, seconds: i64) {
+    for _ in 0..seconds {
+        app.clock.advance(Duration::seconds(1));
+        app.run_jobs().await;
+    }
+}
+
+async fn manual(backend: TestBackend) -> TestApp {
+    TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await
+}
+
+async fn a_simulated_call_rings_talks_ends_and_is_logged(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    let id = start(&app, &customer).await;
+
+    app.run_jobs().await;
+    let ringing = call(&app, &id).await;
+    assert_eq!(ringing["status"], "RINGING", "{ringing:#}");
+    assert_eq!(ringing["providerCallId"], format!("sim-{id}"));
+    assert_eq!(ringing["customer"]["id"], customer.as_str());
+
+    play(&app, 4).await;
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+
+    play(&app, 30).await;
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["isFinal"], true);
+    assert!(ended["outcome"].is_string() && ended["sentiment"].is_string());
+    assert!(ended["durationSeconds"].as_f64().unwrap() > 5.0);
+    assert_eq!(ended["costUsd"], 0.0);
+    let segments = ended["segments"].as_array().unwrap();
+    assert!(segments.len() >= 5, "{ended:#}");
+    assert_eq!(
+        segments
+            .iter()
+            .map(|s| s["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=segments.len() as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(segments[0]["role"], "AGENT");
+    assert!(
+        segments[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Guten Tag Jürgen Müller"),
+        "the lead's language and name: {}",
+        segments[0]["text"]
+    );
+    assert!(ended["transcript"].as_str().unwrap().contains("customer: "));
+
+    // The call is an interaction of the customer, and the lead was scored again.
+    let data = app
+        .graphql_ok(
+            "query($id: ID!) { customer(id: $id) { interactions { id kind outcome \
+             durationSeconds author } scoreHistory { nodes { cause } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    let interactions = data["customer"]["interactions"].as_array().unwrap();
+    assert_eq!(interactions.len(), 1, "{data:#}");
+    assert_eq!(interactions[0]["kind"], "CALL");
+    assert_eq!(interactions[0]["id"], ended["interactionId"]);
+    assert_eq!(interactions[0]["outcome"], ended["outcome"]);
+    assert_eq!(interactions[0]["author"], "voice-agent:de");
+    let causes: Vec<&str> = data["customer"]["scoreHistory"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["cause"].as_str().unwrap())
+        .collect();
+    assert!(causes.contains(&"call"), "{causes:?}");
+}
+
+async fn the_pipeline_calls_a_hot_lead_and_moves_on_after_the_call(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    app.run_jobs().await; // qualify-lead → voice-call → voice-dial → ringing
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { calls(filter: { customerId: $c }) { nodes { id status runId } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let calls = data["calls"]["nodes"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{data:#}");
+    assert_eq!(calls[0]["status"], "RINGING");
+    let run = calls[0]["runId"].as_str().unwrap().to_owned();
+
+    let steps = |data: &Value| -> Vec<(String, String)> {
+        data["pipelineRun"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    const RUN: &str =
+        "query($id: ID!) { pipelineRun(id: $id) { status steps { name status detail } } }";
+    let during = app.graphql_ok(RUN, json!({ "id": run })).await;
+    assert_eq!(during["pipelineRun"]["status"], "RUNNING");
+    assert_eq!(steps(&during)[2], ("voice-call".into(), "PENDING".into()));
+
+    play(&app, 40).await;
+    let after = app.graphql_ok(RUN, json!({ "id": run })).await;
+    assert_eq!(
+        steps(&after)[2..],
+        [
+            ("voice-call".into(), "DONE".into()),
+            ("follow-up".into(), "UNAVAILABLE".into())
+        ],
+        "{after:#}"
+    );
+    assert_eq!(after["pipelineRun"]["status"], "HALTED");
+    let detail = &after["pipelineRun"]["steps"][2]["detail"];
+    assert_eq!(detail["disposition"], "answered");
+    assert_eq!(detail["attempts"], 1);
+}
+
+async fn unanswered_calls_are_retried_with_spacing_then_end(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::NoAnswer), json!({})).await;
+    let first = start(&app, &customer).await;
+    app.run_jobs().await;
+    play(&app, 30).await;
+    let ended = call(&app, &first).await;
+    assert_eq!(ended["disposition"], "NO_ANSWER", "{ended:#}");
+    assert_eq!(ended["isFinal"], false);
+
+    let queued = queue(&app).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["attempt"], 2);
+    let not_before: DateTime<Utc> = queued[0]["notBefore"].as_str().unwrap().parse().unwrap();
+    let spacing = not_before - app.clock.now();
+    assert!(
+        spacing > Duration::minutes(59) && spacing <= Duration::minutes(60),
+        "the first retry waits 60 minutes: {spacing}"
+    );
+    // Not before its time.
+    app.clock.advance(Duration::minutes(30));
+    app.run_jobs().await;
+    assert_eq!(queue(&app).await.len(), 1);
+
+    // Attempt 2 after an hour, attempt 3 four hours after that; then the outcome is final.
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    play(&app, 30).await;
+    let queued = queue(&app).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["attempt"], 3);
+    app.clock.advance(Duration::minutes(241));
+    app.run_jobs().await;
+    play(&app, 30).await;
+    assert!(queue(&app).await.is_empty(), "three attempts in all");
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { calls(filter: { customerId: $c }) { nodes { attempt disposition isFinal } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let attempts = data["calls"]["nodes"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["attempt"], 3, "newest first");
+    assert_eq!(attempts[0]["isFinal"], true);
+    assert!(attempts[1..].iter().all(|a| a["isFinal"] == false));
+    assert!(attempts.iter().all(|a| a["disposition"] == "NO_ANSWER"));
+}
+
+async fn queue(app: &TestApp) -> Vec<Value> {
+    app.graphql_ok("{ callQueue { id attempt notBefore status } }", json!({}))
+        .await["callQueue"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// 2026-11-28 is a Saturday.
+fn saturday_noon() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+}
+
+async fn calls_wait_for_calling_hours_in_the_leads_time_zone(backend: TestBackend) {
+    let app = manual(backend).await;
+    app.clock.set(saturday_noon());
+    let new_yorker = lead(
+        &app,
+        &number_with(Disposition::Answered),
+        json!({ "timeZone": "America/New_York" }),
+    )
+    .await;
+    let id = start(&app, &new_yorker).await;
+    app.run_jobs().await;
+    let waiting = call(&app, &id).await;
+    assert_eq!(waiting["status"], "QUEUED");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("America/New_York"),
+        "{waiting:#}"
+    );
+    // Monday 09:00 in New York (EST, UTC−5).
+    assert_eq!(waiting["notBefore"], "2026-11-30T14:00:00+00:00");
+
+    // A Bosnian number without a time zone of its own: Sarajevo's hours (CET, UTC+1).
+    let bosnian = app
+        .create_customer(json!({ "name": "Amra Hodžić", "phone": "+38761234567",
+                                 "language": "bs", "consentCall": true }))
+        .await;
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 11, 30, 19, 30, 0).unwrap()); // 20:30 in Sarajevo
+    let late = start(&app, &bosnian).await;
+    app.run_jobs().await;
+    let waiting = call(&app, &late).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting:#}");
+    assert_eq!(waiting["notBefore"], "2026-12-01T08:00:00+00:00");
+
+    // New York's hours opened meanwhile (14:00 UTC Monday): that call was placed.
+    let placed = call(&app, &id).await;
+    assert_ne!(placed["status"], "QUEUED", "{placed:#}");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap());
+    app.run_jobs().await;
+    assert_eq!(call(&app, &late).await["status"], "RINGING");
+}
+
+async fn do_not_call_and_missing_consent_block_at_enqueue_and_at_dial_time(backend: TestBackend) {
+    let app = manual(backend).await;
+    let phone = number_with(Disposition::Answered);
+    let customer = lead(&app, &phone, json!({})).await;
+
+    // Queued on a Saturday, so it waits for Monday.
+    app.clock.set(saturday_noon());
+    let id = start(&app, &customer).await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &id).await["status"], "QUEUED");
+
+    // The person asks not to be called; the number is listed (in a national format).
+    let national = format!("0{}", &phone[3..]);
+    let added = app
+        .graphql_ok(
+            "mutation($p: String!) { addDoNotCall(phone: $p, reason: \"asked by email\") { phone source } }",
+            json!({ "p": national }),
+        )
+        .await;
+    assert_eq!(added["addDoNotCall"]["phone"], phone.as_str());
+    assert_eq!(added["addDoNotCall"]["source"], "api");
+
+    // At dial time the call is blocked, and nothing is placed.
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap());
+    app.run_jobs().await;
+    let blocked = call(&app, &id).await;
+    assert_eq!(blocked["status"], "ENDED", "{blocked:#}");
+    assert_eq!(blocked["disposition"], "BLOCKED");
+    assert_eq!(blocked["providerCallId"], Value::Null);
+    assert!(blocked["reason"].as_str().unwrap().contains("do-not-call"));
+
+    // A new call is refused at once.
+    let refused = app.graphql(START, json!({ "c": customer })).await;
+    assert_eq!(error_code(&refused), "VALIDATION_FAILED", "{refused:#}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("do-not-call")
+    );
+
+    // Without consent to calls, too.
+    let unconsenting = app
+        .create_customer(json!({ "name": "Ana", "phone": "+38161555444" }))
+        .await;
+    let refused = app.graphql(START, json!({ "c": unconsenting })).await;
+    assert_eq!(error_code(&refused), "VALIDATION_FAILED");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("consent")
+    );
+
+    // Taken off the list (managers only), the customer can be called again.
+    let sales = app.token_for(Role::Sales, "sam");
+    let forbidden = app
+        .graphql_as(
+            &sales,
+            "mutation($p: String!) { removeDoNotCall(phone: $p) }",
+            json!({ "p": phone }),
+        )
+        .await;
+    assert_eq!(error_code(&forbidden), "FORBIDDEN");
+    let removed = app
+        .graphql_ok(
+            "mutation($p: String!) { removeDoNotCall(phone: $p) }",
+            json!({ "p": phone }),
+        )
+        .await;
+    assert_eq!(removed["removeDoNotCall"], true);
+    start(&app, &customer).await;
+}
+
+async fn a_provider_at_its_concurrency_limit_defers_the_next_call(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pipeline.start_on_create = false;
+        c.voice.max_concurrent.insert("simulator".into(), 1);
+    })
+    .await;
+    let answered = number_with(Disposition::Answered);
+    let first = lead(&app, &answered, json!({})).await;
+    let other = (0..10_000)
+        .map(|n| format!("+4940555{n:04}"))
+        .find(|n| {
+            script::plan(SEED, n, "de", &|_| String::new()).disposition == Disposition::Answered
+        })
+        .unwrap();
+    let second = lead(&app, &other, json!({})).await;
+    let a = start(&app, &first).await;
+    let b = start(&app, &second).await;
+    app.run_jobs().await;
+    let (a1, b1) = (call(&app, &a).await, call(&app, &b).await);
+    let statuses = [
+        a1["status"].as_str().unwrap(),
+        b1["status"].as_str().unwrap(),
+    ];
+    assert!(
+        statuses.contains(&"RINGING") && statuses.contains(&"QUEUED"),
+        "one at a time: {statuses:?}"
+    );
+    let waiting = if a1["status"] == "QUEUED" { &a1 } else { &b1 };
+    assert!(
+        waiting["reason"].as_str().unwrap().contains("limit of 1"),
+        "{waiting:#}"
+    );
+    // When the first has ended, the second is placed.
+    play(&app, 60).await;
+    assert_eq!(call(&app, &a).await["status"], "ENDED");
+    assert_eq!(call(&app, &b).await["status"], "ENDED");
+}
+
+async fn a_queued_call_can_be_cancelled_once(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    let later = app
+        .graphql_ok(
+            "mutation($c: ID!, $at: DateTime!) { enqueueCall(customerId: $c, notBefore: $at) { id notBefore } }",
+            json!({ "c": customer, "at": "2026-11-26T10:00:00Z" }),
+        )
+        .await;
+    let id = later["enqueueCall"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        later["enqueueCall"]["notBefore"],
+        "2026-11-26T10:00:00+00:00"
+    );
+    const CANCEL: &str = "mutation($id: ID!) { cancelQueuedCall(id: $id, reason: \"lead replied\") { status disposition reason } }";
+    let cancelled = app.graphql_ok(CANCEL, json!({ "id": id })).await;
+    assert_eq!(cancelled["cancelQueuedCall"]["status"], "ENDED");
+    assert_eq!(cancelled["cancelQueuedCall"]["disposition"], "CANCELED");
+    assert_eq!(cancelled["cancelQueuedCall"]["reason"], "lead replied");
+    let again = app.graphql(CANCEL, json!({ "id": id })).await;
+    assert_eq!(error_code(&again), "CONFLICT", "{again:#}");
+    // Its dial job finds it ended and places nothing.
+    app.clock.advance(Duration::days(1));
+    app.run_jobs().await;
+    assert_eq!(call(&app, &id).await["providerCallId"], Value::Null);
+}
+
+const TRANSCRIPT: &str = "subscription($id: ID!, $after: Int) { callTranscript(callId: $id, \
+    afterSeq: $after) { seq role text } }";
+
+async fn subscribe_transcript(socket: &mut Socket, call: &str, after: Option<i64>) {
+    send(
+        socket,
+        json!({ "id": "t", "type": "subscribe",
+                "payload": { "query": TRANSCRIPT, "variables": { "id": call, "after": after } } }),
+    )
+    .await;
+}
+
+async fn transcripts_stream_live_and_resume_after_a_reconnect(backend: TestBackend) {
+    let app = manual(backend).await;
+    // On PostgreSQL the subscriber sits on another replica: events cross by LISTEN/NOTIFY.
+    let replica = match backend {
+        TestBackend::Postgres => Some(app.sibling().await),
+        TestBackend::Sqlite => None,
+    };
+    let listener = replica.as_ref().unwrap_or(&app);
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    let id = start(&app, &customer).await;
+    let token = app.token_for(Role::Sales, "sam");
+    let (mut socket, ack) = connect(
+        listener,
+        json!({ "Authorization": format!("Bearer {token}") }),
+    )
+    .await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    subscribe_transcript(&mut socket, &id, None).await;
+
+    app.run_jobs().await;
+    play(&app, 8).await; // rings 3 s, then a line every 1.5 s
+    let first = receive(&mut socket).await;
+    assert_eq!(first["type"], "next", "{first}");
+    let first = &first["payload"]["data"]["callTranscript"];
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["role"], "AGENT");
+    let second = receive(&mut socket).await;
+    assert_eq!(second["payload"]["data"]["callTranscript"]["seq"], 2);
+    drop(socket);
+
+    // Reconnect after seq 2: the rest arrives, stored and live, then the stream completes
+    // when the call ends.
+    let (mut again, _) = connect(
+        listener,
+        json!({ "Authorization": format!("Bearer {token}") }),
+    )
+    .await;
+    subscribe_transcript(&mut again, &id, Some(2)).await;
+    play(&app, 30).await;
+    let total = call(&app, &id).await["segments"].as_array().unwrap().len() as i64;
+    let mut seqs = Vec::new();
+    loop {
+        let message = receive(&mut again).await;
+        if message["type"] == "complete" {
+            break;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        seqs.push(
+            message["payload"]["data"]["callTranscript"]["seq"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(seqs, (3..=total).collect::<Vec<_>>());
+
+    // Another owner's sales rep cannot listen in.
+    app.graphql_ok(
+        "mutation($id: ID!) { updateCustomer(id: $id, input: { owner: \"olga\" }) { id } }",
+        json!({ "id": customer }),
+    )
+    .await;
+    let (mut stranger, _) = connect(
+        listener,
+        json!({ "Authorization": format!("Bearer {token}") }),
+    )
+    .await;
+    subscribe_transcript(&mut stranger, &id, None).await;
+    let refused = receive(&mut stranger).await;
+    assert_eq!(refused["type"], "next", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{refused}"
+    );
+    drop(replica);
+}

@@ -1,0 +1,1 @@
+//! Voice providers end to end through HTTP (being written).
