@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 pub(crate) struct GraphqlClient {
     http: reqwest::Client,
     endpoint: String,
+    token: Option<String>,
 }
 
 impl GraphqlClient {
@@ -37,7 +38,21 @@ impl GraphqlClient {
         Ok(Self {
             http,
             endpoint: endpoint(base_url),
+            token: token.filter(|t| !t.is_empty()).map(str::to_owned),
         })
+    }
+
+    /// The subscription endpoint (`ws://…/graphql/ws`), or `None` for a TLS server (this
+    /// client speaks WebSocket only without TLS; callers fall back to polling).
+    pub(crate) fn ws_endpoint(&self) -> Option<String> {
+        self.endpoint
+            .strip_prefix("http://")
+            .map(|rest| format!("ws://{rest}/ws"))
+    }
+
+    /// The bearer token, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// Runs `query` with `variables` and deserializes the response `data`.

@@ -180,3 +180,52 @@ async fn import_lead_uploads_follows_and_reports() {
     let missing = tokio::task::block_in_place(|| crm(&app, &["import-lead", "/nonexistent.csv"]));
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_call_follows_the_transcript_live() {
+    let app = TestApp::spawn_with(TestBackend::Sqlite, |c| {
+        c.pipeline.start_on_create = false;
+    })
+    .await;
+    // A number the simulator (seed 42) answers.
+    let phone = (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| {
+            crm_voice::simulator::script::plan(42, n, "de", &|_| String::new()).disposition
+                == crm_domain::Disposition::Answered
+        })
+        .expect("some number answers");
+    let id = app
+        .create_customer(serde_json::json!({ "name": "Jürgen Müller", "phone": phone,
+            "language": "de", "consentCall": true }))
+        .await;
+    let (url, token) = (app.url.clone(), app.token.clone());
+    let follower = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_crm"))
+            .args(["voice-call", &id, "--follow"])
+            .env("CRM_URL", url)
+            .env("CRM_TOKEN", token)
+            .output()
+            .expect("the crm binary runs")
+    });
+    // The simulator's events come due as the clock moves; the CLI prints them as they commit.
+    while !follower.is_finished() {
+        app.clock.advance(chrono::Duration::milliseconds(500));
+        app.run_jobs().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let output = follower.join().expect("the follower thread");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("queued: agent de (simulator)"), "{text}");
+    assert!(
+        text.contains("   agent: Guten Tag Jürgen Müller"),
+        "the transcript, line by line: {text}"
+    );
+    assert!(text.contains("customer: "), "{text}");
+    assert!(text.contains("Ended: answered"), "{text}");
+}

@@ -26,6 +26,7 @@ mod import;
 mod interactions;
 mod pipeline;
 mod query;
+mod voice;
 
 use std::io::{self, Write};
 
@@ -54,6 +55,9 @@ pub(crate) enum Command {
     QualifyLead(pipeline::QualifyArgs),
     /// List runs of the lead chain with their steps, one page at a time.
     PipelineRuns(pipeline::RunsArgs),
+    /// Call a customer now with an AI voice agent (`/voice-call`); `--follow` prints the
+    /// transcript live until the call ends.
+    VoiceCall(voice::VoiceCallArgs),
     /// Run a raw GraphQL document and print the whole JSON response.
     Query(query::QueryArgs),
 }
@@ -69,6 +73,7 @@ impl Command {
             Self::ImportLead(args) => args.run(ctx).await,
             Self::QualifyLead(args) => args.run(ctx).await,
             Self::PipelineRuns(args) => args.run(ctx).await,
+            Self::VoiceCall(args) => args.run(ctx).await,
             Self::Query(args) => args.run(ctx).await,
         }
     }
