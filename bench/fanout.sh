@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduces the transcript fan-out benchmark of BENCHMARKS.md: a release crm-server on SQLite
+# with the simulator, SUBSCRIBERS (10000) WebSocket clients subscribed to one call's
+# `callTranscript`, and the latency from each segment's commit to its arrival at every client.
+#   bench/fanout.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+port=${PORT:-8099}
+subscribers=${SUBSCRIBERS:-10000}
+dir=/tmp/crm-fanout
+rm -rf "$dir" && mkdir -p "$dir"
+
+cargo build --release -p crm-api --bin crm-server
+cargo build --release -p crm-tests --example fanout
+server=target/release/crm-server
+export CRM_DATABASE__URL="sqlite://$dir/crm.db" CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=warn
+export CRM_AUTH__JWT_SECRET=bench-secret-0123456789-0123456789-0123 CRM_RATE_LIMIT__ENABLED=false
+# One call, placed whenever the benchmark runs: no pipeline calls, calling hours all week.
+export CRM_PIPELINE__START_ON_CREATE=false
+export CRM_VOICE__CALLING_WINDOW__START=00:00 CRM_VOICE__CALLING_WINDOW__END=23:59
+export CRM_VOICE__CALLING_WINDOW__WEEKDAYS='[mon,tue,wed,thu,fri,sat,sun]'
+token=$("$server" token --role admin --subject bench --ttl-secs 86400)
+ulimit -n 20000 || true
+"$server" serve >"$dir/server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+CRM_URL=http://127.0.0.1:$port CRM_TOKEN=$token SUBSCRIBERS=$subscribers SERVER_PID=$pid \
+    target/release/examples/fanout
