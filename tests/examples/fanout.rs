@@ -5,7 +5,11 @@
 //!
 //! Environment: CRM_URL (http://127.0.0.1:8099), CRM_TOKEN (an admin JWT), SUBSCRIBERS (10000),
 //! SERVER_PID (to read the server's RSS), CONNECT_CONCURRENCY (256).
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark tool fails loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark tool fails loudly"
+)]
 
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -38,7 +42,13 @@ fn rss_kib(pid: &str) -> Option<u64> {
         .ok()
 }
 
-async fn graphql(client: &reqwest::Client, url: &str, token: &str, query: &str, vars: Value) -> Value {
+async fn graphql(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    vars: Value,
+) -> Value {
     let response: Value = client
         .post(format!("{url}/graphql"))
         .bearer_auth(token)
@@ -69,16 +79,23 @@ async fn subscriber(ws: String, token: String, call: String, ready: Arc<AtomicUs
         "payload": { "query": TRANSCRIPT, "variables": { "id": call } } });
     let mut latencies = Vec::new();
     while let Some(Ok(message)) = socket.next().await {
-        let Message::Text(text) = message else { continue };
+        let Message::Text(text) = message else {
+            continue;
+        };
         let received = Utc::now();
         let message: Value = serde_json::from_str(&text).unwrap();
         match message["type"].as_str() {
             Some("connection_ack") => {
-                socket.send(Message::text(subscribe.to_string())).await.unwrap();
+                socket
+                    .send(Message::text(subscribe.to_string()))
+                    .await
+                    .unwrap();
                 ready.fetch_add(1, Ordering::SeqCst);
             }
             Some("ping") => {
-                let _ = socket.send(Message::text(json!({ "type": "pong" }).to_string())).await;
+                let _ = socket
+                    .send(Message::text(json!({ "type": "pong" }).to_string()))
+                    .await;
             }
             Some("next") => {
                 let at: DateTime<Utc> = message["payload"]["data"]["callTranscript"]["at"]
@@ -183,7 +200,9 @@ async fn main() {
     }
     let connect_secs = started.elapsed().as_secs_f64();
     let rss_connected = pid.as_deref().and_then(rss_kib);
-    eprintln!("{subscribers} subscribed in {connect_secs:.1} s; waiting for the call at {not_before}");
+    eprintln!(
+        "{subscribers} subscribed in {connect_secs:.1} s; waiting for the call at {not_before}"
+    );
 
     let mut all = Vec::new();
     let mut per_subscriber = Vec::new();

@@ -930,6 +930,8 @@ pub async fn ingest(
                 .await?;
             let before = Call::try_from(row.clone())?;
             let mut effects = Vec::new();
+            // What the end brings, published after the call's own event.
+            let mut after = Vec::new();
             let mut changed = false;
 
             // Status: forward only.
@@ -1061,9 +1063,9 @@ pub async fn ingest(
                         .on_conflict_do_nothing()
                         .execute(conn)
                         .await?;
-                    effects.push(Effect::Job(job.clone()));
+                    after.push(Effect::Job(job.clone()));
                     let queued = Call::try_from(CallRow::new(retry, now))?;
-                    effects.push(event(&queued));
+                    after.push(event(&queued));
                 }
                 if let Some(reason) = &plan.do_not_call {
                     diesel::insert_into(do_not_call::table)
@@ -1078,7 +1080,7 @@ pub async fn ingest(
                         .execute(conn)
                         .await?;
                 }
-                effects.extend(plan.effects);
+                after.extend(plan.effects);
                 changed = true;
             } else if before.status == CallStatus::Ended
                 && changed
@@ -1100,6 +1102,7 @@ pub async fn ingest(
             if changed {
                 effects.push(event(&Call::try_from(row.clone())?));
             }
+            effects.append(&mut after);
             if let Some(entry) = &audit {
                 conn.append_audit(entry).await?;
             }

@@ -19,6 +19,7 @@ on_both_backends!(
     a_provider_at_its_concurrency_limit_defers_the_next_call,
     a_queued_call_can_be_cancelled_once,
     transcripts_stream_live_and_resume_after_a_reconnect,
+    call_events_stream_status_changes_to_integrations,
 );
 
 const CALL: &str = "query($id: ID!) { call(id: $id) { id attempt status disposition outcome \
@@ -521,4 +522,53 @@ async fn transcripts_stream_live_and_resume_after_a_reconnect(backend: TestBacke
         "{refused}"
     );
     drop(replica);
+}
+
+async fn call_events_stream_status_changes_to_integrations(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Voicemail), json!({})).await;
+    let token = app.token_for(Role::Integration, "zapier");
+    let (mut socket, ack) =
+        connect(&app, json!({ "Authorization": format!("Bearer {token}") })).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    send(
+        &mut socket,
+        json!({ "id": "e", "type": "subscribe", "payload": {
+            "query": "subscription($c: ID!) { callEvents(filter: { customerId: $c }) { seq callId \
+                      attempt status disposition isFinal } }",
+            "variables": { "c": customer } } }),
+    )
+    .await;
+    // Let the subscription register before the first event commits.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let id = start(&app, &customer).await;
+    app.run_jobs().await;
+    play(&app, 20).await;
+    let mut seen = Vec::new();
+    loop {
+        let message = receive(&mut socket).await;
+        assert_eq!(message["type"], "next", "{message}");
+        let event = message["payload"]["data"]["callEvents"].clone();
+        assert_eq!(event["callId"], id.as_str());
+        seen.push((
+            event["status"].as_str().unwrap().to_owned(),
+            event["disposition"].as_str().map(str::to_owned),
+        ));
+        if event["status"] == "ENDED" {
+            assert_eq!(event["isFinal"], false, "a voicemail is tried again");
+            break;
+        }
+    }
+    let statuses: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["QUEUED", "DIALING", "RINGING", "IN_PROGRESS", "ENDED"],
+        "{seen:?}"
+    );
+    assert_eq!(seen[4].1.as_deref(), Some("VOICEMAIL"));
+    // The retry is announced too, as attempt 2.
+    let retry = receive(&mut socket).await;
+    let retry = &retry["payload"]["data"]["callEvents"];
+    assert_eq!(retry["status"], "QUEUED", "{retry}");
+    assert_eq!(retry["attempt"], 2);
 }
