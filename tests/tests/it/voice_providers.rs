@@ -1,1 +1,1475 @@
-//! Voice providers end to end through HTTP (being written).
+//! The real voice providers end to end through the server. Each provider's HTTP API is a local
+//! fake (axum on 127.0.0.1:0, recording every request) configured as the provider's `base_url`;
+//! a call is started through GraphQL, placed by the `voice-dial` job, and then driven by
+//! webhooks signed exactly as Retell, Vapi and Bland sign them — the signatures are computed
+//! here with hmac/sha2, independently of the adapters (PROVIDERS.md §1.7, §2.7, §3.5).
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+};
+use chrono::Duration;
+use crm_api::{Config, config::VoiceAgentConfig};
+use crm_domain::Clock as _;
+use crm_tests::{TestApp, TestBackend, on_both_backends};
+use crm_voice::vapi::WebhookAuth;
+use hmac::{Hmac, Mac as _};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+on_both_backends!(
+    retell_places_the_call_and_signed_events_drive_it_to_the_end,
+    retell_events_out_of_order_never_move_a_call_back,
+    retell_webhooks_are_verified_before_anything_is_read,
+    retell_rejecting_the_call_fails_it_for_good,
+    retell_server_error_on_create_is_never_retried,
+    retell_unavailable_is_retried_a_minute_later,
+    vapi_places_the_call_and_bearer_authenticated_messages_drive_it,
+    vapi_hmac_credential_signs_the_timestamp_and_the_body,
+    vapi_rejecting_the_call_fails_it,
+    bland_places_the_call_and_signed_webhooks_drive_it,
+    bland_refusal_inside_a_success_answer_fails_the_call,
+);
+
+// ---------------------------------------------------------------------------------------------
+// The fake provider.
+
+/// A request the fake provider received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FakeState {
+    /// The create-call path; every other request is answered 404.
+    create_path: &'static str,
+    received: Arc<Mutex<Vec<Received>>>,
+    /// The answers to create requests, in turn; the last one repeats.
+    answers: Arc<Mutex<VecDeque<(u16, Value)>>>,
+}
+
+/// A provider's HTTP API on 127.0.0.1: answers create-call requests as scripted and records
+/// every request it receives.
+#[derive(Debug)]
+struct FakeProvider {
+    url: String,
+    state: FakeState,
+}
+
+impl FakeProvider {
+    async fn start(create_path: &'static str, answers: Vec<(u16, Value)>) -> Self {
+        assert!(!answers.is_empty());
+        let state = FakeState {
+            create_path,
+            received: Arc::default(),
+            answers: Arc::new(Mutex::new(answers.into())),
+        };
+        let router = Router::new()
+            .fallback(fake_answer)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, state }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// The create requests received so far.
+    fn creates(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == self.state.create_path)
+            .collect()
+    }
+}
+
+async fn fake_answer(
+    State(state): State<FakeState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let path = uri.path().to_owned();
+    let is_create = method == Method::POST && path == state.create_path;
+    state.received.lock().unwrap().push(Received {
+        method: method.to_string(),
+        path,
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    if !is_create {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "no such route in the fake" })),
+        );
+    }
+    let (status, body) = {
+        let mut answers = state.answers.lock().unwrap();
+        if answers.len() > 1 {
+            answers.pop_front().unwrap()
+        } else {
+            answers.front().cloned().unwrap()
+        }
+    };
+    (StatusCode::from_u16(status).unwrap(), Json(body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app, the lead and the call.
+
+const PUBLIC_URL: &str = "https://crm.example.com";
+
+const START: &str = "mutation($c: ID!) { startVoiceCall(customerId: $c) { \
+    id status provider agent toNumber } }";
+
+const CALL: &str = "query($id: ID!) { call(id: $id) { id status disposition outcome endedReason \
+    reason attempt isFinal providerCallId durationSeconds costUsd summary sentiment transcript \
+    recordingUrl dialedAt startedAt endedAt interactionId segments { seq role text offsetMs } } }";
+
+const CALLS: &str = "query($c: ID) { calls(filter: {customerId: $c}) { nodes { \
+    id attempt status disposition } } }";
+
+const INTERACTIONS: &str = "query($id: ID!) { customer(id: $id) { interactions { \
+    id kind direction outcome durationSeconds author } } }";
+
+/// Makes `agent` the only (and default) voice agent. The lead chain stays out of the way: these
+/// tests start their calls themselves, and an ended call's interaction must not route the lead
+/// into another call.
+fn only_agent(config: &mut Config, name: &str, agent: VoiceAgentConfig) {
+    config.pipeline.start_on_create = false;
+    config.pipeline.rescore_on_interaction = false;
+    config.voice.public_url = PUBLIC_URL.to_owned();
+    config.voice.agents = [(name.to_owned(), agent)].into();
+    config.voice.default_agent = name.to_owned();
+}
+
+/// A lead that may be called now: consent, a German number (13:00 in Berlin on a Wednesday).
+fn callable_lead() -> Value {
+    json!({
+        "name": "Jürgen Müller",
+        "phone": "030 123456",
+        "company": "Müller GmbH",
+        "language": "de",
+        "consentCall": true,
+    })
+}
+
+/// Starts a call through GraphQL and returns its id (queued, nothing dialled yet).
+async fn start_call(app: &TestApp, customer: &str, provider: &str, agent: &str) -> String {
+    let data = app.graphql_ok(START, json!({ "c": customer })).await;
+    let call = &data["startVoiceCall"];
+    assert_eq!(call["status"], "QUEUED", "{call:#}");
+    assert_eq!(call["provider"], provider);
+    assert_eq!(call["agent"], agent);
+    assert_eq!(call["toNumber"], "+4930123456");
+    call["id"].as_str().unwrap().to_owned()
+}
+
+async fn call(app: &TestApp, id: &str) -> Value {
+    app.graphql_ok(CALL, json!({ "id": id })).await["call"].clone()
+}
+
+/// `(seq, role, text, offsetMs)` of each segment.
+fn segments(call: &Value) -> Vec<(i64, String, String, Option<i64>)> {
+    call["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["seq"].as_i64().unwrap(),
+                s["role"].as_str().unwrap().to_owned(),
+                s["text"].as_str().unwrap().to_owned(),
+                s["offsetMs"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn segment(seq: i64, role: &str, text: &str, offset_ms: i64) -> (i64, String, String, Option<i64>) {
+    (seq, role.to_owned(), text.to_owned(), Some(offset_ms))
+}
+
+async fn calls_of(app: &TestApp, customer: &str) -> Vec<Value> {
+    app.graphql_ok(CALLS, json!({ "c": customer })).await["calls"]["nodes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn interactions_of(app: &TestApp, customer: &str) -> Vec<Value> {
+    app.graphql_ok(INTERACTIONS, json!({ "id": customer }))
+        .await["customer"]["interactions"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The one interaction of the customer: a logged outbound call, the call's interaction.
+async fn the_call_interaction(app: &TestApp, customer: &str, call: &Value) -> Value {
+    let interactions = interactions_of(app, customer).await;
+    assert_eq!(interactions.len(), 1, "{interactions:#?}");
+    let interaction = interactions[0].clone();
+    assert_eq!(interaction["kind"], "CALL");
+    assert_eq!(interaction["direction"], "OUTBOUND");
+    assert_eq!(interaction["id"], call["interactionId"]);
+    interaction
+}
+
+/// Posts a webhook body with `headers` to `/webhooks/voice/{provider}`; the status and the JSON
+/// answer (null when there is none).
+async fn deliver(
+    app: &TestApp,
+    provider: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!("{}/webhooks/voice/{provider}", app.url))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Lower-case hex of HMAC-SHA256 over the concatenated `parts`.
+fn hmac_hex(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `target`'s fields plus `extra`'s (which win).
+fn with(mut target: Value, extra: Value) -> Value {
+    if let (Some(target), Value::Object(extra)) = (target.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    target
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retell (PROVIDERS.md §2).
+
+const RETELL_KEY: &str = "key_test_retell_webhook_badge";
+const RETELL_CREATE: &str = "/v2/create-phone-call";
+const RETELL_CALL: &str = "call_7c1e0e9d2b4f4a8e9f00";
+const RETELL_AGENT: &str = "agent_retell_de_0001";
+
+fn retell_config(config: &mut Config, base_url: &str) {
+    config.voice.providers.retell.base_url = base_url.to_owned();
+    config.voice.providers.retell.api_key = Some(RETELL_KEY.into());
+    only_agent(
+        config,
+        "retell-de",
+        VoiceAgentConfig {
+            kind: "retell".into(),
+            language: "de".into(),
+            agent_id: RETELL_AGENT.into(),
+            from_number: "+4930555000".into(),
+            first_message: "Guten Tag, hier ist Anna.".into(),
+            variables: [("product".to_owned(), "CRM".to_owned())].into(),
+            ..VoiceAgentConfig::default()
+        },
+    );
+}
+
+/// Retell's answer to a create: the call object, `registered`.
+fn retell_created() -> Value {
+    json!({
+        "call_id": RETELL_CALL,
+        "call_type": "phone_call",
+        "call_status": "registered",
+        "agent_id": RETELL_AGENT,
+        "direction": "outbound",
+        "from_number": "+4930555000",
+        "to_number": "+4930123456",
+    })
+}
+
+/// A Retell call object of our call `id` with `fields`.
+fn retell_call(id: &str, fields: Value) -> Value {
+    with(
+        json!({
+            "call_id": RETELL_CALL,
+            "call_type": "phone_call",
+            "agent_id": RETELL_AGENT,
+            "direction": "outbound",
+            "from_number": "+4930555000",
+            "to_number": "+4930123456",
+            "metadata": { "crm_call_id": id },
+        }),
+        fields,
+    )
+}
+
+/// One `transcript_object` item: words 0.3 s apart from `start_secs`.
+fn utterance(role: &str, content: &str, start_secs: f64) -> Value {
+    let words: Vec<Value> = content
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, word)| {
+            let start = start_secs + 0.3 * i as f64;
+            json!({ "word": word, "start": start, "end": start + 0.25 })
+        })
+        .collect();
+    json!({ "role": role, "content": content, "words": words })
+}
+
+/// `x-retell-signature`: `v=<ms>,d=<hex HMAC-SHA256 of body ‖ ms, keyed with the API key>`.
+fn retell_signature(key: &str, body: &str, at_ms: i64) -> String {
+    let digest = hmac_hex(key, &[body.as_bytes(), at_ms.to_string().as_bytes()]);
+    format!("v={at_ms},d={digest}")
+}
+
+fn retell_body(event: &str, call: Value) -> String {
+    json!({ "event": event, "call": call }).to_string()
+}
+
+/// Posts a Retell event signed now (by the app's clock).
+async fn retell_event(app: &TestApp, event: &str, call: Value) -> (u16, Value) {
+    let body = retell_body(event, call);
+    let signature = retell_signature(RETELL_KEY, &body, app.clock.now().timestamp_millis());
+    deliver(app, "retell", &body, &[("x-retell-signature", &signature)]).await
+}
+
+/// A Retell call for a callable lead, placed: the fake, the app, the customer and the call.
+async fn placed_retell_call(backend: TestBackend) -> (FakeProvider, TestApp, String, String) {
+    let fake = FakeProvider::start(RETELL_CREATE, vec![(201, retell_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let placed = call(&app, &id).await;
+    assert_eq!(placed["status"], "DIALING", "{placed:#}");
+    assert_eq!(placed["providerCallId"], RETELL_CALL);
+    (fake, app, customer, id)
+}
+
+const RETELL_TRANSCRIPT: &str = "Agent: Guten Tag, hier ist Anna.\nUser: Hallo, worum geht es?\n\
+    Agent: Hätten Sie Interesse an einer kurzen Demo?\nUser: Ja, gerne.";
+
+/// The fields of the ended call (`call_ended`; `call_analyzed` adds the analysis).
+fn retell_ended_fields(t0_ms: i64) -> Value {
+    json!({
+        "call_status": "ended",
+        "start_timestamp": t0_ms + 2_000,
+        "end_timestamp": t0_ms + 44_500,
+        "duration_ms": 42_500,
+        "disconnection_reason": "user_hangup",
+        "call_cost": { "combined_cost": 12.5, "product_costs": [], "total_duration_seconds": 43 },
+        "recording_url": "https://dxc03zgurdly9.cloudfront.net/call_7c1e/recording.wav",
+        "transcript": RETELL_TRANSCRIPT,
+        "transcript_object": [
+            utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+            utterance("user", "Hallo, worum geht es?", 3.25),
+            utterance("agent", "Hätten Sie Interesse an einer kurzen Demo?", 6.0),
+            utterance("user", "Ja, gerne.", 9.1),
+        ],
+    })
+}
+
+async fn retell_places_the_call_and_signed_events_drive_it_to_the_end(backend: TestBackend) {
+    let fake = FakeProvider::start(RETELL_CREATE, vec![(201, retell_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+    assert!(
+        fake.received().is_empty(),
+        "nothing is dialled before the job runs"
+    );
+
+    // The dial job places exactly one call, as Retell documents the request.
+    app.run_jobs().await;
+    let received = fake.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let create = &received[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.path, RETELL_CREATE);
+    let bearer = format!("Bearer {RETELL_KEY}");
+    assert_eq!(create.header("authorization"), Some(bearer.as_str()));
+    assert!(
+        create
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{create:#?}"
+    );
+    let body = &create.body;
+    assert_eq!(body["from_number"], "+4930555000");
+    assert_eq!(body["to_number"], "+4930123456");
+    assert_eq!(body["override_agent_id"], RETELL_AGENT);
+    assert_eq!(body["metadata"]["crm_call_id"], id.as_str());
+    assert_eq!(body["metadata"]["crm_customer_id"], customer.as_str());
+    let variables = &body["retell_llm_dynamic_variables"];
+    assert_eq!(variables["name"], "Jürgen Müller");
+    assert_eq!(variables["company"], "Müller GmbH");
+    assert_eq!(variables["product"], "CRM");
+    assert_eq!(body["agent_override"]["agent"]["language"], "de-DE");
+    assert_eq!(
+        body["agent_override"]["agent"]["webhook_url"],
+        format!("{PUBLIC_URL}/webhooks/voice/retell")
+    );
+    assert_eq!(
+        body["agent_override"]["retell_llm"]["begin_message"],
+        "Guten Tag, hier ist Anna."
+    );
+    let dialing = call(&app, &id).await;
+    assert_eq!(dialing["status"], "DIALING");
+    assert_eq!(dialing["providerCallId"], RETELL_CALL);
+    assert!(dialing["dialedAt"].is_string());
+    assert!(dialing["disposition"].is_null());
+
+    // call_started: connected.
+    let t0 = app.clock.now().timestamp_millis();
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 + 2_000 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["callId"], id.as_str());
+    assert_eq!(answer["applied"][0]["status"], "in_progress");
+    let live = call(&app, &id).await;
+    assert_eq!(live["status"], "IN_PROGRESS");
+    assert_eq!(live["startedAt"], "2026-11-25T12:00:02+00:00");
+
+    // transcript_updated repeats the whole list each turn: each utterance is stored once, in
+    // order, with its offset; a repeated delivery answers 200 and changes nothing.
+    let two_turns = json!({
+        "call_status": "ongoing",
+        "transcript_object": [
+            utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+            utterance("user", "Hallo, worum geht es?", 3.25),
+        ],
+    });
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        retell_call(&id, two_turns.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 2);
+    let (status, answer) =
+        retell_event(&app, "transcript_updated", retell_call(&id, two_turns)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+    assert_eq!(segments(&call(&app, &id).await).len(), 2);
+    let three_turns = json!({
+        "call_status": "ongoing",
+        "transcript_object": [
+            utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+            utterance("user", "Hallo, worum geht es?", 3.25),
+            utterance("agent", "Hätten Sie Interesse an einer kurzen Demo?", 6.0),
+        ],
+    });
+    let (status, answer) =
+        retell_event(&app, "transcript_updated", retell_call(&id, three_turns)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 1);
+    assert_eq!(
+        segments(&call(&app, &id).await),
+        [
+            segment(1, "AGENT", "Guten Tag, hier ist Anna.", 400),
+            segment(2, "CUSTOMER", "Hallo, worum geht es?", 3_250),
+            segment(
+                3,
+                "AGENT",
+                "Hätten Sie Interesse an einer kurzen Demo?",
+                6_000
+            ),
+        ]
+    );
+
+    // call_ended: ms → s, cents → USD, the reason → a disposition; the interaction is logged.
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(&id, retell_ended_fields(t0)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 1);
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["endedReason"], "user_hangup");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(42.5));
+    assert_eq!(ended["costUsd"].as_f64(), Some(0.125));
+    assert_eq!(ended["transcript"], RETELL_TRANSCRIPT);
+    assert_eq!(ended["startedAt"], "2026-11-25T12:00:02+00:00");
+    assert_eq!(ended["endedAt"], "2026-11-25T12:00:44.500+00:00");
+    assert_eq!(ended["isFinal"], true);
+    assert!(ended["interactionId"].is_string(), "{ended:#}");
+    assert!(ended["summary"].is_null());
+    assert_eq!(
+        segments(&ended)[3],
+        segment(4, "CUSTOMER", "Ja, gerne.", 9_100)
+    );
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "answered");
+    assert_eq!(interaction["durationSeconds"], 43);
+    assert_eq!(interaction["author"], "voice-agent:retell-de");
+
+    // call_analyzed: the analysis arrives later; the interaction learns the outcome.
+    let analyzed = with(
+        retell_ended_fields(t0),
+        json!({
+            "call_analysis": {
+                "call_summary": "Herr Müller möchte eine Demo am Freitag.",
+                "user_sentiment": "Positive",
+                "call_successful": true,
+                "in_voicemail": false,
+                "custom_analysis_data": { "outcome": "Appointment" },
+            },
+        }),
+    );
+    let (status, answer) =
+        retell_event(&app, "call_analyzed", retell_call(&id, analyzed.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], false, "{answer}");
+    let done = call(&app, &id).await;
+    assert_eq!(done["status"], "ENDED");
+    assert_eq!(done["disposition"], "ANSWERED");
+    assert_eq!(done["summary"], "Herr Müller möchte eine Demo am Freitag.");
+    assert_eq!(done["sentiment"], "positive");
+    assert_eq!(done["outcome"], "appointment");
+    assert_eq!(done["durationSeconds"].as_f64(), Some(42.5));
+    assert_eq!(done["costUsd"].as_f64(), Some(0.125));
+    assert_eq!(done["interactionId"], ended["interactionId"]);
+    assert_eq!(segments(&done).len(), 4);
+    let interaction = the_call_interaction(&app, &customer, &done).await;
+    assert_eq!(interaction["outcome"], "appointment");
+
+    // Retell repeats deliveries: each repeat answers 200, marked a duplicate, and changes nothing.
+    for (event, fields) in [
+        ("call_ended", retell_ended_fields(t0)),
+        ("call_analyzed", analyzed),
+    ] {
+        let (status, answer) = retell_event(&app, event, retell_call(&id, fields)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["applied"][0]["duplicate"], true, "{event}: {answer}");
+    }
+    assert_eq!(call(&app, &id).await, done);
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+
+    // Answered: no retry; the call went to Retell once.
+    app.run_jobs().await;
+    let calls = calls_of(&app, &customer).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(fake.creates().len(), 1);
+}
+
+async fn retell_events_out_of_order_never_move_a_call_back(backend: TestBackend) {
+    let (_fake, app, customer, id) = placed_retell_call(backend).await;
+    let t0 = app.clock.now().timestamp_millis();
+
+    // call_ended arrives first (call_started was lost or is late).
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(&id, retell_ended_fields(t0)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(segments(&ended).len(), 4);
+
+    // A late transcript_updated and a late call_started are accepted but move nothing back.
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        retell_call(
+            &id,
+            json!({
+                "call_status": "ongoing",
+                "transcript_object": [
+                    utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+                    utterance("user", "Hallo, worum geht es?", 3.25),
+                ],
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 + 2_000 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["status"], "ended", "{answer}");
+    let after = call(&app, &id).await;
+    assert_eq!(after["status"], "ENDED");
+    assert_eq!(after["disposition"], "ANSWERED");
+    assert_eq!(after["endedAt"], ended["endedAt"]);
+    assert_eq!(after["durationSeconds"].as_f64(), Some(42.5));
+    assert_eq!(segments(&after), segments(&ended));
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+}
+
+async fn retell_webhooks_are_verified_before_anything_is_read(backend: TestBackend) {
+    let (_fake, app, _customer, id) = placed_retell_call(backend).await;
+    let now_ms = app.clock.now().timestamp_millis();
+    let body = retell_body(
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": now_ms }),
+        ),
+    );
+    let refused = |answer: &Value| {
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{answer}"
+        );
+    };
+
+    // A body changed after signing.
+    let signature = retell_signature(RETELL_KEY, &body, now_ms);
+    let tampered = body.replace("ongoing", "ended");
+    assert_ne!(tampered, body);
+    let (status, answer) = deliver(
+        &app,
+        "retell",
+        &tampered,
+        &[("x-retell-signature", &signature)],
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    refused(&answer);
+
+    // Signed with another key.
+    let signature = retell_signature("key_someone_else", &body, now_ms);
+    let (status, _) = deliver(&app, "retell", &body, &[("x-retell-signature", &signature)]).await;
+    assert_eq!(status, 401);
+
+    // The timestamp is signed: moving it breaks the signature.
+    let signature = retell_signature(RETELL_KEY, &body, now_ms).replacen(
+        &format!("v={now_ms}"),
+        &format!("v={}", now_ms + 1),
+        1,
+    );
+    let (status, _) = deliver(&app, "retell", &body, &[("x-retell-signature", &signature)]).await;
+    assert_eq!(status, 401);
+
+    // Correctly signed, but more than 5 minutes old or ahead.
+    for skew in [-301_000, 301_000] {
+        let signature = retell_signature(RETELL_KEY, &body, now_ms + skew);
+        let (status, answer) =
+            deliver(&app, "retell", &body, &[("x-retell-signature", &signature)]).await;
+        assert_eq!(status, 401, "skew {skew}: {answer}");
+        refused(&answer);
+    }
+
+    // No signature, or not in Retell's format.
+    let (status, answer) = deliver(&app, "retell", &body, &[]).await;
+    assert_eq!(status, 401, "{answer}");
+    refused(&answer);
+    let digest_only = retell_signature(RETELL_KEY, &body, now_ms)
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    for header in [digest_only.as_str(), "v=abc,d=00", "garbage", ""] {
+        let (status, _) = deliver(&app, "retell", &body, &[("x-retell-signature", header)]).await;
+        assert_eq!(status, 401, "{header}");
+    }
+
+    // Nothing refused reached the call.
+    let untouched = call(&app, &id).await;
+    assert_eq!(untouched["status"], "DIALING");
+    assert!(untouched["startedAt"].is_null());
+
+    // Correctly signed garbage is a bad request, not a server error.
+    for garbage in [
+        "not json",
+        "[1, 2]",
+        r#"{"event": "call_started"}"#,
+        r#"{"event": "call_started", "call": {"call_status": "ongoing"}}"#,
+        r#"{"call": {"call_id": "call_7c1e0e9d2b4f4a8e9f00"}}"#,
+    ] {
+        let signature = retell_signature(RETELL_KEY, garbage, now_ms);
+        let (status, answer) = deliver(
+            &app,
+            "retell",
+            garbage,
+            &[("x-retell-signature", &signature)],
+        )
+        .await;
+        assert_eq!(status, 400, "{garbage}: {answer}");
+    }
+
+    // A call we never placed: 404, whether named by our id or only by Retell's.
+    let stranger = uuid::Uuid::new_v4().to_string();
+    for call_object in [
+        with(
+            retell_call(&stranger, json!({ "call_status": "ongoing" })),
+            json!({ "call_id": "call_nobody_placed" }),
+        ),
+        json!({ "call_id": "call_nobody_placed", "call_status": "ongoing" }),
+    ] {
+        let (status, answer) = retell_event(&app, "call_started", call_object).await;
+        assert_eq!(status, 404, "{answer}");
+    }
+
+    // An event type we do not use: accepted and ignored.
+    let (status, answer) = retell_event(
+        &app,
+        "transfer_started",
+        retell_call(&id, json!({ "call_status": "ongoing" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ignored"], "transfer_started");
+    let (status, answer) =
+        retell_event(&app, "call_resurrected", retell_call(&id, json!({}))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ignored"], "call_resurrected");
+
+    // Providers that do not exist or are not configured here.
+    let signature = retell_signature(RETELL_KEY, &body, now_ms);
+    for provider in ["twilio", "vapi", "bland"] {
+        let (status, _) =
+            deliver(&app, provider, &body, &[("x-retell-signature", &signature)]).await;
+        assert_eq!(status, 404, "{provider}");
+    }
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+
+    // Inside the window (just under 5 minutes old), the same event is applied.
+    let signature = retell_signature(RETELL_KEY, &body, now_ms - 299_000);
+    let (status, answer) =
+        deliver(&app, "retell", &body, &[("x-retell-signature", &signature)]).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+}
+
+async fn retell_rejecting_the_call_fails_it_for_good(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        RETELL_CREATE,
+        vec![(
+            400,
+            json!({ "status": 400, "message": "to_number is not a valid E.164 number" }),
+        )],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let failed = call(&app, &id).await;
+    assert_eq!(failed["status"], "ENDED", "{failed:#}");
+    assert_eq!(failed["disposition"], "FAILED");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert!(reason.contains("400"), "{reason}");
+    assert!(
+        reason.contains("to_number is not a valid E.164 number"),
+        "{reason}"
+    );
+    assert!(failed["providerCallId"].is_null());
+    assert_eq!(failed["isFinal"], true);
+    // Never placed: nothing to log as a conversation.
+    assert!(failed["interactionId"].is_null());
+    assert!(interactions_of(&app, &customer).await.is_empty());
+
+    // A rejection is final: no later attempt reaches Retell.
+    app.clock.advance(Duration::hours(6));
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    assert_eq!(calls_of(&app, &customer).await.len(), 1);
+}
+
+async fn retell_server_error_on_create_is_never_retried(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        RETELL_CREATE,
+        vec![(500, json!({ "message": "internal server error" }))],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let failed = call(&app, &id).await;
+    assert_eq!(failed["status"], "ENDED", "{failed:#}");
+    assert_eq!(failed["disposition"], "FAILED");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("500"), "{reason}");
+    assert!(reason.contains("not retried"), "{reason}");
+    assert_eq!(failed["isFinal"], true);
+
+    // The call may exist at Retell: a second create could ring the lead twice, so none is made,
+    // neither by the job runner's retries nor later.
+    for hours in [1, 24] {
+        app.clock.advance(Duration::hours(hours));
+        app.run_jobs().await;
+    }
+    let creates = fake.creates();
+    assert_eq!(creates.len(), 1, "{creates:#?}");
+    let calls = calls_of(&app, &customer).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(call(&app, &id).await["status"], "ENDED");
+}
+
+async fn retell_unavailable_is_retried_a_minute_later(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        RETELL_CREATE,
+        vec![
+            (429, json!({ "message": "Too many requests" })),
+            (201, retell_created()),
+        ],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+
+    // 429: Retell did not act on it, so the call waits in the queue for a minute.
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let waiting = call(&app, &id).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting:#}");
+    let reason = waiting["reason"].as_str().unwrap();
+    assert!(reason.contains("unavailable"), "{reason}");
+    assert!(waiting["providerCallId"].is_null());
+    app.clock.advance(Duration::seconds(30));
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1, "not before the minute is up");
+
+    app.clock.advance(Duration::seconds(31));
+    app.run_jobs().await;
+    let creates = fake.creates();
+    assert_eq!(creates.len(), 2);
+    assert_eq!(
+        creates[1].body, creates[0].body,
+        "the same call, asked again"
+    );
+    let placed = call(&app, &id).await;
+    assert_eq!(placed["status"], "DIALING", "{placed:#}");
+    assert_eq!(placed["providerCallId"], RETELL_CALL);
+    assert_eq!(placed["attempt"], 1);
+    assert_eq!(calls_of(&app, &customer).await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vapi (PROVIDERS.md §1).
+
+const VAPI_KEY: &str = "vapi_private_key_test";
+const VAPI_SECRET: &str = "vapi_server_credential_test";
+const VAPI_CREATE: &str = "/call";
+const VAPI_CALL: &str = "5b2d1c9e-6f0a-4e34-9b8e-2f4d7a1c0e11";
+
+fn vapi_config(config: &mut Config, base_url: &str, auth: WebhookAuth) {
+    config.voice.providers.vapi.base_url = base_url.to_owned();
+    config.voice.providers.vapi.api_key = Some(VAPI_KEY.into());
+    config.voice.providers.vapi.webhook_auth = auth;
+    config.voice.providers.vapi.webhook_secret = Some(VAPI_SECRET.into());
+    only_agent(
+        config,
+        "vapi-de",
+        VoiceAgentConfig {
+            kind: "vapi".into(),
+            language: "de".into(),
+            agent_id: "asst_de_0001".into(),
+            from_number: "pn_de_0001".into(),
+            first_message: "Guten Tag, hier ist Anna.".into(),
+            ..VoiceAgentConfig::default()
+        },
+    );
+}
+
+/// Vapi's answer to a create: a `Call`, `queued`.
+fn vapi_created() -> Value {
+    json!({
+        "id": VAPI_CALL,
+        "orgId": "org_test",
+        "type": "outboundPhoneCall",
+        "status": "queued",
+        "assistantId": "asst_de_0001",
+        "phoneNumberId": "pn_de_0001",
+        "createdAt": "2026-11-25T12:00:00.000Z",
+        "updatedAt": "2026-11-25T12:00:00.000Z",
+    })
+}
+
+/// A server message `{"message": {type, call, …fields}}` about our call `id`.
+fn vapi_message(id: &str, kind: &str, fields: Value) -> String {
+    let message = with(
+        json!({
+            "type": kind,
+            "timestamp": 1_795_521_600_000_i64,
+            "call": {
+                "id": VAPI_CALL,
+                "orgId": "org_test",
+                "type": "outboundPhoneCall",
+                "name": id,
+                "assistantOverrides": { "metadata": { "crm_call_id": id } },
+            },
+        }),
+        fields,
+    );
+    json!({ "message": message }).to_string()
+}
+
+/// Posts a server message with the Bearer credential.
+async fn vapi_deliver(app: &TestApp, body: &str) -> (u16, Value) {
+    let bearer = format!("Bearer {VAPI_SECRET}");
+    deliver(app, "vapi", body, &[("authorization", &bearer)]).await
+}
+
+async fn placed_vapi_call(
+    backend: TestBackend,
+    auth: WebhookAuth,
+) -> (FakeProvider, TestApp, String, String) {
+    let fake = FakeProvider::start(VAPI_CREATE, vec![(201, vapi_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| vapi_config(c, &fake.url, auth)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "vapi", "vapi-de").await;
+    app.run_jobs().await;
+    (fake, app, customer, id)
+}
+
+async fn vapi_places_the_call_and_bearer_authenticated_messages_drive_it(backend: TestBackend) {
+    let (fake, app, customer, id) = placed_vapi_call(backend, WebhookAuth::Bearer).await;
+
+    let received = fake.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let create = &received[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.path, VAPI_CREATE);
+    let bearer = format!("Bearer {VAPI_KEY}");
+    assert_eq!(create.header("authorization"), Some(bearer.as_str()));
+    let body = &create.body;
+    assert_eq!(body["assistantId"], "asst_de_0001");
+    assert_eq!(body["phoneNumberId"], "pn_de_0001");
+    assert_eq!(body["customer"]["number"], "+4930123456");
+    assert_eq!(body["customer"]["name"], "Jürgen Müller");
+    assert_eq!(body["customer"]["externalId"], customer.as_str());
+    assert_eq!(body["name"], id.as_str());
+    let overrides = &body["assistantOverrides"];
+    assert_eq!(overrides["metadata"]["crm_call_id"], id.as_str());
+    assert_eq!(overrides["metadata"]["crm_customer_id"], customer.as_str());
+    assert_eq!(overrides["variableValues"]["name"], "Jürgen Müller");
+    assert_eq!(overrides["variableValues"]["company"], "Müller GmbH");
+    assert_eq!(overrides["firstMessage"], "Guten Tag, hier ist Anna.");
+    assert_eq!(
+        overrides["server"]["url"],
+        format!("{PUBLIC_URL}/webhooks/voice/vapi")
+    );
+    let dialing = call(&app, &id).await;
+    assert_eq!(dialing["status"], "DIALING");
+    assert_eq!(dialing["providerCallId"], VAPI_CALL);
+
+    // The Bearer credential: missing, wrong or not Bearer → 401, and nothing changes.
+    let ringing = vapi_message(&id, "status-update", json!({ "status": "ringing" }));
+    let wrong = "Bearer not-the-token".to_owned();
+    let basic = format!("Basic {VAPI_SECRET}");
+    for headers in [
+        vec![],
+        vec![("authorization", wrong.as_str())],
+        vec![("authorization", basic.as_str())],
+        vec![("x-vapi-secret", VAPI_SECRET)],
+    ] {
+        let (status, answer) = deliver(&app, "vapi", &ringing, &headers).await;
+        assert_eq!(status, 401, "{headers:?}: {answer}");
+    }
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+
+    // status-update ringing, then in-progress.
+    let (status, answer) = vapi_deliver(&app, &ringing).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["status"], "ringing");
+    assert_eq!(call(&app, &id).await["status"], "RINGING");
+    let (status, answer) = vapi_deliver(&app, &ringing).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true);
+    let (status, answer) = vapi_deliver(
+        &app,
+        &vapi_message(&id, "status-update", json!({ "status": "in-progress" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+
+    // Partial transcripts and message types we do not use are accepted and ignored.
+    for (kind, fields) in [
+        (
+            "transcript",
+            json!({ "role": "user", "transcriptType": "partial", "transcript": "Hal" }),
+        ),
+        (
+            "speech-update",
+            json!({ "status": "started", "role": "assistant" }),
+        ),
+        ("conversation-update", json!({ "messages": [] })),
+    ] {
+        let (status, answer) = vapi_deliver(&app, &vapi_message(&id, kind, fields)).await;
+        assert_eq!(status, 200, "{kind}: {answer}");
+        assert_eq!(answer["ignored"], kind);
+    }
+    assert!(segments(&call(&app, &id).await).is_empty());
+
+    // end-of-call-report: duration from startedAt/endedAt, cost in USD, the analysis, the
+    // messages as segments (the system prompt left out).
+    let report = vapi_message(
+        &id,
+        "end-of-call-report",
+        json!({
+            "endedReason": "customer-ended-call",
+            "cost": 0.42,
+            "startedAt": "2026-11-25T12:00:05.000Z",
+            "endedAt": "2026-11-25T12:01:05.500Z",
+            "analysis": {
+                "summary": "Bittet um Rückruf morgen früh.",
+                "structuredData": { "outcome": "Callback" },
+                "successEvaluation": "true",
+            },
+            "artifact": {
+                "transcript": "AI: Guten Tag, hier ist Anna.\nUser: Rufen Sie mich morgen an.",
+                "recordingUrl": "https://storage.vapi.ai/5b2d1c9e-mono.wav",
+                "messages": [
+                    { "role": "system", "message": "Du bist Anna.", "time": 1_795_521_605_000_i64 },
+                    { "role": "bot", "message": "Guten Tag, hier ist Anna.", "secondsFromStart": 0.6 },
+                    { "role": "user", "message": "Rufen Sie mich morgen an.", "secondsFromStart": 2.4 },
+                ],
+            },
+        }),
+    );
+    let (status, answer) = vapi_deliver(&app, &report).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["endedReason"], "customer-ended-call");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(60.5));
+    assert_eq!(ended["costUsd"].as_f64(), Some(0.42));
+    assert_eq!(ended["summary"], "Bittet um Rückruf morgen früh.");
+    assert_eq!(ended["outcome"], "callback");
+    assert_eq!(
+        ended["recordingUrl"],
+        "https://storage.vapi.ai/5b2d1c9e-mono.wav"
+    );
+    assert_eq!(
+        segments(&ended),
+        [
+            segment(1, "AGENT", "Guten Tag, hier ist Anna.", 600),
+            segment(2, "CUSTOMER", "Rufen Sie mich morgen an.", 2_400),
+        ]
+    );
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "callback");
+    assert_eq!(interaction["durationSeconds"], 61);
+
+    // A repeated report and a late status-update change nothing.
+    let (status, answer) = vapi_deliver(&app, &report).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true);
+    let (status, answer) = vapi_deliver(
+        &app,
+        &vapi_message(&id, "status-update", json!({ "status": "forwarding" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let after = call(&app, &id).await;
+    assert_eq!(after["status"], "ENDED");
+    assert_eq!(after["disposition"], "ANSWERED");
+    assert_eq!(segments(&after).len(), 2);
+
+    // Signed garbage is a bad request; a call we never placed is not found.
+    for garbage in [
+        "{oops",
+        r#"{"message": {"type": "status-update"}}"#,
+        r#"{"type": "x"}"#,
+    ] {
+        let (status, answer) = vapi_deliver(&app, garbage).await;
+        assert_eq!(status, 400, "{garbage}: {answer}");
+    }
+    let stranger = vapi_message(
+        &uuid::Uuid::new_v4().to_string(),
+        "status-update",
+        json!({ "status": "ringing", "call": { "id": "vapi-call-nobody-placed" } }),
+    );
+    let (status, answer) = vapi_deliver(&app, &stranger).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(fake.creates().len(), 1);
+}
+
+async fn vapi_hmac_credential_signs_the_timestamp_and_the_body(backend: TestBackend) {
+    let (_fake, app, _customer, id) = placed_vapi_call(backend, WebhookAuth::Hmac).await;
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+    let body = vapi_message(&id, "status-update", json!({ "status": "ringing" }));
+    let now = app.clock.now().timestamp();
+    // Vapi's HMAC credential with its defaults: hex HMAC-SHA256 over `{timestamp}.{body}`.
+    let sign = |timestamp: i64, body: &str| {
+        hmac_hex(
+            VAPI_SECRET,
+            &[timestamp.to_string().as_bytes(), b".", body.as_bytes()],
+        )
+    };
+
+    let bearer = format!("Bearer {VAPI_SECRET}");
+    let stale = (now - 301).to_string();
+    let stale_signature = sign(now - 301, &body);
+    let tampered = body.replace("ringing", "in-progress");
+    let signature = sign(now, &body);
+    let timestamp = now.to_string();
+    let other_timestamp = (now + 1).to_string();
+    for (what, payload, headers) in [
+        (
+            "a Bearer token",
+            &body,
+            vec![("authorization", bearer.as_str())],
+        ),
+        (
+            "no timestamp",
+            &body,
+            vec![("x-signature", signature.as_str())],
+        ),
+        (
+            "no signature",
+            &body,
+            vec![("x-timestamp", timestamp.as_str())],
+        ),
+        (
+            "a tampered body",
+            &tampered,
+            vec![
+                ("x-signature", signature.as_str()),
+                ("x-timestamp", timestamp.as_str()),
+            ],
+        ),
+        (
+            "another timestamp",
+            &body,
+            vec![
+                ("x-signature", signature.as_str()),
+                ("x-timestamp", other_timestamp.as_str()),
+            ],
+        ),
+        (
+            "a stale timestamp",
+            &body,
+            vec![
+                ("x-signature", stale_signature.as_str()),
+                ("x-timestamp", stale.as_str()),
+            ],
+        ),
+    ] {
+        let (status, answer) = deliver(&app, "vapi", payload, &headers).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+    }
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+
+    let prefixed = format!("sha256={signature}");
+    let (status, answer) = deliver(
+        &app,
+        "vapi",
+        &body,
+        &[
+            ("x-signature", prefixed.as_str()),
+            ("x-timestamp", timestamp.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "RINGING");
+}
+
+async fn vapi_rejecting_the_call_fails_it(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        VAPI_CREATE,
+        vec![(
+            400,
+            json!({
+                "message": ["customer.number must be a valid phone number in the E.164 format"],
+                "error": "Bad Request",
+                "statusCode": 400,
+            }),
+        )],
+    )
+    .await;
+    let app =
+        TestApp::spawn_with(backend, |c| vapi_config(c, &fake.url, WebhookAuth::Bearer)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "vapi", "vapi-de").await;
+
+    app.run_jobs().await;
+    let failed = call(&app, &id).await;
+    assert_eq!(failed["status"], "ENDED", "{failed:#}");
+    assert_eq!(failed["disposition"], "FAILED");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert!(reason.contains("must be a valid phone number"), "{reason}");
+    app.clock.advance(Duration::hours(2));
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bland (PROVIDERS.md §3).
+
+const BLAND_KEY: &str = "org_bland_key_test";
+const BLAND_SECRET: &str = "bland_signing_secret_test";
+const BLAND_CREATE: &str = "/v1/calls";
+const BLAND_CALL: &str = "9a8b7c6d-1e2f-4a3b-8c9d-0e1f2a3b4c5d";
+
+fn bland_config(config: &mut Config, base_url: &str) {
+    config.voice.providers.bland.base_url = base_url.to_owned();
+    config.voice.providers.bland.api_key = Some(BLAND_KEY.into());
+    config.voice.providers.bland.webhook_secret = Some(BLAND_SECRET.into());
+    only_agent(
+        config,
+        "bland-de",
+        VoiceAgentConfig {
+            kind: "bland".into(),
+            language: "de".into(),
+            agent_id: "pathway_de_0001".into(),
+            task: "Qualifiziere den Lead freundlich.".into(),
+            from_number: "+4930555000".into(),
+            first_message: "Guten Tag, hier ist Anna.".into(),
+            ..VoiceAgentConfig::default()
+        },
+    );
+}
+
+/// Posts a Bland delivery with `X-Webhook-Signature` (hex HMAC-SHA256 of the raw body).
+async fn bland_deliver(app: &TestApp, body: &str) -> (u16, Value) {
+    let signature = hmac_hex(BLAND_SECRET, &[body.as_bytes()]);
+    deliver(app, "bland", body, &[("x-webhook-signature", &signature)]).await
+}
+
+async fn bland_places_the_call_and_signed_webhooks_drive_it(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        BLAND_CREATE,
+        vec![(
+            200,
+            json!({
+                "status": "success",
+                "message": "Call successfully queued.",
+                "call_id": BLAND_CALL,
+                "batch_id": null,
+            }),
+        )],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| bland_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "bland", "bland-de").await;
+
+    app.run_jobs().await;
+    let received = fake.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let create = &received[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.path, BLAND_CREATE);
+    // Bland takes the raw key, no Bearer.
+    assert_eq!(create.header("authorization"), Some(BLAND_KEY));
+    let body = &create.body;
+    assert_eq!(body["phone_number"], "+4930123456");
+    assert_eq!(body["pathway_id"], "pathway_de_0001");
+    assert_eq!(body["task"], "Qualifiziere den Lead freundlich.");
+    assert_eq!(body["first_sentence"], "Guten Tag, hier ist Anna.");
+    assert_eq!(body["language"], "de");
+    assert_eq!(body["from"], "+4930555000");
+    assert_eq!(body["request_data"]["name"], "Jürgen Müller");
+    assert_eq!(body["metadata"]["crm_call_id"], id.as_str());
+    assert_eq!(body["metadata"]["crm_customer_id"], customer.as_str());
+    assert_eq!(
+        body["webhook"],
+        format!("{PUBLIC_URL}/webhooks/voice/bland")
+    );
+    let dialing = call(&app, &id).await;
+    assert_eq!(dialing["status"], "DIALING");
+    assert_eq!(dialing["providerCallId"], BLAND_CALL);
+
+    // A live event carries only Bland's call id: it is matched by that.
+    let connected = json!({
+        "call_id": BLAND_CALL,
+        "message": "Call connected",
+        "category": "call",
+        "log_level": "info",
+    })
+    .to_string();
+    let wrong = hmac_hex("another_secret", &[connected.as_bytes()]);
+    let tampered_signature = hmac_hex(BLAND_SECRET, &[connected.as_bytes()]);
+    let tampered = connected.replace("info", "debug");
+    for (payload, headers) in [
+        (&connected, vec![]),
+        (&connected, vec![("x-webhook-signature", wrong.as_str())]),
+        (&connected, vec![("x-webhook-signature", "not hex")]),
+        (
+            &tampered,
+            vec![("x-webhook-signature", tampered_signature.as_str())],
+        ),
+    ] {
+        let (status, answer) = deliver(&app, "bland", payload, &headers).await;
+        assert_eq!(status, 401, "{headers:?}: {answer}");
+    }
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+    let (status, answer) = bland_deliver(&app, &connected).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+
+    // The post-call webhook: call_length minutes → seconds, price in USD, the transcript.
+    let post_call = json!({
+        "call_id": BLAND_CALL,
+        "c_id": BLAND_CALL,
+        "to": "+4930123456",
+        "from": "+4930555000",
+        "status": "completed",
+        "completed": true,
+        "queue_status": "complete",
+        "answered_by": "human",
+        "call_length": 1.5,
+        "price": 0.135,
+        "created_at": "2026-11-25T12:00:00.000Z",
+        "started_at": "2026-11-25T12:00:04.000Z",
+        "end_at": "2026-11-25T12:30:04.000Z",
+        "call_ended_by": "USER",
+        "summary": "Interesse an einem Angebot.",
+        "concatenated_transcript": "assistant: Guten Tag, hier ist Anna. \n user: Ja, erzählen Sie.",
+        "transcripts": [
+            { "id": 1, "created_at": "2026-11-25T12:00:05.000Z", "text": "Guten Tag, hier ist Anna.", "user": "assistant" },
+            { "id": 2, "created_at": "2026-11-25T12:00:08.250Z", "text": "Ja, erzählen Sie.", "user": "user" },
+        ],
+        "disposition_tag": "Interested",
+        "metadata": { "crm_call_id": id, "crm_customer_id": customer },
+        "recording_url": null,
+    })
+    .to_string();
+    let (status, answer) = bland_deliver(&app, &post_call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(90.0));
+    assert_eq!(ended["costUsd"].as_f64(), Some(0.135));
+    assert_eq!(ended["summary"], "Interesse an einem Angebot.");
+    assert_eq!(ended["outcome"], "interested");
+    assert_eq!(ended["startedAt"], "2026-11-25T12:00:04+00:00");
+    assert_eq!(ended["endedAt"], "2026-11-25T12:01:34+00:00");
+    assert_eq!(
+        segments(&ended),
+        [
+            segment(1, "AGENT", "Guten Tag, hier ist Anna.", 1_000),
+            segment(2, "CUSTOMER", "Ja, erzählen Sie.", 4_250),
+        ]
+    );
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "interested");
+    assert_eq!(interaction["durationSeconds"], 90);
+
+    // A repeated post-call webhook (Bland retries on non-2xx and offers resends) is a no-op;
+    // a late "Call connected" moves nothing back.
+    let (status, answer) = bland_deliver(&app, &post_call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+    let (status, answer) = bland_deliver(&app, &connected).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await, ended);
+
+    // Signed garbage → 400; a call we never placed → 404; a body that is no call → ignored.
+    for garbage in ["not json", "42", r#"{"status": "completed"}"#] {
+        let (status, answer) = bland_deliver(&app, garbage).await;
+        assert_eq!(status, 400, "{garbage}: {answer}");
+    }
+    let stranger =
+        json!({ "call_id": "bland-call-nobody-placed", "status": "completed", "completed": true })
+            .to_string();
+    let (status, answer) = bland_deliver(&app, &stranger).await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = bland_deliver(
+        &app,
+        &json!({ "call_id": BLAND_CALL, "event_type": "evals" }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.get("ignored").is_some(), "{answer}");
+    assert_eq!(fake.creates().len(), 1);
+}
+
+async fn bland_refusal_inside_a_success_answer_fails_the_call(backend: TestBackend) {
+    // Bland answers some refusals with a 2xx and `status: error`.
+    let fake = FakeProvider::start(
+        BLAND_CREATE,
+        vec![(
+            200,
+            json!({ "status": "error", "message": "Phone number is on your do-not-call list" }),
+        )],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| bland_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "bland", "bland-de").await;
+
+    app.run_jobs().await;
+    let failed = call(&app, &id).await;
+    assert_eq!(failed["status"], "ENDED", "{failed:#}");
+    assert_eq!(failed["disposition"], "FAILED");
+    assert!(failed["providerCallId"].is_null());
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert!(reason.contains("do-not-call list"), "{reason}");
+    app.clock.advance(Duration::hours(2));
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+}
