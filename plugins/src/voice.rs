@@ -381,7 +381,8 @@ impl Voice {
                 call_id: call.first_call_id,
             })
             .unwrap_or_default(),
-            dedupe_key: Some(format!("{VOICE_FINISH}:{}", call.first_call_id)),
+            // One per attempt: the job finds out whether the entry's outcome is final.
+            dedupe_key: Some(format!("{VOICE_FINISH}:{}", call.id)),
             priority: 0,
             run_at: now,
             max_attempts: RetryPolicy::default().max_attempts,
@@ -423,7 +424,8 @@ impl Voice {
             (new, job)
         });
         let outcome = call.outcome.as_deref().and_then(normalize_outcome);
-        let interaction = call.dialed_at.map(|dialed| {
+        let placed_at = call.started_at.or(call.dialed_at).unwrap_or(ended_at);
+        let interaction = Some(placed_at).map(|placed_at| {
             let mut body = String::new();
             if let Some(summary) = &call.summary {
                 body.push_str(summary);
@@ -456,7 +458,7 @@ impl Voice {
                         .clone()
                         .unwrap_or_else(|| disposition.as_str().to_owned()),
                 ),
-                occurred_at: call.started_at.unwrap_or(dialed),
+                occurred_at: placed_at,
                 duration_seconds: call
                     .duration_secs
                     .map(|d| d.round().clamp(0.0, 86_400.0) as i32),
@@ -777,9 +779,15 @@ impl Voice {
         )
         .await
         .map_err(store)?;
-        let last = attempts
+        let entry: Vec<&Call> = attempts
             .iter()
-            .filter(|c| c.first_call_id == first.first_call_id && c.final_attempt)
+            .filter(|c| c.first_call_id == first.first_call_id)
+            .collect();
+        if entry.iter().any(|c| c.status != CallStatus::Ended) {
+            return Ok(()); // Another attempt is queued or in flight: its end finishes.
+        }
+        let last = entry
+            .into_iter()
             .max_by_key(|c| c.attempt)
             .unwrap_or(&first);
         let detail = serde_json::json!({

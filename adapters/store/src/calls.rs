@@ -759,14 +759,21 @@ pub async fn dequeue(
                 Dequeue::Dialed {
                     provider_call_id, ..
                 } => {
-                    diesel::update(target)
-                        .set((
-                            calls::provider_call_id.eq(provider_call_id),
-                            calls::dialed_at.eq(at),
-                            calls::updated_at.eq(at),
-                        ))
-                        .execute(conn)
-                        .await?
+                    // Whatever the call's events did meanwhile (a webhook may beat the
+                    // provider's answer), unless one of them recorded the provider's id.
+                    diesel::update(
+                        calls::table
+                            .filter(calls::id.eq(&key))
+                            .filter(calls::status.ne(CallStatus::Queued.as_str()))
+                            .filter(calls::provider_call_id.is_null()),
+                    )
+                    .set((
+                        calls::provider_call_id.eq(provider_call_id),
+                        calls::dialed_at.eq(at),
+                        calls::updated_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?
                 }
                 Dequeue::Deferred {
                     not_before, reason, ..
@@ -943,6 +950,25 @@ pub async fn ingest(
             }
             let ended_now =
                 before.status != CallStatus::Ended && row.status == CallStatus::Ended.as_str();
+            let from_provider = !update.provider_call_id.is_empty();
+            // The provider knows the call: it was placed, even if its answer to the placement
+            // came after this event, or never (a timeout).
+            if from_provider && row.provider_call_id.is_none() {
+                row.provider_call_id = Some(truncate(&update.provider_call_id, 200));
+                changed = true;
+            }
+            if from_provider && row.dialed_at.is_none() {
+                row.dialed_at = Some(at);
+                changed = true;
+            }
+            // Ended as "not placed" (the placement timed out), then the provider reports the
+            // real call's end: it is logged like any ended call.
+            let late_end = before.status == CallStatus::Ended
+                && before.provider_call_id.is_none()
+                && before.interaction_id.is_none()
+                && from_provider
+                && update.status == Some(CallStatus::Ended);
+            let was_retryable = before.disposition.is_some_and(Disposition::retryable);
             // Disposition: set or refined, except that a cancel by us stands.
             if let Some(disposition) = update.disposition
                 && before.disposition != Some(Disposition::Canceled)
@@ -997,22 +1023,78 @@ pub async fn ingest(
                 row.ended_at = Some(at);
             }
 
-            // Segments: the next numbers, once each.
+            // Segments: the next numbers, once each. A positioned segment (a provider's full
+            // list) that repeats an utterance already streamed without a position is the same
+            // utterance; one whose text grew (Retell's live turn) is corrected in place.
             let mut new_segments = 0;
             if !update.segments.is_empty() {
-                let last: Option<i32> = call_segments::table
+                let stored: Vec<(i32, String, String, String)> = call_segments::table
                     .filter(call_segments::call_id.eq(&key))
-                    .select(diesel::dsl::max(call_segments::seq))
-                    .first(conn)
+                    .select((
+                        call_segments::seq,
+                        call_segments::dedupe,
+                        call_segments::role,
+                        call_segments::text,
+                    ))
+                    .load(conn)
                     .await?;
-                let mut seq = last.unwrap_or(0);
+                let mut seq = stored.iter().map(|s| s.0).max().unwrap_or(0);
+                let mut streamed: Vec<(String, String)> = stored
+                    .iter()
+                    .filter(|s| !s.1.starts_with('p'))
+                    .map(|s| (s.2.clone(), s.3.trim().to_owned()))
+                    .collect();
+                let positioned: std::collections::HashMap<&str, (i32, &str)> = stored
+                    .iter()
+                    .filter(|s| s.1.starts_with('p'))
+                    .map(|s| (s.1.as_str(), (s.0, s.3.as_str())))
+                    .collect();
+                let mut publish = |seq: i32, segment: &crm_domain::Segment, text: &str| {
+                    effects.push(Effect::Event(NewEvent {
+                        topic: TRANSCRIPT_TOPIC.to_owned(),
+                        customer_id: Some(row.customer_id.clone()),
+                        payload: serde_json::json!({
+                            "callId": key,
+                            "seq": seq,
+                            "role": segment.role.as_str(),
+                            "text": text,
+                            "offsetMs": segment.offset_ms,
+                            "at": now,
+                        })
+                        .to_string(),
+                    }));
+                };
                 for segment in &update.segments {
-                    if i64::from(seq) >= MAX_SEGMENTS {
-                        break;
-                    }
                     let text = truncate(&segment.text, SEGMENT_MAX_CHARS);
                     let dedupe =
                         segment_dedupe(segment.position, segment.role, &text, segment.offset_ms);
+                    if segment.position.is_some() {
+                        if let Some((existing, old)) = positioned.get(dedupe.as_str()) {
+                            if *old != text {
+                                diesel::update(
+                                    call_segments::table
+                                        .filter(call_segments::call_id.eq(&key))
+                                        .filter(call_segments::seq.eq(*existing)),
+                                )
+                                .set((
+                                    call_segments::text.eq(&text),
+                                    call_segments::offset_ms.eq(segment.offset_ms),
+                                ))
+                                .execute(conn)
+                                .await?;
+                                publish(*existing, segment, &text);
+                            }
+                            continue;
+                        }
+                        let said = (segment.role.as_str().to_owned(), text.trim().to_owned());
+                        if let Some(i) = streamed.iter().position(|s| *s == said) {
+                            streamed.swap_remove(i);
+                            continue;
+                        }
+                    }
+                    if i64::from(seq) >= MAX_SEGMENTS {
+                        break;
+                    }
                     let inserted = diesel::insert_into(call_segments::table)
                         .values((
                             call_segments::call_id.eq(&key),
@@ -1029,28 +1111,34 @@ pub async fn ingest(
                     if inserted == 1 {
                         seq += 1;
                         new_segments += 1;
-                        effects.push(Effect::Event(NewEvent {
-                            topic: TRANSCRIPT_TOPIC.to_owned(),
-                            customer_id: Some(row.customer_id.clone()),
-                            payload: serde_json::json!({
-                                "callId": key,
-                                "seq": seq,
-                                "role": segment.role.as_str(),
-                                "text": text,
-                                "offsetMs": segment.offset_ms,
-                                "at": now,
-                            })
-                            .to_string(),
-                        }));
+                        publish(seq, segment, &text);
                     }
                 }
             }
 
-            if ended_now {
+            // A final, answered end that later analysis finds was a mailbox (Retell's
+            // call_analyzed): the retry it deserves is planned now.
+            let reopened = before.status == CallStatus::Ended
+                && before.final_attempt
+                && !late_end
+                && !was_retryable
+                && row
+                    .disposition
+                    .as_deref()
+                    .and_then(|d| d.parse::<Disposition>().ok())
+                    .is_some_and(Disposition::retryable);
+            if ended_now || late_end {
+                if late_end {
+                    row.reason = None;
+                }
                 let ended = Call::try_from(row.clone())?;
                 let plan = on_end(&ended);
                 row.final_attempt = plan.final_attempt;
-                if let Some(interaction) = &plan.interaction {
+                if let Some(interaction) = plan
+                    .interaction
+                    .as_ref()
+                    .filter(|_| row.interaction_id.is_none())
+                {
                     diesel::insert_into(interactions::table)
                         .values(InteractionRow::from(interaction))
                         .execute(conn)
@@ -1082,7 +1170,20 @@ pub async fn ingest(
                 }
                 after.extend(plan.effects);
                 changed = true;
-            } else if before.status == CallStatus::Ended
+            } else if reopened {
+                let plan = on_end(&Call::try_from(row.clone())?);
+                if let Some((retry, job)) = &plan.retry {
+                    diesel::insert_into(calls::table)
+                        .values(CallRow::new(retry, now))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    after.push(Effect::Job(job.clone()));
+                    after.push(event(&Call::try_from(CallRow::new(retry, now))?));
+                    row.final_attempt = false;
+                }
+            }
+            if before.status == CallStatus::Ended
                 && changed
                 && let Some(interaction) = &row.interaction_id
             {
@@ -1107,7 +1208,7 @@ pub async fn ingest(
                 conn.append_audit(entry).await?;
             }
             conn.apply_effects(&effects, now).await?;
-            Ok(Some((row, new_segments, ended_now, effects)))
+            Ok(Some((row, new_segments, ended_now || late_end, effects)))
         })
         .await
     })?;
