@@ -314,7 +314,7 @@ impl Voice {
             step_id: step.map(|s| s.step_id),
             requested_by: requested_by.to_owned(),
         };
-        let job = dial_job(&new, not_before, "");
+        let job = dial_job(new.id, new.priority, not_before);
         Ok(calls::enqueue(&self.db, &new, job, audit, now).await?)
     }
 
@@ -420,7 +420,7 @@ impl Voice {
                 step_id: call.step_id,
                 requested_by: call.requested_by.clone(),
             };
-            let job = dial_job(&new, at, "");
+            let job = dial_job(new.id, new.priority, at);
             (new, job)
         });
         let outcome = call.outcome.as_deref().and_then(normalize_outcome);
@@ -679,6 +679,11 @@ impl Voice {
                         max_attempts: RetryPolicy::default().max_attempts,
                     })
                     .collect();
+                let mut jobs: Vec<NewJob> = jobs;
+                if jobs.is_empty() {
+                    // A provider that posts webhooks: look it up if its end never arrives.
+                    jobs.push(reconcile_job(call.id, now + self.settings.reconcile_after));
+                }
                 let dialed = Dequeue::Dialed {
                     provider_call_id: started.provider_call_id,
                     jobs,
@@ -721,7 +726,7 @@ impl Voice {
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<(), JobError> {
-        let job = dial_job_for(call, not_before);
+        let job = dial_job(call.id, call.priority, not_before);
         let change = Dequeue::Deferred {
             not_before,
             reason,
@@ -863,36 +868,48 @@ impl Voice {
     }
 
     /// Reconciles calls whose final event never arrived (Vapi does not retry webhooks):
-    /// asks the provider, and ingests what it says. Returns how many calls it looked at.
+    /// every call handed to a provider longer than `reconcile_after` ago. Returns how many
+    /// calls it looked at.
     pub async fn reconcile(&self) -> Result<usize, JobError> {
-        let store = |e: StoreError| JobError::Retryable(e.to_string());
         let now = self.clock.now();
         let stale = calls::unfinished_before(&self.db, now - self.settings.reconcile_after, 200)
             .await
-            .map_err(store)?;
-        let mut checked = 0;
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        let checked = stale.len();
         for call in stale {
-            checked += 1;
-            let Ok(kind) = call.provider.parse::<ProviderKind>() else {
-                continue;
-            };
-            let Some(provider_id) = call.provider_call_id.clone() else {
-                // Claimed but never confirmed by the provider (a worker died mid-dial): it may
-                // or may not ring, so it is never dialled again.
-                let _ = self
-                    .end_unplaced(
-                        &call,
-                        CallStatus::Dialing,
-                        Disposition::Failed,
-                        "dialling was interrupted before the provider confirmed the call; not retried".to_owned(),
-                        now,
-                    )
-                    .await;
-                continue;
-            };
-            let Some(provider) = self.provider(kind).cloned() else {
-                continue;
-            };
+            self.reconcile_call(&call).await?;
+        }
+        Ok(checked)
+    }
+
+    /// Asks the provider about one call that has not ended and ingests what it says; while
+    /// the call goes on, looks again `reconcile_after` later, and gives up (failed) once the
+    /// call is older than `give_up_after`.
+    pub async fn reconcile_call(&self, call: &Call) -> Result<(), JobError> {
+        let store = |e: StoreError| JobError::Retryable(e.to_string());
+        if call.status == CallStatus::Ended || call.status == CallStatus::Queued {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let Some(provider_id) = call.provider_call_id.clone() else {
+            // Claimed but never confirmed by the provider (a worker died mid-dial): it may or
+            // may not ring, so it is never dialled again.
+            return self
+                .end_unplaced(
+                    call,
+                    CallStatus::Dialing,
+                    Disposition::Failed,
+                    "dialling was interrupted before the provider confirmed the call; not retried"
+                        .to_owned(),
+                    now,
+                )
+                .await;
+        };
+        let kind: ProviderKind = call
+            .provider
+            .parse()
+            .map_err(|_| JobError::Fatal(format!("unknown provider {}", call.provider)))?;
+        if let Some(provider) = self.provider(kind).cloned() {
             match provider.get_call(&provider_id).await {
                 Ok(mut update) => {
                     update.call_id = Some(call.id);
@@ -901,44 +918,74 @@ impl Voice {
                         update.status.map_or("none", CallStatus::as_str),
                         update.disposition.map_or("none", Disposition::as_str)
                     );
-                    if let Err(error) = self.apply(&call, &update, None).await {
-                        tracing::warn!(call_id = %call.id, %error, "Reconciliation could not apply the provider's state.");
-                    }
+                    self.apply(call, &update, None).await.map_err(|e| match e {
+                        VoiceError::Store(e) => store(e),
+                        other => JobError::Fatal(other.to_string()),
+                    })?;
                 }
                 Err(error) => {
                     tracing::warn!(call_id = %call.id, %error, "Reconciliation could not read the call from the provider.");
                 }
             }
         }
-        Ok(checked)
+        let Some(current) = calls::get(&self.db, call.id).await.map_err(store)? else {
+            return Ok(());
+        };
+        if current.status == CallStatus::Ended {
+            return Ok(());
+        }
+        let since = current.dialed_at.unwrap_or(current.created_at);
+        if now - since >= self.settings.give_up_after {
+            let update = CallUpdate {
+                provider_call_id: provider_id,
+                call_id: Some(call.id),
+                event: "reconcile".to_owned(),
+                dedupe_key: "reconcile:give-up".to_owned(),
+                status: Some(CallStatus::Ended),
+                disposition: Some(Disposition::Failed),
+                ended_reason: Some(
+                    "the provider never reported the end of the call; given up".to_owned(),
+                ),
+                ..CallUpdate::default()
+            };
+            self.apply(&current, &update, None)
+                .await
+                .map_err(|e| JobError::Retryable(e.to_string()))?;
+            return Ok(());
+        }
+        let next = reconcile_job(call.id, now + self.settings.reconcile_after);
+        crm_store::jobs::enqueue(&self.db, &next, now)
+            .await
+            .map_err(store)?;
+        Ok(())
     }
 }
 
-fn dial_job(call: &NewCall, run_at: DateTime<Utc>, _why: &str) -> NewJob {
+/// The dial job of a call due at `run_at`.
+fn dial_job(call_id: CallId, priority: i32, run_at: DateTime<Utc>) -> NewJob {
     NewJob {
         kind: VOICE_DIAL.to_owned(),
-        payload: serde_json::to_string(&CallPayload { call_id: call.id }).unwrap_or_default(),
+        payload: serde_json::to_string(&CallPayload { call_id }).unwrap_or_default(),
         dedupe_key: Some(format!(
-            "{VOICE_DIAL}:{}:{}",
-            call.id,
+            "{VOICE_DIAL}:{call_id}:{}",
             run_at.timestamp_millis()
         )),
-        priority: call.priority,
+        priority,
         run_at,
         max_attempts: RetryPolicy::default().max_attempts,
     }
 }
 
-fn dial_job_for(call: &Call, run_at: DateTime<Utc>) -> NewJob {
+/// The reconciliation of one call at `run_at`.
+fn reconcile_job(call_id: CallId, run_at: DateTime<Utc>) -> NewJob {
     NewJob {
-        kind: VOICE_DIAL.to_owned(),
-        payload: serde_json::to_string(&CallPayload { call_id: call.id }).unwrap_or_default(),
+        kind: VOICE_RECONCILE.to_owned(),
+        payload: serde_json::to_string(&CallPayload { call_id }).unwrap_or_default(),
         dedupe_key: Some(format!(
-            "{VOICE_DIAL}:{}:{}",
-            call.id,
+            "{VOICE_RECONCILE}:{call_id}:{}",
             run_at.timestamp_millis()
         )),
-        priority: call.priority,
+        priority: 0,
         run_at,
         max_attempts: RetryPolicy::default().max_attempts,
     }
@@ -1076,9 +1123,25 @@ impl JobHandler for VoiceReconcile {
         VOICE_RECONCILE
     }
 
-    async fn run(&self, _payload: &str) -> Result<(), JobError> {
-        let checked = self.0.reconcile().await?;
-        tracing::info!(checked, "Voice calls reconciled.");
-        Ok(())
+    /// `{"call_id": …}` looks at one call; an empty payload (`{}`, a schedule's) at every
+    /// call handed to a provider longer than `reconcile_after` ago.
+    async fn run(&self, payload: &str) -> Result<(), JobError> {
+        let one: Option<CallPayload> = serde_json::from_str(payload).ok();
+        match one {
+            Some(CallPayload { call_id }) => {
+                let call = calls::get(&self.0.db, call_id)
+                    .await
+                    .map_err(|e| JobError::Retryable(e.to_string()))?;
+                match call {
+                    Some(call) => self.0.reconcile_call(&call).await,
+                    None => Ok(()),
+                }
+            }
+            None => {
+                let checked = self.0.reconcile().await?;
+                tracing::info!(checked, "Voice calls reconciled.");
+                Ok(())
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ on_both_backends!(
     a_queued_call_can_be_cancelled_once,
     transcripts_stream_live_and_resume_after_a_reconnect,
     call_events_stream_status_changes_to_integrations,
+    a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
 );
 
 const CALL: &str = "query($id: ID!) { call(id: $id) { id attempt status disposition outcome \
@@ -571,4 +572,94 @@ async fn call_events_stream_status_changes_to_integrations(backend: TestBackend)
     let retry = &retry["payload"]["data"]["callEvents"];
     assert_eq!(retry["status"], "QUEUED", "{retry}");
     assert_eq!(retry["attempt"], 2);
+}
+
+/// A Retell API that places every call and, asked later, reports it ended (its webhooks lost).
+async fn retell_without_webhooks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::{
+        Json, Router,
+        extract::Path,
+        routing::{get, post},
+    };
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    let app = Router::new()
+        .route(
+            "/v2/create-phone-call",
+            post(|| async { (axum::http::StatusCode::CREATED, Json(json!({ "call_id": "call_lost", "call_status": "registered" }))) }),
+        )
+        .route(
+            "/v2/get-call/{id}",
+            get(move |Path(id): Path<String>| {
+                let reads = counted.clone();
+                async move {
+                    let n = reads.fetch_add(1, Ordering::SeqCst);
+                    // Still talking at the first look; over at the second.
+                    let call = if n == 0 {
+                        json!({ "call_id": id, "call_status": "ongoing", "start_timestamp": 1_795_000_000_000_i64 })
+                    } else {
+                        json!({ "call_id": id, "call_status": "ended",
+                                "disconnection_reason": "user_hangup",
+                                "start_timestamp": 1_795_000_000_000_i64, "end_timestamp": 1_795_000_030_000_i64,
+                                "duration_ms": 30_000, "transcript": "Agent: Hallo\nUser: Hallo",
+                                "call_cost": { "combined_cost": 25.0 } })
+                    };
+                    Json(call)
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, reads)
+}
+
+async fn a_call_whose_end_never_arrives_is_reconciled_with_the_provider(backend: TestBackend) {
+    let (fake, reads) = retell_without_webhooks().await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pipeline.start_on_create = false;
+        c.voice.default_agent = "retell".into();
+        c.voice.agents.clear();
+        c.voice.agents.insert(
+            "retell".into(),
+            crm_api::config::VoiceAgentConfig {
+                kind: "retell".into(),
+                language: "de".into(),
+                agent_id: "agent_1".into(),
+                from_number: "+4930000000".into(),
+                ..Default::default()
+            },
+        );
+        c.voice.providers.retell.base_url = fake;
+        c.voice.providers.retell.api_key = Some("key_test".into());
+    })
+    .await;
+    let customer = lead(&app, "+4930123456", json!({})).await;
+    let id = start(&app, &customer).await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+
+    // No webhook ever comes. After reconcile_after (30 min) the provider is asked: still on.
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    let ongoing = call(&app, &id).await;
+    assert_eq!(ongoing["status"], "IN_PROGRESS", "{ongoing:#}");
+    // Asked again 30 minutes later: over, with what the provider knows.
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["durationSeconds"], 30.0);
+    assert_eq!(ended["costUsd"], 0.25);
+    assert!(ended["interactionId"].is_string());
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Nothing more is asked once it ended.
+    app.clock.advance(Duration::hours(2));
+    app.run_jobs().await;
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
