@@ -12,6 +12,7 @@ pub mod auth;
 pub mod calling;
 pub mod clock;
 pub mod customer;
+pub mod email;
 pub mod error;
 pub mod ids;
 pub mod interaction;
@@ -25,6 +26,10 @@ pub use auth::{Credential, CustomerScope, Principal, Role};
 pub use clock::{Clock, SystemClock};
 pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
+};
+pub use email::{
+    Attachment, EmailEvent, EmailEventKind, EmailSender, Mailbox, OutgoingEmail, SendError,
+    SenderKind, SentEmail,
 };
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{
