@@ -13,9 +13,12 @@ use anyhow::Context as _;
 use crm_domain::{Clock, SystemClock};
 use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
+    email::{EmailSettings, Mailer, SendEmail},
+    follow_up::FollowUp,
     import_file::ImportFile,
     intake::{ImportLead, Intake},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
+    templates::Templates,
     voice::{Voice, VoiceCallStep, VoiceDeliver, VoiceDial, VoiceFinish, VoiceReconcile},
 };
 use crm_store::Db;
@@ -105,6 +108,7 @@ impl Application {
             region,
             pipeline.clone(),
             voice(config, &db, &voice_clock, &pipeline)?,
+            mailer(config, &db, &voice_clock)?,
             config,
         );
         let events = context.events.clone();
@@ -129,6 +133,15 @@ impl Application {
             graphiql,
             intake: Arc::new(config.intake.clone()),
             body_limit: config.server.body_limit_bytes,
+            sendgrid_events: config
+                .email
+                .sendgrid
+                .event_public_key
+                .as_deref()
+                .filter(|k| !k.trim().is_empty())
+                .map(|_| crm_email::sendgrid::EventWebhook::new(&config.email.sendgrid))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let router = router(
             state,
@@ -262,7 +275,15 @@ pub fn registry(
         redact: config.audit.redact_fields.clone().into(),
     });
     let voice = voice(config, db, clock, pipeline)?;
+    let mailer = mailer(config, db, clock)?;
+    let follow_up = FollowUp::new(
+        mailer.clone(),
+        pipeline.clone(),
+        voice.settings().default_time_zone,
+    );
     Ok(Registry::default()
+        .with(Arc::new(SendEmail(mailer)))
+        .with(Arc::new(follow_up))
         .with(Arc::new(ImportFile::new(
             db.clone(),
             clock.clone(),
@@ -287,6 +308,55 @@ pub fn registry(
         .with(Arc::new(VoiceDeliver(voice.clone())))
         .with(Arc::new(VoiceFinish(voice.clone())))
         .with(Arc::new(VoiceReconcile(voice))))
+}
+
+/// The email agent of `config`: its sender, templates, signature and unsubscribe key.
+pub fn mailer(config: &Config, db: &Db, clock: &Arc<dyn Clock>) -> anyhow::Result<Mailer> {
+    use secrecy::ExposeSecret as _;
+    let email = &config.email;
+    let sender = crm_email::build(&email.senders()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = (!email.templates_dir.is_empty()).then(|| std::path::Path::new(&email.templates_dir));
+    let templates =
+        Templates::load(dir).map_err(|e| anyhow::anyhow!("email.templates_dir: {e}"))?;
+    let key = match (&email.unsubscribe_secret, &config.auth.jwt_secret) {
+        (Some(secret), _) => secret.expose_secret().as_bytes().to_vec(),
+        (None, Some(jwt)) => {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(format!("crm-unsubscribe:{}", jwt.expose_secret()).as_bytes())
+                .to_vec()
+        }
+        (None, None) => {
+            let mut key = vec![0_u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            key
+        }
+    };
+    let non_empty = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_owned());
+    let settings = EmailSettings {
+        from: crm_domain::Mailbox {
+            email: email.from_email.clone(),
+            name: non_empty(&email.from_name),
+        },
+        reply_to: non_empty(&email.reply_to).map(|address| crm_domain::Mailbox {
+            email: address,
+            name: non_empty(&email.from_name),
+        }),
+        signature: crm_plugins::templates::SenderVars {
+            name: email.from_name.clone(),
+            company: non_empty(&email.company),
+            email: non_empty(&email.reply_to).unwrap_or_else(|| email.from_email.clone()),
+            phone: non_empty(&email.phone),
+        },
+        public_url: email.public_url.clone(),
+        unsubscribe_key: key,
+    };
+    Ok(Mailer::new(
+        db.clone(),
+        clock.clone(),
+        Arc::new(templates),
+        sender,
+        settings,
+    ))
 }
 
 /// The voice agent of `config`: its settings and the providers its agents use.

@@ -38,6 +38,9 @@ const SECRET_KEYS: &[&str] = &[
     "voice.providers.bland.api_key",
     "voice.providers.bland.webhook_secret",
     "voice.providers.simulator.webhook_secret",
+    "email.smtp.password",
+    "email.sendgrid.api_key",
+    "email.unsubscribe_secret",
 ];
 
 /// Shortest JWT secret accepted in production (bytes): HS256 wants at least its hash size.
@@ -71,8 +74,107 @@ pub struct Config {
     pub scoring: crm_domain::ScoringRules,
     /// Voice calls: agents, providers, the call queue.
     pub voice: VoiceConfig,
+    /// Email: the sender, templates, signature and unsubscribe links.
+    pub email: EmailConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Email (`/send-email`, `/follow-up`): the sender (`kind` and its settings, as
+/// [`crm_email::SendersConfig`]), who signs, the templates folder and unsubscribe links.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp`, `sendgrid` or `outbox` (the default: `.eml` files, no network).
+    pub kind: String,
+    /// The sender's address.
+    pub from_email: String,
+    /// The sender's display name (also the signature's name).
+    pub from_name: String,
+    /// Where replies go (empty: to `from_email`).
+    pub reply_to: String,
+    /// The company in the signature.
+    pub company: String,
+    /// The phone number in the signature.
+    pub phone: String,
+    /// Our public base URL, for unsubscribe links (`{public_url}/unsubscribe/{token}`).
+    pub public_url: String,
+    /// A folder of templates that override or add to the shipped ones (empty: none).
+    pub templates_dir: String,
+    /// The key signing unsubscribe links; from the environment only
+    /// (`CRM_EMAIL__UNSUBSCRIBE_SECRET`). Without it, links are signed with a key derived from
+    /// `auth.jwt_secret`, or (neither set) a random key per start, so old links stop working.
+    #[serde(skip_serializing)]
+    pub unsubscribe_secret: Option<SecretString>,
+    /// `[email.smtp]`.
+    pub smtp: crm_email::smtp::Config,
+    /// `[email.sendgrid]`.
+    pub sendgrid: crm_email::sendgrid::Config,
+    /// `[email.outbox]`.
+    pub outbox: crm_email::outbox::Config,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        let senders = crm_email::SendersConfig::default();
+        Self {
+            kind: senders.kind,
+            from_email: "crm@example.com".to_owned(),
+            from_name: "crm".to_owned(),
+            reply_to: String::new(),
+            company: String::new(),
+            phone: String::new(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            templates_dir: String::new(),
+            unsubscribe_secret: None,
+            smtp: senders.smtp,
+            sendgrid: senders.sendgrid,
+            outbox: senders.outbox,
+        }
+    }
+}
+
+impl EmailConfig {
+    /// The sender settings.
+    pub fn senders(&self) -> crm_email::SendersConfig {
+        crm_email::SendersConfig {
+            kind: self.kind.clone(),
+            smtp: self.smtp.clone(),
+            sendgrid: self.sendgrid.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if crm_domain::Email::parse(&self.from_email).is_err() {
+            problems.push(format!(
+                "email.from_email: `{}` is not an email address",
+                self.from_email
+            ));
+        }
+        if !self.reply_to.is_empty() && crm_domain::Email::parse(&self.reply_to).is_err() {
+            problems.push(format!(
+                "email.reply_to: `{}` is not an email address",
+                self.reply_to
+            ));
+        }
+        if !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://")) {
+            problems.push(format!(
+                "email.public_url: `{}` is not an http(s) URL",
+                self.public_url
+            ));
+        }
+        if let Err(error) = crm_email::build(&self.senders()) {
+            problems.push(error.to_string());
+        }
+        let dir = (!self.templates_dir.is_empty()).then(|| Path::new(&self.templates_dir));
+        if let Err(error) = crm_plugins::templates::Templates::load(dir) {
+            problems.push(format!("email.templates_dir: {error}"));
+        }
+        problems
+    }
 }
 
 /// Voice calls (`/voice-call`): agents, providers and the call queue.
@@ -939,6 +1041,7 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.email.problems());
         if let Err(voice) = self.voice.settings() {
             problems.extend(voice);
         }

@@ -46,6 +46,8 @@ pub(crate) struct HttpState {
     pub(crate) graphiql: bool,
     pub(crate) intake: std::sync::Arc<crate::config::IntakeConfig>,
     pub(crate) body_limit: usize,
+    /// SendGrid's event webhook, when its public key is configured.
+    pub(crate) sendgrid_events: Option<crm_email::sendgrid::EventWebhook>,
 }
 
 /// Builds the router. CORS is closed unless origins are configured.
@@ -86,6 +88,14 @@ pub(crate) fn router(
         .route(
             "/webhooks/voice/{provider}",
             post(crate::voice_webhooks::receive),
+        )
+        .route(
+            "/webhooks/email/sendgrid",
+            post(crate::email_routes::sendgrid_events),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            get(crate::email_routes::unsubscribe_get).post(crate::email_routes::unsubscribe_post),
         )
         .route("/imports/{id}/issues.csv", get(crate::imports::issues_csv))
         .route("/healthz", get(healthz))

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+mod email_routes;
 pub mod error;
 pub mod events;
 mod forms;

@@ -6,11 +6,14 @@
 //! (a retry after a lost lease must not repeat a side effect) and reaches providers only through
 //! the ports in its context, never by naming a concrete adapter.
 
+pub mod email;
+pub mod follow_up;
 pub mod import_file;
 pub mod intake;
 pub mod pipeline;
 pub mod runner;
 pub mod scheduler;
+pub mod templates;
 pub mod voice;
 
 /// The job kinds this crate implements (the agents that exist so far).
@@ -25,6 +28,8 @@ pub const KINDS: &[&str] = &[
     voice::VOICE_DELIVER,
     voice::VOICE_FINISH,
     voice::VOICE_RECONCILE,
+    email::SEND_EMAIL,
+    follow_up::FOLLOW_UP,
 ];
 
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -120,6 +120,7 @@ pub struct TestApp {
     pub bootstrap_key: Option<String>,
     /// The config the app runs with.
     pub config: Config,
+
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
@@ -152,6 +153,7 @@ impl TestApp {
         // Tests drive job runners themselves (`Runner::run_once`), deterministically.
         config.jobs.workers = 0;
         config.intake.import_dir = dir.path().join("imports");
+        config.email.outbox.dir = dir.path().join("outbox").display().to_string();
         let pg = match backend {
             TestBackend::Sqlite => {
                 config.database.url = format!("sqlite://{}", dir.path().join("crm.db").display());

@@ -964,7 +964,6 @@ pub async fn ingest(
             // Ended as "not placed" (the placement timed out), then the provider reports the
             // real call's end: it is logged like any ended call.
             let late_end = before.status == CallStatus::Ended
-                && before.provider_call_id.is_none()
                 && before.interaction_id.is_none()
                 && from_provider
                 && update.status == Some(CallStatus::Ended);

@@ -11,6 +11,7 @@ pub mod calls;
 pub mod customers;
 mod db;
 pub mod effects;
+pub mod emails;
 mod error;
 pub mod imports;
 pub mod inbox;
@@ -22,6 +23,7 @@ mod rows;
 mod schema;
 pub mod scores;
 pub mod seed;
+pub mod tasks;
 
 pub use db::{
     Backend, Db, DbOptions, check_url, embedded_migration_versions, redact, run_migrations,

@@ -288,3 +288,71 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(calls, customers);
+
+diesel::table! {
+    emails (id) {
+        id -> Text,
+        customer_id -> Text,
+        template -> Text,
+        language -> Text,
+        category -> Text,
+        to_email -> Text,
+        subject -> Text,
+        status -> Text,
+        sender -> Text,
+        provider_message_id -> Nullable<Text>,
+        error -> Nullable<Text>,
+        last_event -> Nullable<Text>,
+        variables -> Text,
+        run_id -> Nullable<Text>,
+        step_id -> Nullable<Text>,
+        call_id -> Nullable<Text>,
+        interaction_id -> Nullable<Text>,
+        requested_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    email_events (event_id) {
+        event_id -> Text,
+        email_id -> Nullable<Text>,
+        kind -> Text,
+        email -> Text,
+        reason -> Nullable<Text>,
+        url -> Nullable<Text>,
+        at -> Timestamp,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    suppressions (email) {
+        email -> Text,
+        reason -> Text,
+        source -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> Text,
+        customer_id -> Text,
+        title -> Text,
+        notes -> Nullable<Text>,
+        due_at -> Nullable<Timestamp>,
+        assignee -> Nullable<Text>,
+        status -> Text,
+        call_id -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(emails, customers);
+diesel::allow_tables_to_appear_in_same_query!(tasks, customers);

@@ -8,12 +8,14 @@ mod audit;
 mod calls;
 mod customers;
 mod duplicates;
+mod emails;
 mod intake;
 mod interactions;
 mod jobs;
 mod loaders;
 mod pagination;
 mod pipeline;
+mod tasks;
 
 use crate::{
     authz::{Authorizer, AuthzExtension},
@@ -62,6 +64,8 @@ pub struct ApiContext {
     pub duplicate_threshold: f64,
     /// The voice agent: call queue, providers, ingest.
     pub voice: crm_plugins::voice::Voice,
+    /// The email agent: templates, sends, unsubscribes.
+    pub mailer: crm_plugins::email::Mailer,
 }
 
 /// All queries.
@@ -71,11 +75,13 @@ pub struct Query(
     audit::AuditQuery,
     calls::CallQuery,
     customers::CustomerQuery,
+    emails::EmailQuery,
     intake::IntakeQuery,
     duplicates::DuplicateQuery,
     interactions::InteractionQuery,
     jobs::JobQuery,
     pipeline::PipelineQuery,
+    tasks::TaskQuery,
 );
 
 /// All mutations.
@@ -84,12 +90,14 @@ pub struct Mutation(
     access::AccessMutation,
     calls::CallMutation,
     customers::CustomerMutation,
+    emails::EmailMutation,
     interactions::InteractionMutation,
     intake::IntakeMutation,
     intake::FileImportMutation,
     duplicates::DuplicateMutation,
     jobs::JobMutation,
     pipeline::PipelineMutation,
+    tasks::TaskMutation,
 );
 
 /// All subscriptions (served at `/graphql/ws`, authenticated in `connection_init`).
@@ -127,6 +135,7 @@ impl ApiContext {
         region: PhoneRegion,
         pipeline: Arc<crm_plugins::Pipeline>,
         voice: crm_plugins::voice::Voice,
+        mailer: crm_plugins::email::Mailer,
         config: &crate::config::Config,
     ) -> Self {
         let (limits, redact, intake) = (
@@ -136,6 +145,7 @@ impl ApiContext {
         );
         Self {
             voice,
+            mailer,
             intake: crm_plugins::intake::Intake::new(
                 db.clone(),
                 clock.clone(),

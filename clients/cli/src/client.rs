@@ -11,11 +11,21 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value, json};
 
 /// A GraphQL client bound to the `/graphql` endpoint of one crm server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct GraphqlClient {
     http: reqwest::Client,
     endpoint: String,
     token: Option<String>,
+}
+
+impl fmt::Debug for GraphqlClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The token never appears in debug output.
+        f.debug_struct("GraphqlClient")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl GraphqlClient {

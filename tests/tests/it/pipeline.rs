@@ -145,7 +145,7 @@ async fn a_new_lead_runs_the_chain_as_far_as_agents_exist(backend: TestBackend) 
     assert_eq!(available("qualify-lead"), Some(true));
     assert_eq!(available("decide"), Some(true));
     assert_eq!(available("voice-call"), Some(true));
-    assert_eq!(available("follow-up"), Some(false));
+    assert_eq!(available("follow-up"), Some(true));
     assert_eq!(available("nurture-email"), Some(false));
 }
 
@@ -230,8 +230,9 @@ async fn interactions_rescore_and_route_only_when_the_action_changes(backend: Te
     assert_eq!(all[0]["branch"], "follow_up");
     assert_eq!(
         step_names(&all[0]).last().unwrap(),
-        &("follow-up".to_owned(), "UNAVAILABLE".to_owned())
+        &("follow-up".to_owned(), "DONE".to_owned())
     );
+    assert_eq!(all[0]["status"], "COMPLETED");
     let data = app.graphql_ok(SCORE, json!({ "id": id })).await;
     let score = &data["customer"]["score"];
     assert_eq!(score["score"], 89);

@@ -180,14 +180,32 @@ async fn the_pipeline_calls_a_hot_lead_and_moves_on_after_the_call(backend: Test
         steps(&after)[2..],
         [
             ("voice-call".into(), "DONE".into()),
-            ("follow-up".into(), "UNAVAILABLE".into())
+            ("follow-up".into(), "DONE".into())
         ],
         "{after:#}"
     );
-    assert_eq!(after["pipelineRun"]["status"], "HALTED");
+    assert_eq!(after["pipelineRun"]["status"], "COMPLETED");
     let detail = &after["pipelineRun"]["steps"][2]["detail"];
     assert_eq!(detail["disposition"], "answered");
     assert_eq!(detail["attempts"], 1);
+
+    // The follow-up: an email with the call's outcome (sent to the outbox) and a task.
+    let follow_up = &after["pipelineRun"]["steps"][3]["detail"];
+    let email = follow_up["emailId"].as_str().unwrap();
+    assert!(follow_up["taskId"].is_string(), "{follow_up:#}");
+    let sent = app
+        .graphql_ok(
+            "query($c: ID!) { emails(customerId: $c) { nodes { id status template category } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let node = &sent["emails"]["nodes"][0];
+    assert_eq!(node["id"], email);
+    assert_eq!(node["status"], "sent", "{sent:#}");
+    assert_eq!(node["template"], "follow-up");
+    let outbox = std::path::Path::new(&app.config.email.outbox.dir).join(format!("{email}.eml"));
+    let message = std::fs::read_to_string(&outbox).unwrap();
+    assert!(message.contains("List-Unsubscribe"), "{message}");
 }
 
 async fn unanswered_calls_are_retried_with_spacing_then_end(backend: TestBackend) {

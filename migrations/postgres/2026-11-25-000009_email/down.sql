@@ -1,0 +1,4 @@
+DROP TABLE tasks;
+DROP TABLE suppressions;
+DROP TABLE email_events;
+DROP TABLE emails;

@@ -1,0 +1,256 @@
+//! Email through the real server and the outbox sender: preview per language, send as an
+//! idempotent job logged as an interaction, unsubscribe by the signed link, suppression at
+//! enqueue and at send time, and template errors.
+
+use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    previews_speak_the_customers_language,
+    a_sent_email_is_in_the_outbox_once_and_logged,
+    unsubscribing_by_the_link_suppresses_every_later_send,
+    unknown_templates_and_missing_addresses_are_refused,
+);
+
+const SEND: &str = "mutation($c: ID!, $t: String!) { sendEmail(customerId: $c, template: $t) \
+    { id status subject category to } }";
+
+async fn customer(app: &TestApp, name: &str, email: &str, language: &str) -> String {
+    app.create_customer(json!({ "name": name, "email": email, "language": language,
+                                "consentEmail": true }))
+        .await
+}
+
+fn outbox(app: &TestApp) -> std::path::PathBuf {
+    std::path::PathBuf::from(&app.config.email.outbox.dir)
+}
+
+fn eml(app: &TestApp, id: &str) -> String {
+    std::fs::read_to_string(outbox(app).join(format!("{id}.eml"))).unwrap()
+}
+
+async fn email(app: &TestApp, customer: &str) -> Value {
+    app.graphql_ok(
+        "query($c: ID!) { emails(customerId: $c) { nodes { id status error interactionId sender \
+         subject } } }",
+        json!({ "c": customer }),
+    )
+    .await["emails"]["nodes"][0]
+        .clone()
+}
+
+async fn previews_speak_the_customers_language(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    for (language, name) in [
+        ("de", "Jürgen Müller"),
+        ("bs", "Amra Hodžić"),
+        ("sr", "Милан Петровић"),
+        ("en", "Ann Lee"),
+    ] {
+        let id = customer(&app, name, &format!("{language}@example.com"), language).await;
+        let preview = app
+            .graphql_ok(
+                "query($c: ID!) { previewEmail(template: \"nurture-1\", customerId: $c) \
+                 { language subject text html } }",
+                json!({ "c": id }),
+            )
+            .await["previewEmail"]
+            .clone();
+        assert_eq!(preview["language"], language, "{preview:#}");
+        assert!(!preview["subject"].as_str().unwrap().is_empty());
+        let text = preview["text"].as_str().unwrap();
+        assert!(text.contains("/unsubscribe/"), "{text}");
+        assert!(
+            preview["html"].as_str().unwrap().contains("<"),
+            "{preview:#}"
+        );
+    }
+    // An Austrian falls back to German; an unknown language to English.
+    let austrian = customer(&app, "Eva Huber", "eva@example.at", "de-AT").await;
+    let preview = app
+        .graphql_ok(
+            "query($c: ID!) { previewEmail(template: \"follow-up\", customerId: $c) { language } }",
+            json!({ "c": austrian }),
+        )
+        .await;
+    assert_eq!(preview["previewEmail"]["language"], "de");
+}
+
+async fn a_sent_email_is_in_the_outbox_once_and_logged(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    let id = customer(&app, "Jürgen Müller", "j.mueller@firma.de", "de").await;
+    let sent = app
+        .graphql_ok(SEND, json!({ "c": id, "t": "nurture-1" }))
+        .await["sendEmail"]
+        .clone();
+    assert_eq!(sent["status"], "queued");
+    assert_eq!(sent["category"], "nurture");
+    let email_id = sent["id"].as_str().unwrap().to_owned();
+
+    app.run_jobs().await;
+    let stored = email(&app, &id).await;
+    assert_eq!(stored["status"], "sent", "{stored:#}");
+    assert_eq!(stored["sender"], "outbox");
+    let message = eml(&app, &email_id);
+    assert!(message.contains("To: "), "{message}");
+    assert!(message.contains("j.mueller@firma.de"));
+    assert!(
+        message.contains(&format!("Message-ID: <{email_id}@")),
+        "{message}"
+    );
+    assert!(message.contains("List-Unsubscribe: <http"), "{message}");
+    assert!(message.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert!(message.contains("text/plain") && message.contains("text/html"));
+
+    // Logged as an interaction of kind email.
+    let data = app
+        .graphql_ok(
+            "query($id: ID!) { customer(id: $id) { interactions { id kind outcome } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let interactions = data["customer"]["interactions"].as_array().unwrap();
+    assert_eq!(interactions.len(), 1);
+    assert_eq!(interactions[0]["kind"], "EMAIL");
+    assert_eq!(interactions[0]["id"], stored["interactionId"]);
+
+    // A send interrupted mid-way is not repeated (here: the outbox, whose write is
+    // idempotent, writes its one file again; nothing new appears).
+    app.db
+        .execute_raw(&format!(
+            "UPDATE emails SET status = 'sending' WHERE id = '{email_id}'"
+        ))
+        .await
+        .unwrap();
+    crm_store::jobs::enqueue(
+        &app.db,
+        &crm_store::jobs::NewJob {
+            kind: "send-email".into(),
+            payload: json!({ "email_id": email_id }).to_string(),
+            dedupe_key: None,
+            priority: 0,
+            run_at: crm_domain::Clock::now(app.clock.as_ref()),
+            max_attempts: 1,
+        },
+        crm_domain::Clock::now(app.clock.as_ref()),
+    )
+    .await
+    .unwrap();
+    app.run_jobs().await;
+    let files = std::fs::read_dir(outbox(&app)).unwrap().count();
+    assert_eq!(files, 1, "one email, one file");
+}
+
+async fn unsubscribing_by_the_link_suppresses_every_later_send(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    let id = customer(&app, "Amra Hodžić", "amra@firma.ba", "bs").await;
+    let first = app
+        .graphql_ok(SEND, json!({ "c": id, "t": "nurture-1" }))
+        .await["sendEmail"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    // A second one waits in the queue while the person unsubscribes.
+    let second = app
+        .graphql_ok(SEND, json!({ "c": id, "t": "nurture-2" }))
+        .await["sendEmail"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = eml(&app, &first);
+    let link = message
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .and_then(|l| l.strip_suffix('>'))
+        .unwrap()
+        .to_owned();
+    let path = &link[link.find("/unsubscribe/").unwrap()..];
+
+    // A forged token is refused; the real one shows a page in Bosnian.
+    let forged = app
+        .client
+        .get(format!("{}/unsubscribe/{}.00ff", app.url, id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    let page = app
+        .client
+        .get(format!("{}{path}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Odjavljeni ste"));
+
+    // The queued one is suppressed at send time; a new one is refused at once.
+    app.run_jobs().await;
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { emails(customerId: $c) { nodes { id status error } } }",
+            json!({ "c": id }),
+        )
+        .await;
+    let suppressed = data["emails"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == second.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(suppressed["status"], "suppressed", "{data:#}");
+    assert!(
+        suppressed["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsubscribed")
+    );
+    let refused = app
+        .graphql(SEND, json!({ "c": id, "t": "nurture-3" }))
+        .await;
+    assert_eq!(error_code(&refused), "VALIDATION_FAILED", "{refused:#}");
+    assert_eq!(std::fs::read_dir(outbox(&app)).unwrap().count(), 1);
+}
+
+async fn unknown_templates_and_missing_addresses_are_refused(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    let id = customer(&app, "Ann Lee", "ann@example.com", "en").await;
+    let unknown = app
+        .graphql(SEND, json!({ "c": id, "t": "no-such-template" }))
+        .await;
+    assert_eq!(error_code(&unknown), "VALIDATION_FAILED", "{unknown:#}");
+    assert!(
+        unknown["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-template")
+    );
+    let no_address = app
+        .create_customer(json!({ "name": "Phone Only", "phone": "+4930123456" }))
+        .await;
+    let refused = app
+        .graphql(SEND, json!({ "c": no_address, "t": "follow-up" }))
+        .await;
+    assert_eq!(error_code(&refused), "VALIDATION_FAILED");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no email address")
+    );
+    // Without consent, no marketing mail.
+    let unconsenting = app
+        .create_customer(json!({ "name": "No Consent", "email": "nc@example.com" }))
+        .await;
+    let refused = app
+        .graphql(SEND, json!({ "c": unconsenting, "t": "nurture-1" }))
+        .await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("consent"),
+        "{refused:#}"
+    );
+}
