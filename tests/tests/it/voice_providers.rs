@@ -35,6 +35,13 @@ on_both_backends!(
     vapi_rejecting_the_call_fails_it,
     bland_places_the_call_and_signed_webhooks_drive_it,
     bland_refusal_inside_a_success_answer_fails_the_call,
+    retell_event_before_the_create_answer_still_places_and_logs_the_call,
+    vapi_live_transcript_and_the_final_report_store_each_utterance_once,
+    bland_live_speech_and_the_post_call_transcript_store_each_utterance_once,
+    retell_utterance_growing_while_spoken_is_corrected_in_place,
+    retell_voicemail_found_by_the_analysis_reopens_the_entry_for_a_retry,
+    retell_call_failed_as_unknown_then_reported_by_retell_is_logged,
+    retell_enormous_transcript_is_capped_or_refused_never_a_panic,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -65,6 +72,19 @@ struct FakeState {
     received: Arc<Mutex<Vec<Received>>>,
     /// The answers to create requests, in turn; the last one repeats.
     answers: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    /// Deliveries the fake posts, in order, before it answers the next create: a webhook
+    /// that beats the provider's own answer to the create.
+    early: Arc<Mutex<Vec<Early>>>,
+    /// The app's answers to those deliveries: status and JSON (null when there is none).
+    early_answers: Arc<Mutex<Vec<(u16, Value)>>>,
+}
+
+/// A delivery the fake provider posts before answering a create.
+#[derive(Debug, Clone)]
+struct Early {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
 }
 
 /// A provider's HTTP API on 127.0.0.1: answers create-call requests as scripted and records
@@ -82,6 +102,8 @@ impl FakeProvider {
             create_path,
             received: Arc::default(),
             answers: Arc::new(Mutex::new(answers.into())),
+            early: Arc::default(),
+            early_answers: Arc::default(),
         };
         let router = Router::new()
             .fallback(fake_answer)
@@ -104,6 +126,24 @@ impl FakeProvider {
             .into_iter()
             .filter(|r| r.method == "POST" && r.path == self.state.create_path)
             .collect()
+    }
+
+    /// Before it answers the next create, the fake posts `body` with `headers` to `url` and
+    /// waits for the answer (see [`FakeProvider::early_answers`]).
+    fn post_before_answering(&self, url: String, headers: &[(&str, &str)], body: String) {
+        self.state.early.lock().unwrap().push(Early {
+            url,
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            body,
+        });
+    }
+
+    /// The app's answers to the deliveries posted before a create was answered.
+    fn early_answers(&self) -> Vec<(u16, Value)> {
+        self.state.early_answers.lock().unwrap().clone()
     }
 }
 
@@ -132,6 +172,25 @@ async fn fake_answer(
             StatusCode::NOT_FOUND,
             Json(json!({ "message": "no such route in the fake" })),
         );
+    }
+    let early = std::mem::take(&mut *state.early.lock().unwrap());
+    for delivery in early {
+        let mut request = reqwest::Client::new()
+            .post(&delivery.url)
+            .header("content-type", "application/json")
+            .body(delivery.body);
+        for (name, value) in &delivery.headers {
+            request = request.header(name, value);
+        }
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(error) => (0, json!({ "error": error.to_string() })),
+        };
+        state.early_answers.lock().unwrap().push(answer);
     }
     let (status, body) = {
         let mut answers = state.answers.lock().unwrap();
@@ -1472,4 +1531,626 @@ async fn bland_refusal_inside_a_success_answer_fails_the_call(backend: TestBacke
     app.clock.advance(Duration::hours(2));
     app.run_jobs().await;
     assert_eq!(fake.creates().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions: events that race the placement, transcripts told twice, late analysis, a call
+// given up on that the provider placed after all, and transcripts of any size.
+
+/// A Bland call for a callable lead, placed: the fake, the app, the customer and the call.
+async fn placed_bland_call(backend: TestBackend) -> (FakeProvider, TestApp, String, String) {
+    let fake = FakeProvider::start(
+        BLAND_CREATE,
+        vec![(
+            200,
+            json!({
+                "status": "success",
+                "message": "Call successfully queued.",
+                "call_id": BLAND_CALL,
+                "batch_id": null,
+            }),
+        )],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| bland_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "bland", "bland-de").await;
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let placed = call(&app, &id).await;
+    assert_eq!(placed["status"], "DIALING", "{placed:#}");
+    assert_eq!(placed["providerCallId"], BLAND_CALL);
+    (fake, app, customer, id)
+}
+
+/// `(seq, role, text)` of each segment.
+fn said(call: &Value) -> Vec<(i64, String, String)> {
+    segments(call)
+        .into_iter()
+        .map(|(seq, role, text, _)| (seq, role, text))
+        .collect()
+}
+
+fn line(seq: i64, role: &str, text: &str) -> (i64, String, String) {
+    (seq, role.to_owned(), text.to_owned())
+}
+
+async fn retell_event_before_the_create_answer_still_places_and_logs_the_call(
+    backend: TestBackend,
+) {
+    let fake = FakeProvider::start(RETELL_CREATE, vec![(201, retell_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+
+    // Retell reports the call started while the dial job still waits for its 201.
+    let t0 = app.clock.now().timestamp_millis();
+    let started = retell_body(
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 + 2_000 }),
+        ),
+    );
+    let signature = retell_signature(RETELL_KEY, &started, t0);
+    fake.post_before_answering(
+        format!("{}/webhooks/voice/retell", app.url),
+        &[("x-retell-signature", &signature)],
+        started,
+    );
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    let early = fake.early_answers();
+    assert_eq!(early.len(), 1, "{early:?}");
+    let (status, answer) = &early[0];
+    assert_eq!(*status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["callId"], id.as_str(), "{answer}");
+    assert_eq!(answer["applied"][0]["status"], "in_progress", "{answer}");
+
+    // The late 201 still records the placement; the event's progress stands.
+    let placed = call(&app, &id).await;
+    assert_eq!(placed["status"], "IN_PROGRESS", "{placed:#}");
+    assert_eq!(placed["providerCallId"], RETELL_CALL, "{placed:#}");
+    assert!(placed["dialedAt"].is_string(), "{placed:#}");
+    assert_eq!(placed["startedAt"], "2026-11-25T12:00:02+00:00");
+
+    // Known by Retell's id: an event without our metadata finds the call.
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        json!({
+            "call_id": RETELL_CALL,
+            "call_status": "ongoing",
+            "transcript_object": [utterance("agent", "Guten Tag, hier ist Anna.", 0.4)],
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["callId"], id.as_str(), "{answer}");
+
+    // Its end is logged as the conversation it was.
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(&id, retell_ended_fields(t0)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["providerCallId"], RETELL_CALL);
+    assert!(ended["dialedAt"].is_string(), "{ended:#}");
+    assert!(ended["interactionId"].is_string(), "{ended:#}");
+    assert_eq!(segments(&ended).len(), 4);
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "answered");
+    assert_eq!(interaction["durationSeconds"], 43);
+
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    assert_eq!(calls_of(&app, &customer).await.len(), 1);
+}
+
+async fn vapi_live_transcript_and_the_final_report_store_each_utterance_once(backend: TestBackend) {
+    let (_fake, app, customer, id) = placed_vapi_call(backend, WebhookAuth::Bearer).await;
+    let (status, answer) = vapi_deliver(
+        &app,
+        &vapi_message(&id, "status-update", json!({ "status": "in-progress" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Live: each final `transcript` message is one utterance, without a position.
+    let greeting = "Guten Tag, hier ist Anna.";
+    let reply = "Rufen Sie mich morgen an.";
+    let promise = "Gerne, ich rufe Sie morgen um neun Uhr an.";
+    for (n, (role, text)) in [("assistant", greeting), ("user", reply)]
+        .into_iter()
+        .enumerate()
+    {
+        let message = vapi_message(
+            &id,
+            "transcript",
+            json!({
+                "role": role,
+                "transcriptType": "final",
+                "transcript": text,
+                "timestamp": 1_795_521_606_000_i64 + 2_000 * n as i64,
+            }),
+        );
+        let (status, answer) = vapi_deliver(&app, &message).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["applied"][0]["newSegments"], 1, "{answer}");
+    }
+    assert_eq!(
+        said(&call(&app, &id).await),
+        [line(1, "AGENT", greeting), line(2, "CUSTOMER", reply)]
+    );
+
+    // The report lists the whole conversation again, positioned: what was streamed is not
+    // repeated, what only the report has is added.
+    let report = vapi_message(
+        &id,
+        "end-of-call-report",
+        json!({
+            "endedReason": "customer-ended-call",
+            "startedAt": "2026-11-25T12:00:05.000Z",
+            "endedAt": "2026-11-25T12:00:15.000Z",
+            "artifact": {
+                "transcript": format!("AI: {greeting}\nUser: {reply}\nAI: {promise}"),
+                "messages": [
+                    { "role": "system", "message": "Du bist Anna.", "time": 1_795_521_605_000_i64 },
+                    { "role": "bot", "message": greeting, "secondsFromStart": 0.6 },
+                    { "role": "user", "message": reply, "secondsFromStart": 2.4 },
+                    { "role": "bot", "message": promise, "secondsFromStart": 4.1 },
+                ],
+            },
+        }),
+    );
+    let (status, answer) = vapi_deliver(&app, &report).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 1, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(
+        said(&ended),
+        [
+            line(1, "AGENT", greeting),
+            line(2, "CUSTOMER", reply),
+            line(3, "AGENT", promise),
+        ]
+    );
+    assert_eq!(segments(&ended)[2], segment(3, "AGENT", promise, 4_100));
+    the_call_interaction(&app, &customer, &ended).await;
+
+    // A repeated report is a duplicate.
+    let (status, answer) = vapi_deliver(&app, &report).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+    assert_eq!(segments(&call(&app, &id).await).len(), 3);
+}
+
+async fn bland_live_speech_and_the_post_call_transcript_store_each_utterance_once(
+    backend: TestBackend,
+) {
+    let (_fake, app, customer, id) = placed_bland_call(backend).await;
+    let log = |message: &str, at: &str| {
+        json!({
+            "call_id": BLAND_CALL,
+            "message": message,
+            "category": "call",
+            "log_level": "info",
+            "timestamp": at,
+        })
+        .to_string()
+    };
+    let (status, answer) =
+        bland_deliver(&app, &log("Call connected", "2026-11-25T12:00:04.000Z")).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Live: speech log lines, without positions.
+    let greeting = "Guten Tag, hier ist Anna.";
+    let reply = "Ja, erzählen Sie.";
+    let offer = "Gerne. Ich schicke Ihnen heute noch ein Angebot.";
+    for (message, at) in [
+        (
+            format!("Agent speech: {greeting}"),
+            "2026-11-25T12:00:05.000Z",
+        ),
+        (format!("User speech: {reply}"), "2026-11-25T12:00:08.250Z"),
+    ] {
+        let (status, answer) = bland_deliver(&app, &log(&message, at)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["applied"][0]["newSegments"], 1, "{answer}");
+    }
+    assert_eq!(
+        said(&call(&app, &id).await),
+        [line(1, "AGENT", greeting), line(2, "CUSTOMER", reply)]
+    );
+
+    // The post-call webhook's `transcripts` repeat them and add the last one.
+    let post_call = json!({
+        "call_id": BLAND_CALL,
+        "status": "completed",
+        "completed": true,
+        "queue_status": "complete",
+        "answered_by": "human",
+        "call_length": 0.25,
+        "started_at": "2026-11-25T12:00:04.000Z",
+        "call_ended_by": "USER",
+        "concatenated_transcript": format!("assistant: {greeting} \n user: {reply} \n assistant: {offer}"),
+        "transcripts": [
+            { "id": 1, "created_at": "2026-11-25T12:00:05.000Z", "text": greeting, "user": "assistant" },
+            { "id": 2, "created_at": "2026-11-25T12:00:08.250Z", "text": reply, "user": "user" },
+            { "id": 3, "created_at": "2026-11-25T12:00:11.500Z", "text": offer, "user": "assistant" },
+        ],
+        "metadata": { "crm_call_id": id, "crm_customer_id": customer },
+    })
+    .to_string();
+    let (status, answer) = bland_deliver(&app, &post_call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 1, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(
+        said(&ended),
+        [
+            line(1, "AGENT", greeting),
+            line(2, "CUSTOMER", reply),
+            line(3, "AGENT", offer),
+        ]
+    );
+    assert_eq!(segments(&ended)[2], segment(3, "AGENT", offer, 7_500));
+    the_call_interaction(&app, &customer, &ended).await;
+}
+
+async fn retell_utterance_growing_while_spoken_is_corrected_in_place(backend: TestBackend) {
+    let (_fake, app, _customer, id) = placed_retell_call(backend).await;
+    let t0 = app.clock.now().timestamp_millis();
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 + 2_000 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The agent's turn is still being spoken: its text so far.
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        retell_call(
+            &id,
+            json!({
+                "call_status": "ongoing",
+                "transcript_object": [
+                    utterance("user", "Hallo?", 0.2),
+                    utterance("agent", "Guten Tag, hier", 1.0),
+                ],
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 2, "{answer}");
+    assert_eq!(
+        segments(&call(&app, &id).await),
+        [
+            segment(1, "CUSTOMER", "Hallo?", 200),
+            segment(2, "AGENT", "Guten Tag, hier", 1_000),
+        ]
+    );
+
+    // The same position, grown: the stored segment takes the whole text, under its number.
+    let full = "Guten Tag, hier ist Anna von Müller.";
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        retell_call(
+            &id,
+            json!({
+                "call_status": "ongoing",
+                "transcript_object": [
+                    utterance("user", "Hallo?", 0.2),
+                    utterance("agent", full, 1.0),
+                ],
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], Value::Null, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 0, "{answer}");
+    assert_eq!(
+        segments(&call(&app, &id).await),
+        [
+            segment(1, "CUSTOMER", "Hallo?", 200),
+            segment(2, "AGENT", full, 1_000),
+        ]
+    );
+
+    // The end's full list agrees and adds only what is new.
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(
+            &id,
+            with(
+                retell_ended_fields(t0),
+                json!({
+                    "transcript": format!("User: Hallo?\nAgent: {full}\nUser: Worum geht es?"),
+                    "transcript_object": [
+                        utterance("user", "Hallo?", 0.2),
+                        utterance("agent", full, 1.0),
+                        utterance("user", "Worum geht es?", 4.0),
+                    ],
+                }),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 1, "{answer}");
+    assert_eq!(
+        segments(&call(&app, &id).await),
+        [
+            segment(1, "CUSTOMER", "Hallo?", 200),
+            segment(2, "AGENT", full, 1_000),
+            segment(3, "CUSTOMER", "Worum geht es?", 4_000),
+        ]
+    );
+}
+
+const QUEUE: &str = "{ callQueue { id attempt status notBefore } }";
+
+async fn retell_voicemail_found_by_the_analysis_reopens_the_entry_for_a_retry(
+    backend: TestBackend,
+) {
+    const SECOND_CALL: &str = "call_2d0f3b7a9c1e4e5fb6a1";
+    let fake = FakeProvider::start(
+        RETELL_CREATE,
+        vec![
+            (201, retell_created()),
+            (
+                201,
+                with(retell_created(), json!({ "call_id": SECOND_CALL })),
+            ),
+        ],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &id).await["providerCallId"], RETELL_CALL);
+    let t0 = app.clock.now().timestamp_millis();
+
+    // The agent hung up on what sounded like a person: answered, final.
+    let hung_up = with(
+        retell_ended_fields(t0),
+        json!({ "disconnection_reason": "agent_hangup" }),
+    );
+    let (status, answer) =
+        retell_event(&app, "call_ended", retell_call(&id, hung_up.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["isFinal"], true);
+    assert_eq!(ended["endedAt"], "2026-11-25T12:00:44.500+00:00");
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "answered");
+    assert!(
+        app.graphql_ok(QUEUE, json!({})).await["callQueue"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The analysis finds it was the mailbox: a voicemail, retried like one.
+    let analyzed = with(
+        hung_up,
+        json!({
+            "call_analysis": {
+                "call_summary": "Die Mailbox hat abgenommen.",
+                "call_successful": false,
+                "in_voicemail": true,
+            },
+        }),
+    );
+    let (status, answer) =
+        retell_event(&app, "call_analyzed", retell_call(&id, analyzed.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    let done = call(&app, &id).await;
+    assert_eq!(done["status"], "ENDED", "{done:#}");
+    assert_eq!(done["disposition"], "VOICEMAIL", "{done:#}");
+    assert_eq!(done["isFinal"], false, "{done:#}");
+    assert_eq!(done["summary"], "Die Mailbox hat abgenommen.");
+    assert_eq!(done["interactionId"], ended["interactionId"]);
+    let calls = calls_of(&app, &customer).await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    let second = calls
+        .iter()
+        .find(|c| c["attempt"] == 2)
+        .unwrap_or_else(|| panic!("no second attempt: {calls:#?}"));
+    assert_eq!(second["status"], "QUEUED", "{second:#}");
+    let queue = app.graphql_ok(QUEUE, json!({})).await["callQueue"].clone();
+    assert_eq!(
+        queue,
+        json!([{
+            "id": second["id"],
+            "attempt": 2,
+            "status": "QUEUED",
+            // The voicemail's spacing (60 minutes) after the call ended.
+            "notBefore": "2026-11-25T13:00:44.500+00:00",
+        }])
+    );
+    let interaction = the_call_interaction(&app, &customer, &done).await;
+    assert_eq!(interaction["outcome"], "voicemail");
+
+    // A repeated analysis changes nothing.
+    let (status, answer) = retell_event(&app, "call_analyzed", retell_call(&id, analyzed)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+    assert_eq!(calls_of(&app, &customer).await.len(), 2);
+
+    // Not before the hour is up; then attempt 2 goes to Retell.
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    app.clock.advance(Duration::minutes(61));
+    app.run_jobs().await;
+    let creates = fake.creates();
+    assert_eq!(creates.len(), 2, "{creates:#?}");
+    assert_eq!(creates[1].body["metadata"]["crm_call_id"], second["id"]);
+    let redial = call(&app, second["id"].as_str().unwrap()).await;
+    assert_eq!(redial["status"], "DIALING", "{redial:#}");
+    assert_eq!(redial["attempt"], 2);
+    assert_eq!(redial["providerCallId"], SECOND_CALL);
+}
+
+async fn retell_call_failed_as_unknown_then_reported_by_retell_is_logged(backend: TestBackend) {
+    let fake = FakeProvider::start(
+        RETELL_CREATE,
+        vec![(500, json!({ "message": "internal server error" }))],
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| retell_config(c, &fake.url)).await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+    app.run_jobs().await;
+    let failed = call(&app, &id).await;
+    assert_eq!(failed["status"], "ENDED", "{failed:#}");
+    assert_eq!(failed["disposition"], "FAILED");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("not retried"),
+        "{failed:#}"
+    );
+    assert!(failed["providerCallId"].is_null());
+    assert!(failed["interactionId"].is_null());
+
+    // Retell placed the call after all, and reports it under our id.
+    let t0 = app.clock.now().timestamp_millis();
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 + 2_000 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(&id, retell_ended_fields(t0)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED", "{ended:#}");
+    assert_eq!(ended["providerCallId"], RETELL_CALL, "{ended:#}");
+    assert!(ended["reason"].is_null(), "{ended:#}");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(42.5));
+    assert_eq!(ended["transcript"], RETELL_TRANSCRIPT);
+    assert_eq!(segments(&ended).len(), 4);
+    assert!(ended["interactionId"].is_string(), "{ended:#}");
+    let interaction = the_call_interaction(&app, &customer, &ended).await;
+    assert_eq!(interaction["outcome"], "answered");
+    assert_eq!(interaction["durationSeconds"], 43);
+
+    // Still one call: nothing is dialled again.
+    app.clock.advance(Duration::hours(2));
+    app.run_jobs().await;
+    assert_eq!(fake.creates().len(), 1);
+    assert_eq!(calls_of(&app, &customer).await.len(), 1);
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+}
+
+async fn retell_enormous_transcript_is_capped_or_refused_never_a_panic(backend: TestBackend) {
+    let (_fake, app, _customer, id) = placed_retell_call(backend).await;
+    let t0 = app.clock.now().timestamp_millis();
+    let limit = app.config.server.body_limit_bytes;
+    // 6,000 utterances (without words, to keep them small), and a transcript of `bytes`.
+    let utterances: Vec<Value> = (0..6_000)
+        .map(|n| {
+            let role = if n % 2 == 0 { "agent" } else { "user" };
+            json!({ "role": role, "content": format!("Satz {n}.") })
+        })
+        .collect();
+    let sentence = "Agent: Grüße aus München, hier spricht Anna. Hätten Sie fünf Minuten?\n";
+    let ended = |transcript: &str| {
+        retell_body(
+            "call_ended",
+            retell_call(
+                &id,
+                with(
+                    retell_ended_fields(t0),
+                    json!({ "transcript": transcript, "transcript_object": utterances }),
+                ),
+            ),
+        )
+    };
+    let post = |body: String| {
+        let signature = retell_signature(RETELL_KEY, &body, app.clock.now().timestamp_millis());
+        let app = &app;
+        async move { deliver(app, "retell", &body, &[("x-retell-signature", &signature)]).await }
+    };
+
+    // A 1 MB transcript: beyond the default body limit (1 MiB), refused plainly.
+    let megabyte = sentence.repeat(1_000_000 / sentence.len() + 1);
+    assert!(megabyte.len() >= 1_000_000);
+    let body = ended(&megabyte);
+    assert!(body.len() > limit, "{} bytes", body.len());
+    let (status, answer) = post(body).await;
+    assert_eq!(status, 413, "{answer}");
+    let untouched = call(&app, &id).await;
+    assert_eq!(untouched["status"], "DIALING", "{untouched:#}");
+    assert!(segments(&untouched).is_empty());
+
+    // Half a megabyte fits: stored, capped at 5,000 segments and 200,000 characters.
+    let half = sentence.repeat(500_000 / sentence.len());
+    assert!(half.chars().count() > 200_000);
+    let body = ended(&half);
+    assert!(body.len() < limit, "{} bytes", body.len());
+    let (status, answer) = post(body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
+    assert_eq!(answer["applied"][0]["newSegments"], 5_000, "{answer}");
+    let stored = app
+        .graphql_ok(
+            "query($id: ID!) { call(id: $id) { status disposition transcript interactionId \
+             tail: segments(afterSeq: 4998) { seq text } \
+             beyond: segments(afterSeq: 5000) { seq } } }",
+            json!({ "id": id }),
+        )
+        .await["call"]
+        .clone();
+    assert_eq!(stored["status"], "ENDED");
+    assert_eq!(stored["disposition"], "ANSWERED");
+    assert!(stored["interactionId"].is_string());
+    let transcript = stored["transcript"].as_str().unwrap();
+    assert_eq!(transcript.chars().count(), 200_000);
+    assert!(half.starts_with(transcript));
+    assert_eq!(
+        stored["tail"],
+        json!([
+            { "seq": 4_999, "text": "Satz 4998." },
+            { "seq": 5_000, "text": "Satz 4999." },
+        ])
+    );
+    assert_eq!(stored["beyond"], json!([]));
+
+    // The repeat of such a delivery is a duplicate like any other.
+    let (status, answer) = post(ended(&half)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
 }
