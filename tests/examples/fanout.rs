@@ -122,6 +122,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let url = env("CRM_URL", "http://127.0.0.1:8099");
     let token = std::env::var("CRM_TOKEN").expect("CRM_TOKEN: an admin JWT");
     let subscribers: usize = env("SUBSCRIBERS", "10000").parse().unwrap();
