@@ -229,3 +229,36 @@ async fn voice_call_follows_the_transcript_live() {
     assert!(text.contains("customer: "), "{text}");
     assert!(text.contains("Ended: answered"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_email_previews_and_queues() {
+    let app =
+        TestApp::spawn_with(TestBackend::Sqlite, |c| c.pipeline.start_on_create = false).await;
+    let id = app
+        .create_customer(
+            serde_json::json!({ "name": "Amra Hodžić", "email": "amra@firma.ba",
+            "language": "bs", "consentEmail": true }),
+        )
+        .await;
+    let preview =
+        tokio::task::block_in_place(|| crm(&app, &["send-email", &id, "nurture-1", "--preview"]));
+    let text = String::from_utf8_lossy(&preview.stdout);
+    assert!(preview.status.success(), "{text}");
+    assert!(
+        text.contains("Language: bs") && text.contains("/unsubscribe/"),
+        "{text}"
+    );
+    let sent = tokio::task::block_in_place(|| crm(&app, &["send-email", &id, "nurture-1"]));
+    let text = String::from_utf8_lossy(&sent.stdout);
+    assert!(sent.status.success(), "{text}");
+    assert!(text.contains("to amra@firma.ba queued"), "{text}");
+    app.run_jobs().await;
+    let files = std::fs::read_dir(&app.config.email.outbox.dir)
+        .expect("the outbox exists")
+        .count();
+    assert_eq!(files, 1);
+    let bad = tokio::task::block_in_place(|| {
+        crm(&app, &["send-email", &id, "nurture-1", "--var", "oops"])
+    });
+    assert!(!bad.status.success());
+}

@@ -22,6 +22,7 @@ macro_rules! interaction_fields {
 }
 
 mod customers;
+mod email;
 mod import;
 mod interactions;
 mod pipeline;
@@ -58,6 +59,8 @@ pub(crate) enum Command {
     /// Call a customer now with an AI voice agent (`/voice-call`); `--follow` prints the
     /// transcript live until the call ends.
     VoiceCall(voice::VoiceCallArgs),
+    /// Send a templated email to a customer (`/send-email`), or `--preview` it.
+    SendEmail(email::SendEmailArgs),
     /// Run a raw GraphQL document and print the whole JSON response.
     Query(query::QueryArgs),
 }
@@ -74,6 +77,7 @@ impl Command {
             Self::QualifyLead(args) => args.run(ctx).await,
             Self::PipelineRuns(args) => args.run(ctx).await,
             Self::VoiceCall(args) => args.run(ctx).await,
+            Self::SendEmail(args) => args.run(ctx).await,
             Self::Query(args) => args.run(ctx).await,
         }
     }
