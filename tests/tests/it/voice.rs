@@ -21,6 +21,7 @@ on_both_backends!(
     transcripts_stream_live_and_resume_after_a_reconnect,
     call_events_stream_status_changes_to_integrations,
     a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
+    an_appointment_is_proposed_with_an_invitation_and_a_task,
 );
 
 const CALL: &str = "query($id: ID!) { call(id: $id) { id attempt status disposition outcome \
@@ -680,4 +681,42 @@ async fn a_call_whose_end_never_arrives_is_reconciled_with_the_provider(backend:
     app.clock.advance(Duration::hours(2));
     app.run_jobs().await;
     assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+async fn an_appointment_is_proposed_with_an_invitation_and_a_task(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    // A number whose simulated call ends with an appointment.
+    let phone = (0..10_000)
+        .map(|n| format!("+4930666{n:04}"))
+        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).outcome == Some("appointment"))
+        .unwrap();
+    let customer = lead(&app, &phone, json!({ "owner": "olga" })).await;
+    app.run_jobs().await;
+    play(&app, 40).await;
+
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { emails(customerId: $c) { nodes { id status } } \
+             tasks(filter: { customerId: $c }) { nodes { title assignee dueAt status } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let email = &data["emails"]["nodes"][0];
+    assert_eq!(email["status"], "sent", "{data:#}");
+    let message = std::fs::read_to_string(
+        std::path::Path::new(&app.config.email.outbox.dir)
+            .join(format!("{}.eml", email["id"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(message.contains("appointment.ics"), "{message}");
+    assert!(message.contains("text/calendar"), "{message}");
+    // 2026-11-25 is a Wednesday: the proposal is Thursday 10:00 in Berlin (09:00 UTC).
+    let task = &data["tasks"]["nodes"][0];
+    assert_eq!(task["assignee"], "olga", "{data:#}");
+    assert_eq!(task["status"], "OPEN");
+    assert!(
+        task["title"].as_str().unwrap().contains("2026-11-26 10:00"),
+        "{task}"
+    );
+    assert_eq!(task["dueAt"], "2026-11-26T08:00:00+00:00");
 }
