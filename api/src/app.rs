@@ -17,6 +17,7 @@ use crm_plugins::{
     follow_up::FollowUp,
     import_file::ImportFile,
     intake::{ImportLead, Intake},
+    nurture::{Nurture, NurtureEmail, NurtureSend},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
     templates::Templates,
     voice::{Voice, VoiceCallStep, VoiceDeliver, VoiceDial, VoiceFinish, VoiceReconcile},
@@ -281,7 +282,14 @@ pub fn registry(
         pipeline.clone(),
         voice.settings().default_time_zone,
     );
+    let nurture = Nurture::new(
+        mailer.clone(),
+        pipeline.clone(),
+        config.email.nurture.steps.clone(),
+    );
     Ok(Registry::default()
+        .with(Arc::new(NurtureEmail(nurture.clone())))
+        .with(Arc::new(NurtureSend(nurture)))
         .with(Arc::new(SendEmail(mailer)))
         .with(Arc::new(follow_up))
         .with(Arc::new(ImportFile::new(

@@ -112,6 +112,25 @@ pub struct EmailConfig {
     pub sendgrid: crm_email::sendgrid::Config,
     /// `[email.outbox]`.
     pub outbox: crm_email::outbox::Config,
+    /// `[email.nurture]`: the sequence for leads under the threshold.
+    pub nurture: NurtureConfig,
+}
+
+/// `[email.nurture]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NurtureConfig {
+    /// The steps: a template and the days after the previous step (after enrollment, for the
+    /// first).
+    pub steps: Vec<crm_plugins::nurture::NurtureStep>,
+}
+
+impl Default for NurtureConfig {
+    fn default() -> Self {
+        Self {
+            steps: crm_plugins::nurture::default_steps(),
+        }
+    }
 }
 
 impl Default for EmailConfig {
@@ -130,6 +149,7 @@ impl Default for EmailConfig {
             smtp: senders.smtp,
             sendgrid: senders.sendgrid,
             outbox: senders.outbox,
+            nurture: NurtureConfig::default(),
         }
     }
 }
@@ -170,8 +190,22 @@ impl EmailConfig {
             problems.push(error.to_string());
         }
         let dir = (!self.templates_dir.is_empty()).then(|| Path::new(&self.templates_dir));
-        if let Err(error) = crm_plugins::templates::Templates::load(dir) {
-            problems.push(format!("email.templates_dir: {error}"));
+        match crm_plugins::templates::Templates::load(dir) {
+            Err(error) => problems.push(format!("email.templates_dir: {error}")),
+            Ok(templates) => {
+                if self.nurture.steps.is_empty() {
+                    problems.push("email.nurture.steps must name at least one template".into());
+                }
+                for step in &self.nurture.steps {
+                    if !templates.names().contains(&step.template.as_str()) {
+                        problems.push(format!(
+                            "email.nurture.steps: no template `{}` (known: {})",
+                            step.template,
+                            templates.names().join(", ")
+                        ));
+                    }
+                }
+            }
         }
         problems
     }

@@ -130,6 +130,11 @@ async fn graphql_ws(
         .map(str::to_owned);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // Small buffers (they grow for a large message): 10,000 idle subscribers must not
+        // hold 128 KiB each of read and write buffer.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(256 * 1024)
         .on_upgrade(move |socket| {
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),

@@ -112,6 +112,9 @@ pub struct Draft {
     pub call_id: Option<String>,
     /// The pipeline step that sends it.
     pub step: Option<StepPayload>,
+    /// Makes queueing idempotent without a step: a second draft with the same key and
+    /// template returns the first email (`nurture:{run}`).
+    pub dedupe: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -280,7 +283,11 @@ impl Mailer {
             last_event: None,
             variables: serde_json::to_string(&(&draft.variables, &draft.call)).unwrap_or_default(),
             run_id: draft.step.as_ref().map(|s| s.run_id.to_string()),
-            step_id: draft.step.as_ref().map(|s| s.step_id.to_string()),
+            step_id: draft
+                .step
+                .as_ref()
+                .map(|s| s.step_id.to_string())
+                .or_else(|| draft.dedupe.clone()),
             call_id: draft.call_id.clone(),
             interaction_id: None,
             requested_by: requested_by.to_owned(),
@@ -369,6 +376,7 @@ impl Mailer {
             call,
             call_id: row.call_id.clone(),
             step: None,
+            dedupe: None,
         };
         let rendered = match self.render(&customer, &draft) {
             Ok(rendered) => rendered,

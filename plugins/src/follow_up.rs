@@ -222,6 +222,7 @@ impl JobHandler for FollowUp {
                 call: call_vars,
                 call_id: call.as_ref().map(|c| c.id.to_string()),
                 step: Some(step.clone()),
+                dedupe: None,
             };
             match self
                 .mailer

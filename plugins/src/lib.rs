@@ -10,6 +10,7 @@ pub mod email;
 pub mod follow_up;
 pub mod import_file;
 pub mod intake;
+pub mod nurture;
 pub mod pipeline;
 pub mod runner;
 pub mod scheduler;
@@ -30,6 +31,8 @@ pub const KINDS: &[&str] = &[
     voice::VOICE_RECONCILE,
     email::SEND_EMAIL,
     follow_up::FOLLOW_UP,
+    nurture::NURTURE_EMAIL,
+    nurture::NURTURE_SEND,
 ];
 
 pub use pipeline::{Pipeline, PipelineConfig};

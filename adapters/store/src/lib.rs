@@ -17,6 +17,7 @@ pub mod imports;
 pub mod inbox;
 pub mod interactions;
 pub mod jobs;
+pub mod nurture;
 mod page;
 pub mod pipeline;
 mod rows;

@@ -356,3 +356,16 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(emails, customers);
 diesel::allow_tables_to_appear_in_same_query!(tasks, customers);
+
+diesel::table! {
+    nurture_enrollments (customer_id, run_id) {
+        customer_id -> Text,
+        run_id -> Text,
+        position -> Integer,
+        status -> Text,
+        exit_reason -> Nullable<Text>,
+        next_at -> Nullable<Timestamp>,
+        enrolled_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -65,3 +65,17 @@ CREATE INDEX tasks_assignee_idx ON tasks (assignee, status, due_at);
 CREATE INDEX tasks_customer_idx ON tasks (customer_id, created_at);
 -- One follow-up task per call: a replayed follow-up step creates none.
 CREATE UNIQUE INDEX tasks_call_idx ON tasks (call_id);
+
+-- Leads in the nurture sequence: where each one is, and why it left.
+CREATE TABLE nurture_enrollments (
+    customer_id TEXT NOT NULL REFERENCES customers (id),
+    run_id      TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    exit_reason TEXT,
+    next_at     TIMESTAMP,
+    enrolled_at TIMESTAMP NOT NULL,
+    updated_at  TIMESTAMP NOT NULL,
+    PRIMARY KEY (customer_id, run_id)
+);
+CREATE INDEX nurture_status_idx ON nurture_enrollments (status, updated_at);

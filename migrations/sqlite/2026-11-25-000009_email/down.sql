@@ -1,3 +1,4 @@
+DROP TABLE nurture_enrollments;
 DROP TABLE tasks;
 DROP TABLE suppressions;
 DROP TABLE email_events;

@@ -10,6 +10,7 @@ on_both_backends!(
     a_sent_email_is_in_the_outbox_once_and_logged,
     unsubscribing_by_the_link_suppresses_every_later_send,
     unknown_templates_and_missing_addresses_are_refused,
+    a_cold_lead_is_nurtured_step_by_step_until_it_replies,
 );
 
 const SEND: &str = "mutation($c: ID!, $t: String!) { sendEmail(customerId: $c, template: $t) \
@@ -253,4 +254,72 @@ async fn unknown_templates_and_missing_addresses_are_refused(backend: TestBacken
             .contains("consent"),
         "{refused:#}"
     );
+}
+
+async fn templates_sent(app: &TestApp, customer: &str) -> Vec<String> {
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { emails(customerId: $c) { nodes { template status } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let mut sent: Vec<String> = data["emails"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "sent")
+        .map(|e| e["template"].as_str().unwrap().to_owned())
+        .collect();
+    sent.sort();
+    sent
+}
+
+async fn a_cold_lead_is_nurtured_step_by_step_until_it_replies(backend: TestBackend) {
+    use chrono::Duration;
+    let app = TestApp::spawn(backend).await;
+    // Under the threshold: routed to nurture, which sends its first email at once.
+    let id = app
+        .create_customer(json!({ "name": "Ana Kovač", "email": "ana@gmail.com",
+                                 "language": "bs", "consentEmail": true }))
+        .await;
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &id).await, ["nurture-1"]);
+    let runs = app
+        .graphql_ok(
+            "query($c: ID!) { pipelineRuns(filter: { customerId: $c }) { nodes { status branch \
+             steps { name status detail } } } }",
+            json!({ "c": id }),
+        )
+        .await;
+    let run = &runs["pipelineRuns"]["nodes"][0];
+    assert_eq!(run["branch"], "nurture", "{runs:#}");
+    assert_eq!(run["status"], "COMPLETED");
+    assert_eq!(run["steps"][2]["name"], "nurture-email");
+    assert_eq!(run["steps"][2]["detail"]["enrolled"], true);
+
+    // Not before its time; then the second step after three days.
+    app.clock.advance(Duration::days(2));
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &id).await, ["nurture-1"]);
+    app.clock.advance(Duration::days(1) + Duration::minutes(1));
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &id).await, ["nurture-1", "nurture-2"]);
+
+    // The lead replies: the sequence stops before its third step.
+    app.graphql_ok(
+        "mutation($i: LogInteractionInput!) { logInteraction(input: $i) { id } }",
+        json!({ "i": { "customerId": id, "kind": "EMAIL", "direction": "INBOUND",
+                       "subject": "Re: Ihre Anfrage" } }),
+    )
+    .await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::days(5));
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &id).await, ["nurture-1", "nurture-2"]);
+    let enrollment = crm_store::nurture::latest_of(&app.db, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(enrollment.status, "exited");
+    assert_eq!(enrollment.exit_reason.as_deref(), Some("the lead replied"));
 }

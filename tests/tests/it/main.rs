@@ -7,6 +7,7 @@ mod customers;
 mod dataloader;
 mod duplicates;
 mod email;
+mod email_events;
 mod forms;
 mod http;
 mod intake;

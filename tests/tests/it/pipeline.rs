@@ -146,7 +146,7 @@ async fn a_new_lead_runs_the_chain_as_far_as_agents_exist(backend: TestBackend) 
     assert_eq!(available("decide"), Some(true));
     assert_eq!(available("voice-call"), Some(true));
     assert_eq!(available("follow-up"), Some(true));
-    assert_eq!(available("nurture-email"), Some(false));
+    assert_eq!(available("nurture-email"), Some(true));
 }
 
 async fn a_nurtured_lead_is_rescored_after_seven_days(backend: TestBackend) {
@@ -157,7 +157,7 @@ async fn a_nurtured_lead_is_rescored_after_seven_days(backend: TestBackend) {
     assert_eq!(run["branch"], "nurture");
     assert_eq!(
         step_names(run).last().unwrap(),
-        &("nurture-email".to_owned(), "UNAVAILABLE".to_owned())
+        &("nurture-email".to_owned(), "DONE".to_owned())
     );
 
     // The re-score waits seven days.
@@ -178,8 +178,8 @@ async fn a_nurtured_lead_is_rescored_after_seven_days(backend: TestBackend) {
     app.clock.advance(Duration::days(1));
     assert_eq!(
         app.run_jobs().await,
-        2,
-        "rescore-lead, then its qualify-lead"
+        3,
+        "rescore-lead, its qualify-lead, and nurture-email (which does not start the sequence again)"
     );
     let all = runs(&app, &id).await;
     assert_eq!(all.len(), 2);
