@@ -502,6 +502,28 @@ pub async fn record_event(db: &Db, event: &EmailEvent, now: DateTime<Utc>) -> St
                 (None, None) => None,
             };
             if let Some(mut row) = target {
+                // The send's interaction carries its furthest event, which scoring reads
+                // (opened, clicked, bounced …).
+                if let Some(interaction) = &row.interaction_id {
+                    let current: Option<String> = crate::schema::interactions::table
+                        .find(interaction)
+                        .select(crate::schema::interactions::outcome)
+                        .first(conn)
+                        .await
+                        .optional()?
+                        .flatten();
+                    if outcome_rank(event.kind.as_str())
+                        > outcome_rank(current.as_deref().unwrap_or("sent"))
+                    {
+                        diesel::update(crate::schema::interactions::table.find(interaction))
+                            .set((
+                                crate::schema::interactions::outcome.eq(event.kind.as_str()),
+                                crate::schema::interactions::updated_at.eq(at),
+                            ))
+                            .execute(conn)
+                            .await?;
+                    }
+                }
                 row.last_event = Some(event.kind.as_str().to_owned());
                 diesel::update(emails::table.find(&row.id))
                     .set((
@@ -536,6 +558,20 @@ pub async fn record_event(db: &Db, event: &EmailEvent, now: DateTime<Utc>) -> St
         }
         None => false,
     })
+}
+
+/// How far an email got: an event never moves its interaction's outcome back (an open after a
+/// click stays a click); a bounce, complaint or unsubscribe outranks everything.
+fn outcome_rank(outcome: &str) -> u8 {
+    match outcome {
+        "sent" => 0,
+        "processed" | "deferred" => 1,
+        "delivered" => 2,
+        "opened" => 3,
+        "clicked" => 4,
+        "bounced" | "dropped" | "complained" | "unsubscribed" => 5,
+        _ => 0,
+    }
 }
 
 /// The events of an email, oldest first: (kind, at).

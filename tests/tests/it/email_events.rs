@@ -226,6 +226,18 @@ async fn signed_events_are_stored_once_and_set_the_last_event(backend: TestBacke
         kinds(&after),
         ["processed", "delivered", "opened", "clicked", "opened"]
     );
+    // The send's interaction carries the furthest event (a later open does not undo the
+    // click), which scoring reads.
+    let logged = app
+        .graphql_ok(
+            "query($id: ID!) { customer(id: $id) { interactions { kind outcome } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        logged["customer"]["interactions"][0]["outcome"], "clicked",
+        "{logged:#}"
+    );
 
     // Opens and clicks suppress nothing: another email to Ana is accepted.
     let again = app
