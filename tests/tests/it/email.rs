@@ -11,6 +11,7 @@ on_both_backends!(
     unsubscribing_by_the_link_suppresses_every_later_send,
     unknown_templates_and_missing_addresses_are_refused,
     a_cold_lead_is_nurtured_step_by_step_until_it_replies,
+    a_provider_error_storm_is_retried_with_backoff_then_fails_without_a_copy,
 );
 
 const SEND: &str = "mutation($c: ID!, $t: String!) { sendEmail(customerId: $c, template: $t) \
@@ -322,4 +323,81 @@ async fn a_cold_lead_is_nurtured_step_by_step_until_it_replies(backend: TestBack
         .unwrap();
     assert_eq!(enrollment.status, "exited");
     assert_eq!(enrollment.exit_reason.as_deref(), Some("the lead replied"));
+}
+
+/// A SendGrid API that answers every send with 503, counting them.
+async fn failing_sendgrid() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/v3/mail/send",
+        axum::routing::post(move || {
+            let hits = counted.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+async fn a_provider_error_storm_is_retried_with_backoff_then_fails_without_a_copy(
+    backend: TestBackend,
+) {
+    use chrono::Duration;
+    use std::sync::atomic::Ordering;
+    let (url, hits) = failing_sendgrid().await;
+    let app = TestApp::spawn_with(backend, |c| {
+        c.pipeline.start_on_create = false;
+        c.email.kind = "sendgrid".into();
+        c.email.sendgrid.base_url = url;
+        c.email.sendgrid.api_key = Some("SG.test".into());
+    })
+    .await;
+    let id = customer(&app, "Ann Lee", "ann@example.com", "en").await;
+    app.graphql_ok(SEND, json!({ "c": id, "t": "nurture-1" }))
+        .await;
+
+    app.run_jobs().await;
+    let first = hits.load(Ordering::SeqCst);
+    assert!(
+        (1..=3).contains(&first),
+        "a few tries inside one attempt: {first}"
+    );
+    let waiting = email(&app, &id).await;
+    assert_eq!(
+        waiting["status"], "queued",
+        "back in the queue: {waiting:#}"
+    );
+    assert!(
+        waiting["error"].as_str().unwrap().contains("503"),
+        "{waiting:#}"
+    );
+    // Not before the backoff.
+    app.run_jobs().await;
+    assert_eq!(hits.load(Ordering::SeqCst), first);
+    // Four more attempts with growing waits, then the dead letter fails the email.
+    for _ in 0..8 {
+        app.clock.advance(Duration::hours(1));
+        app.run_jobs().await;
+    }
+    let failed = email(&app, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("gave up"),
+        "{failed:#}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        first * 5,
+        "five attempts in all"
+    );
 }
