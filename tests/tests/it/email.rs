@@ -12,6 +12,7 @@ on_both_backends!(
     unknown_templates_and_missing_addresses_are_refused,
     a_cold_lead_is_nurtured_step_by_step_until_it_replies,
     a_provider_error_storm_is_retried_with_backoff_then_fails_without_a_copy,
+    nurture_stops_on_unsubscribe_and_when_a_rescore_routes_the_lead_on,
 );
 
 const SEND: &str = "mutation($c: ID!, $t: String!) { sendEmail(customerId: $c, template: $t) \
@@ -399,5 +400,74 @@ async fn a_provider_error_storm_is_retried_with_backoff_then_fails_without_a_cop
         hits.load(Ordering::SeqCst),
         first * 5,
         "five attempts in all"
+    );
+}
+
+async fn nurture_stops_on_unsubscribe_and_when_a_rescore_routes_the_lead_on(backend: TestBackend) {
+    use chrono::Duration;
+    let app = TestApp::spawn(backend).await;
+    let leaving = app
+        .create_customer(json!({ "name": "Ana Kovač", "email": "ana@gmail.com",
+                                 "language": "bs", "consentEmail": true }))
+        .await;
+    let warming = app
+        .create_customer(json!({ "name": "Mia Horvat", "email": "mia@gmail.com",
+                                 "language": "bs", "consentEmail": true }))
+        .await;
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &leaving).await, ["nurture-1"]);
+    assert_eq!(templates_sent(&app, &warming).await, ["nurture-1"]);
+
+    // Ana unsubscribes by the link in her first email.
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { emails(customerId: $c) { nodes { id } } }",
+            json!({ "c": leaving }),
+        )
+        .await;
+    let message = eml(&app, data["emails"]["nodes"][0]["id"].as_str().unwrap());
+    let link = message
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .and_then(|l| l.strip_suffix('>'))
+        .unwrap()
+        .to_owned();
+    let path = &link[link.find("/unsubscribe/").unwrap()..];
+    let done = app
+        .client
+        .post(format!("{}{path}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+
+    // Mia books a meeting: re-scored, the chain routes her to the follow-up.
+    app.graphql_ok(
+        "mutation($i: LogInteractionInput!) { logInteraction(input: $i) { id } }",
+        json!({ "i": { "customerId": warming, "kind": "CALL", "direction": "INBOUND",
+                       "outcome": "appointment" } }),
+    )
+    .await;
+    app.run_jobs().await;
+
+    app.clock.advance(Duration::days(3) + Duration::minutes(1));
+    app.run_jobs().await;
+    assert_eq!(templates_sent(&app, &leaving).await, ["nurture-1"]);
+    let ana = crm_store::nurture::latest_of(&app.db, &leaving)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ana.status, "exited");
+    assert!(ana.exit_reason.unwrap().contains("unsubscribed"));
+    let mia = crm_store::nurture::latest_of(&app.db, &warming)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mia.status, "exited");
+    assert!(mia.exit_reason.unwrap().contains("re-scored to follow_up"));
+    assert!(
+        !templates_sent(&app, &warming)
+            .await
+            .contains(&"nurture-2".to_owned())
     );
 }
