@@ -23,6 +23,7 @@ use crm_store::{
     imports::{self, RowIssue},
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use std::{
     io::{BufRead, BufReader, Read},
     path::PathBuf,
@@ -567,7 +568,12 @@ impl JobHandler for ImportFile {
                 continue;
             }
             let outcomes = self
-                .import_batch(std::mem::take(&mut records), &stored.options, &scope)
+                .import_batch(
+                    std::mem::take(&mut records),
+                    &stored.options,
+                    &scope,
+                    (&import.id, import.created_at),
+                )
                 .await
                 .map_err(|e| JobError::Retryable(e.to_string()))?;
             for (row, outcome) in outcomes {
@@ -621,6 +627,21 @@ impl JobHandler for ImportFile {
     }
 }
 
+/// The id of the customer row `row` of an import creates: time-ordered (the import's start)
+/// and derived from the import and the row, so a replay of the row finds its own customer.
+fn row_customer_id(
+    (import, started): (&str, chrono::DateTime<chrono::Utc>),
+    row: i32,
+) -> crm_domain::CustomerId {
+    let digest = Sha256::digest(format!("{import}:{row}").as_bytes());
+    let mut random = [0_u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(started.timestamp_millis()).unwrap_or_default();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .into()
+}
+
 /// What to do with one record of a batch.
 enum Plan {
     /// Decided already (invalid).
@@ -632,12 +653,16 @@ enum Plan {
 }
 
 impl ImportFile {
-    /// Imports one batch of records; returns each row's outcome.
+    /// Imports one batch of records; returns each row's outcome. `import` (its id and start)
+    /// names the customers the batch creates, so a batch replayed after a crash (stored, but
+    /// its progress not yet recorded) recognizes them and counts them as created again rather
+    /// than as duplicates.
     async fn import_batch(
         &self,
         records: Vec<Record>,
         options: &ImportOptions,
         scope: &CustomerScope,
+        import: (&str, chrono::DateTime<chrono::Utc>),
     ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
         let now = self.clock.now();
         let mut plans: Vec<(i32, Plan)> = records
@@ -657,7 +682,10 @@ impl ImportFile {
                         }),
                     ),
                     None => match self.intake.parse(&lead, options, now) {
-                        Ok(customer) => (row, Plan::Fast(Box::new(customer), lead)),
+                        Ok(mut customer) => {
+                            customer.id = row_customer_id(import, row);
+                            (row, Plan::Fast(Box::new(customer), lead))
+                        }
                         Err(issues) => (row, Plan::Done(Outcome::Invalid { issues })),
                     },
                 },
@@ -728,9 +756,21 @@ impl ImportFile {
                 Plan::Done(outcome) => outcome,
                 Plan::Fast(c, _) => Outcome::Created { customer_id: c.id },
                 Plan::Slow(lead) => {
-                    self.intake
+                    let outcome = self
+                        .intake
                         .import_reported(&lead, options, scope, self.audit.as_ref())
-                        .await
+                        .await;
+                    match outcome {
+                        // This import created it, in a batch whose progress a crash lost.
+                        Outcome::Updated { customer_id }
+                        | Outcome::Merged { customer_id }
+                        | Outcome::Skipped { customer_id, .. }
+                            if customer_id == row_customer_id(import, row) =>
+                        {
+                            Outcome::Created { customer_id }
+                        }
+                        other => other,
+                    }
                 }
             };
             outcomes.push((row, outcome));

@@ -17,6 +17,7 @@ on_both_backends!(
     import_leads_reports_every_lead,
     a_messy_csv_file_gives_exactly_the_expected_report,
     bad_files_and_uploads_are_refused_or_reported,
+    a_batch_replayed_after_a_crash_counts_its_rows_as_before,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -686,4 +687,71 @@ async fn bad_files_and_uploads_are_refused_or_reported(backend: TestBackend) {
         .graphql_as(&sales, IMPORT_STATUS, json!({ "id": id }))
         .await;
     assert_eq!(crm_tests::error_code(&hidden), "NOT_FOUND");
+}
+
+/// A worker that dies after a batch was stored but before its progress was recorded leaves the
+/// import to be resumed from the last recorded row: the replayed rows find the customers they
+/// created and count as created again, not as duplicates.
+async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestBackend) {
+    let app = app(backend).await;
+    let csv = "Name;E-Mail;Telefon\n\
+        Jürgen Müller;j.mueller@firma.de;030 123456\n\
+        Ana Hodžić;ana@firma.ba;033 250 300\n\
+        Jürgen M.;J.Mueller@Firma.de;\n\
+        Lena Huber;lena@huber.at;+43 1 234567\n";
+    let started = upload(&app, "leads.csv", csv.as_bytes(), json!({}), Value::Null).await;
+    let id = started["data"]["importLeadsFile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_jobs().await;
+    let counts = |data: &Value| {
+        let r = &data["leadImport"];
+        [
+            r["created"].clone(),
+            r["merged"].clone(),
+            r["skipped"].clone(),
+            r["invalid"].clone(),
+        ]
+    };
+    let first = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    let [created, merged, skipped, invalid] = counts(&first);
+    assert_eq!(created, 3, "{first:#}");
+    assert_eq!(
+        merged.as_i64().unwrap() + skipped.as_i64().unwrap(),
+        1,
+        "row 3 duplicates row 1: {first:#}"
+    );
+    assert_eq!(invalid, 0);
+
+    // The crash: the rows are stored, the progress is lost, the file is still there.
+    app.db
+        .execute_raw(&format!(
+            "UPDATE imports SET rows_done = 0, created = 0, updated = 0, merged = 0, \
+             skipped = 0, invalid = 0, status = 'running', finished_at = NULL, runner = NULL \
+             WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    std::fs::write(app.config.intake.import_dir.join(&id), csv).unwrap();
+    let now = crm_domain::Clock::now(app.clock.as_ref());
+    crm_store::jobs::enqueue(
+        &app.db,
+        &crm_store::jobs::NewJob {
+            kind: "import-file".into(),
+            payload: json!({ "import_id": id }).to_string(),
+            dedupe_key: None,
+            priority: 0,
+            run_at: now,
+            max_attempts: 1,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    app.run_jobs().await;
+    let replayed = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    assert_eq!(replayed["leadImport"]["status"], "completed");
+    assert_eq!(counts(&replayed), counts(&first), "{replayed:#}");
+    assert_eq!(customers(&app).await.len(), 3, "nothing stored twice");
 }
