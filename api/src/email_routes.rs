@@ -40,9 +40,13 @@ fn page(language: &str, done: bool) -> String {
     )
 }
 
-async fn unsubscribe(state: &HttpState, token: &str) -> Response {
+/// `GET /unsubscribe/{token}` (the link) and `POST` (RFC 8058 one-click).
+pub(crate) async fn unsubscribe(
+    State(state): State<HttpState>,
+    Path(token): Path<String>,
+) -> Response {
     let api: &ApiContext = &state.context;
-    match api.mailer.unsubscribe(token).await {
+    match api.mailer.unsubscribe(&token).await {
         Ok(customer) => {
             tracing::info!(customer_id = %customer.id, "Unsubscribed by link.");
             let language = customer.language.as_ref().map_or("en", |l| l.primary());
@@ -70,22 +74,6 @@ async fn unsubscribe(state: &HttpState, token: &str) -> Response {
     }
 }
 
-/// `GET /unsubscribe/{token}`.
-pub(crate) async fn unsubscribe_get(
-    State(state): State<HttpState>,
-    Path(token): Path<String>,
-) -> Response {
-    unsubscribe(&state, &token).await
-}
-
-/// `POST /unsubscribe/{token}` (`List-Unsubscribe-Post: List-Unsubscribe=One-Click`).
-pub(crate) async fn unsubscribe_post(
-    State(state): State<HttpState>,
-    Path(token): Path<String>,
-) -> Response {
-    unsubscribe(&state, &token).await
-}
-
 /// `POST /webhooks/email/sendgrid`.
 pub(crate) async fn sendgrid_events(
     State(state): State<HttpState>,
@@ -100,15 +88,7 @@ pub(crate) async fn sendgrid_events(
             "the SendGrid event webhook is not configured (email.sendgrid.event_public_key)",
         );
     };
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            value
-                .to_str()
-                .ok()
-                .map(|v| (name.as_str().to_owned(), v.trim().to_owned()))
-        })
-        .collect();
+    let pairs = crate::http::header_pairs(&headers);
     let request = WebhookRequest {
         headers: &pairs,
         body: &body,

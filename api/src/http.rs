@@ -95,7 +95,7 @@ pub(crate) fn router(
         )
         .route(
             "/unsubscribe/{token}",
-            get(crate::email_routes::unsubscribe_get).post(crate::email_routes::unsubscribe_post),
+            get(crate::email_routes::unsubscribe).post(crate::email_routes::unsubscribe),
         )
         .route("/imports/{id}/issues.csv", get(crate::imports::issues_csv))
         .route("/healthz", get(healthz))
@@ -146,6 +146,20 @@ async fn graphql_ws(
                 .on_connection_init(move |payload| async move { init.init(&payload, header).await })
                 .serve()
         })
+}
+
+/// A request's headers as (lower-case name, trimmed value) pairs, for provider webhook
+/// verification in the domain's `WebhookRequest` (values that are not text are left out).
+pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 /// A GraphQL-shaped error response for failures before execution.

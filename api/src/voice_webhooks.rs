@@ -54,15 +54,7 @@ pub(crate) async fn receive(
             format!("the voice provider `{kind}` is not configured"),
         );
     };
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            value
-                .to_str()
-                .ok()
-                .map(|v| (name.as_str().to_owned(), v.trim().to_owned()))
-        })
-        .collect();
+    let pairs = crate::http::header_pairs(&headers);
     let request = WebhookRequest {
         headers: &pairs,
         body: &body,

@@ -174,22 +174,10 @@ impl JobHandler for FollowUp {
         let mut detail = serde_json::Map::new();
         if let Some(customer) = &customer {
             // The run's call: its last attempt.
-            let call = calls::list(
-                db,
-                &calls::CallFilter {
-                    customer_id: Some(customer.id),
-                    statuses: Vec::new(),
-                    provider: None,
-                    scope: crm_domain::CustomerScope::All,
-                },
-                None,
-                200,
-            )
-            .await
-            .map_err(retryable)?
-            .into_iter()
-            .filter(|c| c.run_id == Some(run.id))
-            .max_by_key(|c| c.attempt);
+            let call = calls::attempts(db, calls::Attempts::Run(run.id))
+                .await
+                .map_err(retryable)?
+                .pop();
             let tz = time_zone(customer, self.default_time_zone);
             let outcome = call.as_ref().and_then(|c| {
                 c.outcome

@@ -34,7 +34,7 @@ use crm_domain::{
 use crm_store::{
     Db, StoreError,
     audit::NewAuditEntry,
-    calls::{self, Call, Claim, Dequeue, EndPlan, Ingested, NewCall},
+    calls::{self, Attempts, Call, Claim, Dequeue, EndPlan, Ingested, NewCall},
     customers,
     effects::Effect,
     jobs::NewJob,
@@ -771,30 +771,13 @@ impl Voice {
             .await
             .map_err(store)?;
         // The last attempt of the entry holds the outcome.
-        let attempts = calls::list(
-            &self.db,
-            &calls::CallFilter {
-                customer_id: Some(first.customer_id),
-                statuses: Vec::new(),
-                provider: None,
-                scope: crm_domain::CustomerScope::All,
-            },
-            None,
-            200,
-        )
-        .await
-        .map_err(store)?;
-        let entry: Vec<&Call> = attempts
-            .iter()
-            .filter(|c| c.first_call_id == first.first_call_id)
-            .collect();
+        let entry = calls::attempts(&self.db, Attempts::Entry(first.first_call_id))
+            .await
+            .map_err(store)?;
         if entry.iter().any(|c| c.status != CallStatus::Ended) {
             return Ok(()); // Another attempt is queued or in flight: its end finishes.
         }
-        let last = entry
-            .into_iter()
-            .max_by_key(|c| c.attempt)
-            .unwrap_or(&first);
+        let last = entry.last().unwrap_or(&first);
         let detail = serde_json::json!({
             "callId": last.id.to_string(),
             "attempts": last.attempt,

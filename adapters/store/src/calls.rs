@@ -561,21 +561,26 @@ pub async fn queue(
     rows.into_iter().map(Call::try_from).collect()
 }
 
-/// Calls a provider is handling now (dialling, ringing or connected).
-pub async fn active_count(db: &Db, provider: &str) -> StoreResult<i64> {
-    let active = [
-        CallStatus::Dialing.as_str(),
-        CallStatus::Ringing.as_str(),
-        CallStatus::InProgress.as_str(),
-    ];
-    Ok(with_conn!(db, |conn| {
-        calls::table
-            .filter(calls::status.eq_any(active))
-            .filter(calls::provider.eq(provider))
-            .count()
-            .get_result(conn)
-            .await
-    })?)
+/// Every attempt of the queue entry `first_call_id`, or of the pipeline run `run_id`.
+pub async fn attempts(db: &Db, of: Attempts) -> StoreResult<Vec<Call>> {
+    let rows: Vec<CallRow> = with_conn!(db, |conn| {
+        let mut query = calls::table.select(CallRow::as_select()).into_boxed();
+        query = match of {
+            Attempts::Entry(first) => query.filter(calls::first_call_id.eq(first.to_string())),
+            Attempts::Run(run) => query.filter(calls::run_id.eq(run.to_string())),
+        };
+        query.order_by(calls::attempt.asc()).load(conn).await
+    })?;
+    rows.into_iter().map(Call::try_from).collect()
+}
+
+/// Whose attempts [`attempts`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempts {
+    /// One queue entry's (its first attempt's id).
+    Entry(CallId),
+    /// One pipeline run's.
+    Run(RunId),
 }
 
 /// Calls that may be stuck: handed to a provider before `before` and not ended (for

@@ -82,23 +82,13 @@ pub(super) fn verify(
     let signature = request
         .header(SIGNATURE_HEADER)
         .ok_or_else(|| WebhookError::Unauthenticated(format!("`{SIGNATURE_HEADER}` is missing")))?;
-    let signature = decode_hex(signature.trim())
+    let signature = crate::http::hex_decode(signature.trim())
         .ok_or_else(|| WebhookError::Unauthenticated("the signature is not hex".to_owned()))?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
         .map_err(|_| WebhookError::Unauthenticated("unusable secret".to_owned()))?;
     mac.update(request.body);
     mac.verify_slice(&signature)
         .map_err(|_| WebhookError::Unauthenticated("the signature does not match".to_owned()))
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn invalid(message: impl Into<String>) -> WebhookError {
@@ -375,12 +365,7 @@ mod tests {
         assert!(verify(Some(&secret), &request).is_err());
         let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap_or_else(|_| panic!());
         mac.update(b"{}");
-        let good: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let good = crate::http::hex_encode(&mac.finalize().into_bytes());
         let headers = vec![(SIGNATURE_HEADER.to_owned(), good)];
         let request = WebhookRequest {
             headers: &headers,
