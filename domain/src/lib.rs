@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod interaction;
 pub mod lead;
+pub mod report;
 pub mod scoring;
 pub mod similarity;
 pub mod values;
