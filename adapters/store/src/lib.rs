@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod nurture;
 mod page;
 pub mod pipeline;
+pub mod reports;
 mod rows;
 mod schema;
 pub mod scores;

@@ -369,3 +369,39 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    reports (id) {
+        id -> Text,
+        period -> Text,
+        first_day -> Text,
+        last_day -> Text,
+        time_zone -> Text,
+        range_start -> Timestamp,
+        range_end -> Timestamp,
+        scope -> Text,
+        language -> Text,
+        trigger_name -> Text,
+        dedupe_key -> Nullable<Text>,
+        requested_by -> Text,
+        figures -> Text,
+        html -> Text,
+        pdf -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    report_deliveries (report_id, recipient) {
+        report_id -> Text,
+        recipient -> Text,
+        status -> Text,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(nurture_enrollments, customers);
+diesel::allow_tables_to_appear_in_same_query!(email_events, emails);
+diesel::allow_tables_to_appear_in_same_query!(email_events, customers);

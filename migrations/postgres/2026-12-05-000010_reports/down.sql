@@ -1,0 +1,10 @@
+DROP INDEX jobs_finished_idx;
+DROP INDEX pipeline_runs_finished_idx;
+DROP INDEX nurture_enrolled_idx;
+DROP INDEX email_events_at_idx;
+DROP INDEX emails_sent_idx;
+DROP INDEX calls_ended_idx;
+DROP INDEX calls_dialed_idx;
+DROP INDEX lead_scores_scored_idx;
+DROP TABLE report_deliveries;
+DROP TABLE reports;
