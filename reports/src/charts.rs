@@ -178,7 +178,7 @@ fn draw_on(root: &DrawingArea<SVGBackend<'_>, Shift>, bars: &Bars) -> DrawResult
     let labels: Vec<String> = bars.labels.iter().map(|l| shorten(l)).collect();
     let max = bars.values.iter().copied().max().unwrap_or(0).max(0);
     // Headroom above the longest bar for its value label; never an empty span.
-    let top = (max + max / 8 + 1).max(1);
+    let top = max.saturating_add(max / 8).saturating_add(1);
     let text = ("sans-serif", 14).into_font().color(&INK);
     let small = ("sans-serif", 13).into_font().color(&INK);
     let caption = ("sans-serif", 18, FontStyle::Bold).into_font().color(&INK);
@@ -238,8 +238,15 @@ fn draw_on(root: &DrawingArea<SVGBackend<'_>, Shift>, bars: &Bars) -> DrawResult
             }))?;
         }
     } else {
-        // Keep the category labels apart: at most one per ~48 px of axis.
-        let step = n.div_ceil(((WIDTH as usize - 80) / 48).max(1));
+        // Keep the category labels apart: at most one per ~48 px of axis. Up to a month of
+        // days every category gets a tick and every `step`-th a label; beyond that plotters
+        // picks a dozen round positions, so the ticks do not merge into a bar.
+        let fitting = ((WIDTH as usize - 80) / 48).max(1);
+        let (ticks, step) = if n <= 31 {
+            (n, n.div_ceil(fitting))
+        } else {
+            (fitting, 1)
+        };
         let mut chart = ChartBuilder::on(root)
             .caption(&bars.title, caption)
             .margin(10)
@@ -253,7 +260,7 @@ fn draw_on(root: &DrawingArea<SVGBackend<'_>, Shift>, bars: &Bars) -> DrawResult
             .light_line_style(TRANSPARENT)
             .bold_line_style(GRID)
             .axis_style(INK)
-            .x_labels(n)
+            .x_labels(ticks)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(step) => {
                     category_of(v, false)
@@ -275,7 +282,11 @@ fn draw_on(root: &DrawingArea<SVGBackend<'_>, Shift>, bars: &Bars) -> DrawResult
         chart.draw_series(
             Histogram::vertical(&chart)
                 .style(BAR.filled())
-                .margin(if n > 20 { 1 } else { 4 })
+                .margin(match n {
+                    0..=20 => 4,
+                    21..=62 => 1,
+                    _ => 0,
+                })
                 .data(values.clone()),
         )?;
         if bars.value_labels && !all_zero {

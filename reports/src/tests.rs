@@ -246,6 +246,43 @@ fn charts_of_an_empty_daily_report_are_valid_and_say_so() {
 }
 
 #[test]
+fn charts_escape_their_labels_merge_small_outcomes_and_thin_out_long_axes() {
+    let mut report = report("en");
+    report.current.call_dispositions = (0..15)
+        .map(|i| count(&format!("outcome <{i:02}> & co"), 100 - i))
+        .collect();
+    let range = ReportRange::resolve(
+        ReportPeriod::Custom,
+        Some(day("2026-01-01")),
+        Some(day("2026-12-31")),
+        day("2026-12-05"),
+        BERLIN,
+    )
+    .unwrap();
+    report.range = range;
+    report.current.leads_per_bucket = (0..365).collect();
+    let charts = charts(&report);
+    assert_valid_svg("dispositions", &charts.dispositions);
+    assert!(charts.dispositions.contains("outcome &lt;00&gt; &amp; co"));
+    assert!(charts.dispositions.contains("outcome &lt;08&gt; &amp; co"));
+    assert!(
+        !charts.dispositions.contains("outcome &lt;09&gt;"),
+        "merged into other"
+    );
+    assert!(charts.dispositions.contains("\nOther\n"));
+    // 6 merged outcomes: 91 + 90 + … + 86.
+    assert!(charts.dispositions.contains("\n531\n"));
+    assert_valid_svg("leads_per_day", &charts.leads_per_day);
+    assert!(charts.leads_per_day.contains("\n01-01\n"));
+    let day_labels =
+        charts.leads_per_day.matches(">12-").count() + charts.leads_per_day.matches(">01-").count();
+    assert!(
+        day_labels < 20,
+        "a year of days is labelled sparsely: {day_labels}"
+    );
+}
+
+#[test]
 fn html_shows_every_kpi_escapes_user_data_and_loads_nothing() {
     let html = html(&report("en"));
     assert!(html.starts_with("<!DOCTYPE html>"));
