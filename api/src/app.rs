@@ -19,6 +19,7 @@ use crm_plugins::{
     intake::{ImportLead, Intake},
     nurture::{Nurture, NurtureEmail, NurtureSend},
     pipeline::{QualifyLead, RescoreLead, RescoreLeads},
+    report::{GenerateReport, Recipient, ReportSettings, Reporter},
     templates::Templates,
     voice::{Voice, VoiceCallStep, VoiceDeliver, VoiceDial, VoiceFinish, VoiceReconcile},
 };
@@ -35,6 +36,7 @@ pub struct Application {
     runner: Option<Runner>,
     scheduler: Option<Scheduler>,
     events: crate::events::EventHub,
+    authorizer: Authorizer,
 }
 
 impl std::fmt::Debug for Application {
@@ -95,6 +97,7 @@ impl Application {
             tracing::warn!("No JWT secret or public keys configured: only API keys authenticate.");
         }
         let authenticator = Authenticator::new(jwt, db.clone(), clock.clone());
+        let app_authorizer = authorizer.clone();
         let runner_clock = clock.clone();
         let voice_clock = clock.clone();
         let scheduler_clock = clock.clone();
@@ -110,6 +113,7 @@ impl Application {
             pipeline.clone(),
             voice(config, &db, &voice_clock, &pipeline)?,
             mailer(config, &db, &voice_clock)?,
+            reporter(config, &db, &voice_clock, &authorizer)?,
             config,
         );
         let events = context.events.clone();
@@ -160,6 +164,7 @@ impl Application {
                     db.clone(),
                     runner_clock,
                     &pipeline,
+                    &app_authorizer,
                     config.jobs.workers,
                 )
             })
@@ -173,6 +178,7 @@ impl Application {
             runner,
             scheduler,
             events,
+            authorizer: app_authorizer,
         })
     }
 
@@ -190,6 +196,11 @@ impl Application {
     /// The database handle the server uses.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The policy decision point the server runs with (job runners built beside it need it).
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
     }
 
     /// Serves (and runs jobs, if configured) until `shutdown` resolves, then finishes
@@ -258,6 +269,7 @@ pub fn registry(
     db: &Db,
     clock: &Arc<dyn Clock>,
     pipeline: &Arc<Pipeline>,
+    authorizer: &Authorizer,
 ) -> anyhow::Result<Registry> {
     let intake = Intake::new(
         db.clone(),
@@ -287,7 +299,9 @@ pub fn registry(
         pipeline.clone(),
         config.email.nurture.steps.clone(),
     );
+    let reporter = reporter(config, db, clock, authorizer)?;
     Ok(Registry::default()
+        .with(Arc::new(GenerateReport(reporter)))
         .with(Arc::new(NurtureEmail(nurture.clone())))
         .with(Arc::new(NurtureSend(nurture)))
         .with(Arc::new(SendEmail(mailer)))
@@ -367,6 +381,78 @@ pub fn mailer(config: &Config, db: &Db, clock: &Arc<dyn Clock>) -> anyhow::Resul
     ))
 }
 
+/// The report agent of `config`. Each recipient's scope comes from the policy's row rule for
+/// their role, so a scheduled report never shows a recipient more than they may see; a
+/// recipient whose role may not read reports, or sees no customers, stops the start.
+pub fn reporter(
+    config: &Config,
+    db: &Db,
+    clock: &Arc<dyn Clock>,
+    authorizer: &Authorizer,
+) -> anyhow::Result<Reporter> {
+    let reports = &config.reports;
+    let time_zone: chrono_tz::Tz = reports
+        .time_zone
+        .parse()
+        .map_err(|_| anyhow::anyhow!("reports.time_zone: unknown zone `{}`", reports.time_zone))?;
+    let language = crm_domain::Language::parse(&reports.language)
+        .map_err(|e| anyhow::anyhow!("reports.language: {}", e.message))?;
+    let mut recipients = Vec::new();
+    for (i, r) in reports.recipients.iter().enumerate() {
+        let at = format!("reports.recipients[{i}]");
+        let role: crm_domain::Role = r
+            .role
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{at}: unknown role `{}`", r.role))?;
+        if !authorizer.may_call(role, "Query.report") {
+            anyhow::bail!("{at}: the role {role} may not read reports (Query.report)");
+        }
+        let principal = crm_domain::Principal {
+            subject: r.subject.trim().to_owned(),
+            role,
+            credential: crm_domain::Credential::Token,
+        };
+        let scope = authorizer
+            .customer_scope(&principal)
+            .ok_or_else(|| anyhow::anyhow!("{at}: the role {role} sees no customers"))?;
+        if scope != crm_domain::CustomerScope::All && principal.subject.is_empty() {
+            anyhow::bail!(
+                "{at}: the role {role} sees only its own customers: give the recipient's `subject`"
+            );
+        }
+        let email = crm_domain::Email::parse(&r.email)
+            .map_err(|e| anyhow::anyhow!("{at}: {}", e.message))?;
+        let language = (!r.language.trim().is_empty())
+            .then(|| crm_domain::Language::parse(&r.language))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{at}: {}", e.message))?;
+        recipients.push(Recipient {
+            email: email.as_str().to_owned(),
+            name: (!r.name.trim().is_empty()).then(|| r.name.trim().to_owned()),
+            role: role.as_str().to_owned(),
+            scope,
+            language,
+        });
+    }
+    let public_url = if reports.public_url.is_empty() {
+        config.email.public_url.clone()
+    } else {
+        reports.public_url.clone()
+    };
+    Ok(Reporter::new(
+        db.clone(),
+        clock.clone(),
+        ReportSettings {
+            time_zone,
+            language,
+            manual_minutes: reports.manual_minutes.clone(),
+            recipients,
+            public_url,
+        },
+        mailer(config, db, clock)?,
+    ))
+}
+
 /// The voice agent of `config`: its settings and the providers its agents use.
 pub fn voice(
     config: &Config,
@@ -413,6 +499,7 @@ pub fn job_runner(
     db: Db,
     clock: Arc<dyn Clock>,
     pipeline: &Arc<Pipeline>,
+    authorizer: &Authorizer,
     concurrency: usize,
 ) -> anyhow::Result<Runner> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "crm".to_owned());
@@ -426,7 +513,7 @@ pub fn job_runner(
         lease: chrono::Duration::seconds(i64::try_from(config.jobs.lease_secs).unwrap_or(300)),
         poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
     };
-    let registry = registry(config, &db, &clock, pipeline)?;
+    let registry = registry(config, &db, &clock, pipeline, authorizer)?;
     Ok(Runner::new(db, registry, clock, options))
 }
 
@@ -471,7 +558,15 @@ mod tests {
         .await
         .unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let registry = registry(&config, &db, &clock, &pipeline(&config).unwrap()).unwrap();
+        let authorizer = Authorizer::from_files(None, None).await.unwrap();
+        let registry = registry(
+            &config,
+            &db,
+            &clock,
+            &pipeline(&config).unwrap(),
+            &authorizer,
+        )
+        .unwrap();
         let mut kinds = crm_plugins::KINDS.to_vec();
         kinds.sort_unstable();
         assert_eq!(registry.kinds(), kinds);

@@ -151,6 +151,21 @@ impl Auditor {
         self.actor.clone()
     }
 
+    /// What kind of actor.
+    pub(crate) fn actor_kind(&self) -> ActorKind {
+        self.actor_kind
+    }
+
+    /// When the action happens.
+    pub(crate) fn at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.at
+    }
+
+    /// The HTTP request it belongs to.
+    pub(crate) fn request_id(&self) -> Option<String> {
+        self.request_id.clone()
+    }
+
     /// An entry with the given changes.
     pub(crate) fn entry(
         &self,

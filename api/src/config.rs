@@ -76,6 +76,8 @@ pub struct Config {
     pub voice: VoiceConfig,
     /// Email: the sender, templates, signature and unsubscribe links.
     pub email: EmailConfig,
+    /// Reports: time zone, language, manual minutes, recipients of scheduled reports.
+    pub reports: ReportsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -114,6 +116,55 @@ pub struct EmailConfig {
     pub outbox: crm_email::outbox::Config,
     /// `[email.nurture]`: the sequence for leads under the threshold.
     pub nurture: NurtureConfig,
+}
+
+/// Reports (`/generate-report`): the zone periods are counted in, the language of labels
+/// and mails, the seed's manual minutes, and who receives scheduled reports. Schedule them in
+/// `[[jobs.schedules]]` with `kind = "generate-report"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// The IANA time zone days, weeks and months are counted in.
+    pub time_zone: String,
+    /// The default language of reports and report mails: de, bs, sr (Cyrillic) or en.
+    pub language: String,
+    /// Our public base URL for links in report mails (empty: `email.public_url`).
+    pub public_url: String,
+    /// Minutes each step took by hand (the ROI view): enter_lead, qualify_lead, call,
+    /// follow_up, report.
+    pub manual_minutes: crm_domain::report::ManualMinutes,
+    /// Who receives scheduled reports. Each gets the report of what their role (and, for
+    /// sales, their subject) may see.
+    pub recipients: Vec<ReportRecipient>,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: "Europe/Berlin".to_owned(),
+            language: "en".to_owned(),
+            public_url: String::new(),
+            manual_minutes: crm_domain::report::ManualMinutes::default(),
+            recipients: Vec::new(),
+        }
+    }
+}
+
+/// `[[reports.recipients]]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportRecipient {
+    /// Their email address.
+    pub email: String,
+    /// Their name (optional).
+    pub name: String,
+    /// Their role: admin, manager, sales, integration or viewer.
+    pub role: String,
+    /// Their subject (the owner name their leads carry); required for roles that see only
+    /// their own customers.
+    pub subject: String,
+    /// The language of their reports (empty: `reports.language`).
+    pub language: String,
 }
 
 /// `[email.nurture]`.
@@ -786,7 +837,7 @@ pub struct JobsConfig {
     /// once), in milliseconds. Default 1000.
     pub poll_interval_ms: u64,
     /// Recurring jobs (`[[jobs.schedules]]`), enqueued by every `serve`/`worker` process
-    /// (replicas enqueue each firing once). Default none.
+    /// (replicas enqueue each firing once). Default: the daily report at 18:00 Europe/Berlin.
     pub schedules: Vec<ScheduleConfig>,
 }
 
@@ -845,7 +896,16 @@ impl Default for JobsConfig {
             worker_concurrency: 8,
             lease_secs: 300,
             poll_interval_ms: 1000,
-            schedules: Vec::new(),
+            // The seed's daily report at 18:00 (`/generate-report`), mailed to
+            // `reports.recipients` (stored for download when there are none).
+            schedules: vec![ScheduleConfig {
+                name: "daily-report".to_owned(),
+                cron: "0 18 * * *".to_owned(),
+                time_zone: default_schedule_zone(),
+                kind: "generate-report".to_owned(),
+                payload: r#"{"period": "daily"}"#.to_owned(),
+                catch_up_hours: 5,
+            }],
         }
     }
 }
@@ -997,6 +1057,42 @@ impl Config {
         }
     }
 
+    fn reports_problems(&self) -> Vec<String> {
+        let reports = &self.reports;
+        let mut problems = Vec::new();
+        if reports.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            problems.push(format!(
+                "reports.time_zone: `{}` is not an IANA time zone like Europe/Berlin",
+                reports.time_zone
+            ));
+        }
+        if crm_domain::Language::parse(&reports.language).is_err() {
+            problems.push(format!(
+                "reports.language: `{}` is not a language code like de",
+                reports.language
+            ));
+        }
+        if let Err(problem) = reports.manual_minutes.validate() {
+            problems.push(problem);
+        }
+        for (i, r) in reports.recipients.iter().enumerate() {
+            let at = format!("reports.recipients[{i}]");
+            if crm_domain::Email::parse(&r.email).is_err() {
+                problems.push(format!("{at}: `{}` is not an email address", r.email));
+            }
+            if r.role.parse::<crm_domain::Role>().is_err() {
+                problems.push(format!(
+                    "{at}: `{}` is not a role (admin, manager, sales, integration, viewer)",
+                    r.role
+                ));
+            }
+            if !r.language.is_empty() && crm_domain::Language::parse(&r.language).is_err() {
+                problems.push(format!("{at}: `{}` is not a language code", r.language));
+            }
+        }
+        problems
+    }
+
     /// Everything wrong with the values, one sentence each.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -1015,6 +1111,7 @@ impl Config {
         if let Err(e) = crm_store::check_url(&self.database.url) {
             problems.push(format!("database.url: {e}"));
         }
+        problems.extend(self.reports_problems());
         if self.jobs.lease_secs < 5 {
             problems.push("jobs.lease_secs must be at least 5".into());
         }

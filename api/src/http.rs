@@ -98,6 +98,7 @@ pub(crate) fn router(
             get(crate::email_routes::unsubscribe).post(crate::email_routes::unsubscribe),
         )
         .route("/imports/{id}/issues.csv", get(crate::imports::issues_csv))
+        .route("/reports/{file}", get(crate::report_routes::download))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -15,6 +15,7 @@ pub mod graphql;
 mod http;
 mod imports;
 pub mod ratelimit;
+mod report_routes;
 pub mod telemetry;
 mod voice_webhooks;
 pub mod webhooks;

@@ -180,11 +180,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let clock: std::sync::Arc<dyn crm_domain::Clock> =
                 std::sync::Arc::new(crm_domain::SystemClock);
             let pipeline = crm_api::app::pipeline(&config)?;
+            let authorizer = crm_api::authz::Authorizer::from_files(
+                config.auth.model_file.as_deref(),
+                config.auth.policy_file.as_deref(),
+            )
+            .await?;
             let runner = crm_api::app::job_runner(
                 &config,
                 db.clone(),
                 clock.clone(),
                 &pipeline,
+                &authorizer,
                 config.jobs.worker_concurrency.max(1),
             )?;
             // Workers fire the schedules too: with N replicas each firing still runs once.

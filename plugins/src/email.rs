@@ -139,6 +139,47 @@ impl Mailer {
         }
     }
 
+    /// Whether a send of an id already handed over may be repeated without a second copy
+    /// (the outbox writes each id once).
+    pub fn idempotent_sender(&self) -> bool {
+        self.sender.kind() == crm_domain::SenderKind::Outbox
+    }
+
+    /// Mails a report to a member of staff with the `report` template in `language`. Staff
+    /// are not customers: no consent, suppression or interaction applies.
+    pub async fn send_report(
+        &self,
+        id: &str,
+        to: Mailbox,
+        language: &str,
+        report: crate::templates::ReportVars,
+        attachments: Vec<crm_domain::Attachment>,
+    ) -> Result<(), crm_domain::SendError> {
+        let context = crate::templates::Context {
+            sender: self.settings.signature.clone(),
+            report: Some(report),
+            ..crate::templates::Context::default()
+        };
+        let rendered = self
+            .templates
+            .render(crate::templates::REPORT, language, &context)
+            .map_err(|e| crm_domain::SendError::Rejected(e.to_string()))?;
+        let email = OutgoingEmail {
+            id: id.to_owned(),
+            from: self.settings.from.clone(),
+            reply_to: self.settings.reply_to.clone(),
+            to,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            headers: Vec::new(),
+            attachments,
+            category: Some("report".to_owned()),
+            custom_args: [("crm_report_delivery".to_owned(), id.to_owned())].into(),
+        };
+        self.sender.send(&email).await.map(|_| ())
+    }
+
     /// The templates.
     pub fn templates(&self) -> &Templates {
         &self.templates

@@ -12,6 +12,7 @@ pub mod import_file;
 pub mod intake;
 pub mod nurture;
 pub mod pipeline;
+pub mod report;
 pub mod runner;
 pub mod scheduler;
 pub mod templates;
@@ -33,6 +34,7 @@ pub const KINDS: &[&str] = &[
     follow_up::FOLLOW_UP,
     nurture::NURTURE_EMAIL,
     nurture::NURTURE_SEND,
+    report::GENERATE_REPORT,
 ];
 
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -120,6 +120,8 @@ pub struct TestApp {
     pub bootstrap_key: Option<String>,
     /// The config the app runs with.
     pub config: Config,
+    /// The app's policy decision point.
+    pub authorizer: crm_api::authz::Authorizer,
 
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -152,6 +154,8 @@ impl TestApp {
         config.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
         // Tests drive job runners themselves (`Runner::run_once`), deterministically.
         config.jobs.workers = 0;
+        // No schedules unless a test adds them: a firing would depend on the clock's start.
+        config.jobs.schedules.clear();
         config.intake.import_dir = dir.path().join("imports");
         config.email.outbox.dir = dir.path().join("outbox").display().to_string();
         let pg = match backend {
@@ -186,6 +190,7 @@ impl TestApp {
         let addr: SocketAddr = app.local_addr()?;
         let db = app.db().clone();
         let bootstrap_key = app.bootstrap_key().map(str::to_owned);
+        let authorizer = app.authorizer().clone();
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
@@ -197,6 +202,7 @@ impl TestApp {
             token,
             bootstrap_key,
             config,
+            authorizer,
             clock,
             client: reqwest::Client::builder().build()?,
             backend,
@@ -217,6 +223,7 @@ impl TestApp {
             let app = Application::build_with_clock(&config, self.clock.clone()).await?;
             let addr: SocketAddr = app.local_addr()?;
             let db = app.db().clone();
+            let authorizer = app.authorizer().clone();
             let (shutdown, stopped) = oneshot::channel::<()>();
             tokio::spawn(app.run_until(async move {
                 let _ = stopped.await;
@@ -227,6 +234,7 @@ impl TestApp {
                 token: self.token.clone(),
                 bootstrap_key: None,
                 config,
+                authorizer,
                 clock: self.clock.clone(),
                 client: reqwest::Client::builder().build()?,
                 backend: self.backend,
@@ -249,6 +257,7 @@ impl TestApp {
             self.db.clone(),
             self.clock.clone(),
             &pipeline,
+            &self.authorizer,
             8,
         )
         .unwrap_or_else(|e| panic!("cannot build the runner: {e:#}"))

@@ -13,6 +13,7 @@
 
 use crate::{
     Db, StoreError, StoreResult,
+    audit::{AppendAudit as _, NewAuditEntry},
     db::with_conn,
     rows::{from_db_time, to_db_time},
     schema::{
@@ -29,7 +30,7 @@ use diesel::{
     dsl::{count, count_star, max, sum},
     prelude::*,
 };
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -92,8 +93,7 @@ macro_rules! by_customer_scope {
             CustomerScope::OwnedByOrUnassigned(subject) => {
                 let $pred = customers::owner
                     .eq(subject.clone())
-                    .or(customers::owner.is_null())
-                    ;
+                    .or(customers::owner.is_null());
                 $body
             }
         }
@@ -103,7 +103,9 @@ macro_rules! by_customer_scope {
 fn counts(rows: Vec<(Option<String>, i64)>) -> Vec<Count> {
     let mut merged: BTreeMap<String, i64> = BTreeMap::new();
     for (key, n) in rows {
-        *merged.entry(key.unwrap_or_else(|| "(none)".to_owned())).or_default() += n;
+        *merged
+            .entry(key.unwrap_or_else(|| "(none)".to_owned()))
+            .or_default() += n;
     }
     let mut out: Vec<Count> = merged
         .into_iter()
@@ -418,6 +420,8 @@ pub async fn figures(
 /// A report to store.
 #[derive(Debug, Clone)]
 pub struct NewReport {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
     /// The period covered.
     pub range: ReportRange,
     /// Whose customers it covers.
@@ -541,14 +545,19 @@ fn stored(row: StoredRow, (html_bytes, pdf_bytes): Sizes) -> StoreResult<Stored>
     })
 }
 
-/// Stores a report; with a dedupe key already taken, returns the report that took it.
-pub async fn insert(db: &Db, report: &NewReport) -> StoreResult<Stored> {
+/// Stores a report with its audit entry, in one transaction; with a dedupe key already
+/// taken, returns the report that took it (and writes nothing).
+pub async fn insert(
+    db: &Db,
+    report: &NewReport,
+    audit: Option<NewAuditEntry>,
+) -> StoreResult<Stored> {
     if let Some(key) = &report.dedupe_key
         && let Some(existing) = by_dedupe_key(db, key).await?
     {
         return Ok(existing);
     }
-    let id = Uuid::now_v7();
+    let id = report.id;
     let row = (
         reports::id.eq(id.to_string()),
         reports::period.eq(report.range.period.as_str()),
@@ -567,14 +576,23 @@ pub async fn insert(db: &Db, report: &NewReport) -> StoreResult<Stored> {
         reports::pdf.eq(report.pdf.clone()),
         reports::created_at.eq(to_db_time(report.created_at)),
     );
-    let inserted = with_conn!(db, |conn| {
-        diesel::insert_into(reports::table)
-            .values(row)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await
-    })?;
-    if inserted == 0
+    let inserted: StoreResult<usize> = with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let n = diesel::insert_into(reports::table)
+                .values(row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if n == 1
+                && let Some(entry) = &audit
+            {
+                conn.append_audit(entry).await?;
+            }
+            Ok::<_, StoreError>(n)
+        })
+        .await
+    });
+    if inserted? == 0
         && let Some(key) = &report.dedupe_key
         && let Some(existing) = by_dedupe_key(db, key).await?
     {
@@ -667,7 +685,11 @@ pub async fn list(
         if let Some(before) = before {
             query = query.filter(reports::id.lt(before.to_string()));
         }
-        query.order_by(reports::id.desc()).limit(probe).load(conn).await
+        query
+            .order_by(reports::id.desc())
+            .limit(probe)
+            .load(conn)
+            .await
     })?;
     // Sizes are not needed in lists; 0 marks them unknown.
     rows.into_iter().map(|row| stored(row, (0, 0))).collect()

@@ -15,6 +15,7 @@ mod jobs;
 mod loaders;
 mod pagination;
 mod pipeline;
+mod reports;
 mod tasks;
 
 use crate::{
@@ -66,6 +67,7 @@ pub struct ApiContext {
     pub voice: crm_plugins::voice::Voice,
     /// The email agent: templates, sends, unsubscribes.
     pub mailer: crm_plugins::email::Mailer,
+    pub reporter: crm_plugins::report::Reporter,
 }
 
 /// All queries.
@@ -81,6 +83,7 @@ pub struct Query(
     interactions::InteractionQuery,
     jobs::JobQuery,
     pipeline::PipelineQuery,
+    reports::ReportQuery,
     tasks::TaskQuery,
 );
 
@@ -97,6 +100,7 @@ pub struct Mutation(
     duplicates::DuplicateMutation,
     jobs::JobMutation,
     pipeline::PipelineMutation,
+    reports::ReportMutation,
     tasks::TaskMutation,
 );
 
@@ -136,6 +140,7 @@ impl ApiContext {
         pipeline: Arc<crm_plugins::Pipeline>,
         voice: crm_plugins::voice::Voice,
         mailer: crm_plugins::email::Mailer,
+        reporter: crm_plugins::report::Reporter,
         config: &crate::config::Config,
     ) -> Self {
         let (limits, redact, intake) = (
@@ -146,6 +151,7 @@ impl ApiContext {
         Self {
             voice,
             mailer,
+            reporter,
             intake: crm_plugins::intake::Intake::new(
                 db.clone(),
                 clock.clone(),
