@@ -14,6 +14,7 @@ mod intake;
 mod interactions;
 mod jobs;
 mod pipeline;
+mod reports;
 mod schema;
 mod subscriptions;
 mod tasks;
