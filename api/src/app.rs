@@ -5,7 +5,7 @@ use crate::{
     auth::{Authenticator, JwtVerifier, generate_key},
     authz::Authorizer,
     config::{Config, Mode},
-    graphql::{ApiContext, build_schema},
+    graphql::{Agents, ApiContext, build_schema},
     http::{HttpState, router},
     ratelimit::RateLimits,
 };
@@ -111,9 +111,11 @@ impl Application {
             clock,
             region,
             pipeline.clone(),
-            voice(config, &db, &voice_clock, &pipeline)?,
-            mailer(config, &db, &voice_clock)?,
-            reporter(config, &db, &voice_clock, &authorizer)?,
+            Agents {
+                voice: voice(config, &db, &voice_clock, &pipeline)?,
+                mailer: mailer(config, &db, &voice_clock)?,
+                reporter: reporter(config, &db, &voice_clock, &authorizer)?,
+            },
             config,
         );
         let events = context.events.clone();

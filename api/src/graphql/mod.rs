@@ -131,6 +131,17 @@ pub fn build_schema(
     builder.finish()
 }
 
+/// The agents resolvers hand work to.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    /// `/voice-call`.
+    pub voice: crm_plugins::voice::Voice,
+    /// `/send-email`.
+    pub mailer: crm_plugins::email::Mailer,
+    /// `/generate-report`.
+    pub reporter: crm_plugins::report::Reporter,
+}
+
 impl ApiContext {
     /// Builds the context from configuration.
     pub fn new(
@@ -138,9 +149,11 @@ impl ApiContext {
         clock: Arc<dyn Clock>,
         region: PhoneRegion,
         pipeline: Arc<crm_plugins::Pipeline>,
-        voice: crm_plugins::voice::Voice,
-        mailer: crm_plugins::email::Mailer,
-        reporter: crm_plugins::report::Reporter,
+        Agents {
+            voice,
+            mailer,
+            reporter,
+        }: Agents,
         config: &crate::config::Config,
     ) -> Self {
         let (limits, redact, intake) = (

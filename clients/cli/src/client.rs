@@ -120,6 +120,30 @@ impl GraphqlClient {
 }
 
 impl GraphqlClient {
+    /// Downloads a file the server links to (a report's `/reports/{id}.pdf`), from the server
+    /// this client talks to, with the same credentials.
+    pub(crate) async fn download(&self, link: &str) -> anyhow::Result<Vec<u8>> {
+        let path = link.find("/reports/").map_or(link, |i| &link[i..]);
+        let base = self.endpoint.trim_end_matches("/graphql");
+        let url = format!("{base}{path}");
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            anyhow::bail!("GET {url}: {status}: {}", body.trim());
+        }
+        Ok(response
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}: the download broke off"))?
+            .to_vec())
+    }
+
     /// Runs `query` as a GraphQL multipart request with the file at `path` as the variable
     /// `file`, streamed from disk, and deserializes the response `data`.
     pub(crate) async fn upload<T: DeserializeOwned>(

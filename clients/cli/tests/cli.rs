@@ -262,3 +262,61 @@ async fn send_email_previews_and_queues() {
     });
     assert!(!bad.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_report_prints_kpis_and_writes_the_pdf() {
+    let app = TestApp::spawn(TestBackend::Sqlite).await;
+    app.create_customer(serde_json::json!({ "name": "Jürgen Müller", "email": "j@firma.de" }))
+        .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let out = dir.path().join("report.pdf");
+    let out_arg = out.to_str().expect("a UTF-8 path").to_owned();
+    let generated = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &[
+                "generate-report",
+                "--period",
+                "daily",
+                "--format",
+                "pdf",
+                "--out",
+                &out_arg,
+                "--language",
+                "de",
+            ],
+        )
+    });
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let printed = String::from_utf8_lossy(&generated.stdout);
+    assert!(printed.contains("2026-11-25"), "{printed}");
+    let leads = printed
+        .lines()
+        .find(|l| l.starts_with("Neue Leads"))
+        .unwrap_or_else(|| panic!("a leads line: {printed}"));
+    assert!(leads.contains('1'), "{leads}");
+    let pdf = std::fs::read(&out).expect("the PDF was written");
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+
+    let bad = tokio::task::block_in_place(|| {
+        crm(
+            &app,
+            &[
+                "generate-report",
+                "--period",
+                "custom",
+                "--from",
+                "2026-11-20",
+                "--to",
+                "2026-11-10",
+            ],
+        )
+    });
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("VALIDATION_FAILED"), "{err}");
+}

@@ -46,8 +46,8 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[usize::try_from(self.below(items.len() as u64)).unwrap()]
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[usize::try_from(self.below(items.len() as u64)).unwrap()]
     }
 }
 
@@ -149,8 +149,8 @@ fn seed_data() -> Seed {
         let updated_at = created_at + Duration::minutes(i64::try_from(rng.below(9000)).unwrap());
         seed.customers.push(SeedCustomer {
             id: format!("00000000-0000-4000-8000-{i:012}"),
-            owner: *rng.pick(&[Some("ana"), Some("ben"), None]),
-            source: *rng.pick(&[Some("web"), Some("messe"), Some("partner"), None]),
+            owner: rng.pick(&[Some("ana"), Some("ben"), None]),
+            source: rng.pick(&[Some("web"), Some("messe"), Some("partner"), None]),
             created_at,
             status: if converted { "customer" } else { "lead" },
             updated_at,
@@ -168,7 +168,7 @@ fn seed_data() -> Seed {
                 .filter(|_| rng.below(6) != 0)
                 .map(|d| d + Duration::minutes(i64::try_from(rng.below(30)).unwrap()));
             let disposition = ended.map(|_| {
-                *rng.pick(&[
+                rng.pick(&[
                     "answered",
                     "answered",
                     "no_answer",
@@ -180,12 +180,12 @@ fn seed_data() -> Seed {
             let answered = disposition == Some("answered");
             seed.calls.push(SeedCall {
                 customer: i,
-                provider: *rng.pick(&["simulator", "retell"]),
+                provider: rng.pick(&["simulator", "retell"]),
                 dialed_at: dialed,
                 ended_at: ended,
                 disposition,
                 outcome: if answered {
-                    *rng.pick(&[Some("appointment"), Some("interested"), None])
+                    rng.pick(&[Some("appointment"), Some("interested"), None])
                 } else {
                     None
                 },
@@ -212,20 +212,20 @@ fn seed_data() -> Seed {
                     "00000000-0000-4000-9000-{:012}",
                     i * 10 + usize::try_from(k).unwrap()
                 ),
-                category: *rng.pick(&["follow-up", "nurture"]),
+                category: rng.pick(&["follow-up", "nurture"]),
                 sent_at: sent,
                 events,
             });
         }
         if rng.below(3) == 0 {
             let enrolled = at(&mut rng);
-            let status = *rng.pick(&["active", "exited"]);
+            let status = rng.pick(&["active", "exited"]);
             let updated = enrolled + Duration::minutes(i64::try_from(rng.below(8000)).unwrap());
             seed.nurture.push((i, enrolled, status, updated));
         }
         for _ in 0..rng.below(3) {
             let created_at = at(&mut rng);
-            let status = *rng.pick(&["open", "done", "canceled"]);
+            let status = rng.pick(&["open", "done", "canceled"]);
             seed.tasks.push(SeedTask {
                 customer: i,
                 created_at,
@@ -774,7 +774,7 @@ fn pdf_text(pdf: &[u8]) -> String {
     let out = std::process::Command::new("pdftotext")
         .args(["-layout", file.to_str().unwrap(), "-"])
         .output()
-        .expect("pdftotext (poppler-utils) is installed");
+        .unwrap_or_else(|e| panic!("pdftotext (poppler-utils) must be installed: {e}"));
     assert!(out.status.success(), "pdftotext parses the PDF: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }

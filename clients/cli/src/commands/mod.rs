@@ -27,6 +27,7 @@ mod import;
 mod interactions;
 mod pipeline;
 mod query;
+mod report;
 mod voice;
 
 use std::io::{self, Write};
@@ -61,6 +62,9 @@ pub(crate) enum Command {
     VoiceCall(voice::VoiceCallArgs),
     /// Send a templated email to a customer (`/send-email`), or `--preview` it.
     SendEmail(email::SendEmailArgs),
+    /// Generate a report (`/generate-report`): KPIs of a day, week, month or custom range
+    /// compared with the period before; `--out` downloads the PDF or HTML.
+    GenerateReport(report::ReportArgs),
     /// Run a raw GraphQL document and print the whole JSON response.
     Query(query::QueryArgs),
 }
@@ -78,6 +82,7 @@ impl Command {
             Self::PipelineRuns(args) => args.run(ctx).await,
             Self::VoiceCall(args) => args.run(ctx).await,
             Self::SendEmail(args) => args.run(ctx).await,
+            Self::GenerateReport(args) => args.run(ctx).await,
             Self::Query(args) => args.run(ctx).await,
         }
     }
