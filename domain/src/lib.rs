@@ -43,7 +43,7 @@ pub use interaction::{
 pub use scoring::{Activity, LeadScore, NextAction, Priority, Reason, ScoringRules};
 pub use values::{CountryCode, Email, Language, Phone, PhoneRegion, Tag, TimeZone};
 pub use voice::{
-    AgentSpec, CallStatus, CallUpdate, Disposition, ProviderError, ProviderKind, ScriptedDelivery,
-    Segment, Sentiment, SpeakerRole, StartCall, StartedCall, VoiceProvider, WebhookError,
-    WebhookRequest,
+    AgentSpec, CallDeletion, CallStatus, CallUpdate, Disposition, ProviderError, ProviderKind,
+    ScriptedDelivery, Segment, Sentiment, SpeakerRole, StartCall, StartedCall, VoiceProvider,
+    WebhookError, WebhookRequest,
 };

@@ -263,6 +263,20 @@ pub enum ProviderError {
     Malformed(String),
 }
 
+/// What a provider answered when asked to delete a call's data (recordings, transcripts,
+/// analysis) for an erasure. Every variant means there is nothing more to ask of the provider
+/// for this call; a failure is a [`ProviderError`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDeletion {
+    /// The provider confirmed the deletion (a 2xx answer).
+    Deleted,
+    /// The provider does not know the call (404): nothing is left to delete there.
+    NotFound,
+    /// This provider offers no way to delete a call's data; the erasure records that the
+    /// provider-side data could not be removed by us.
+    Unsupported,
+}
+
 /// A webhook delivery that is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
@@ -298,6 +312,19 @@ pub trait VoiceProvider: Send + Sync + fmt::Debug {
 
     /// Ends a call in progress or cancels a scheduled one.
     async fn stop_call(&self, provider_call_id: &str) -> Result<(), ProviderError>;
+
+    /// Asks the provider to delete a call's data (recordings, transcripts, analysis), for the
+    /// right to erasure.
+    ///
+    /// Deletion is idempotent: it is safe to retry after any error, including a timeout, and a
+    /// call the provider no longer knows counts as deleted ([`CallDeletion::NotFound`]).
+    /// [`ProviderError::Unavailable`] is worth retrying; [`ProviderError::Rejected`] is not.
+    ///
+    /// The default is for providers that offer no deletion: it sends nothing and answers
+    /// [`CallDeletion::Unsupported`].
+    async fn delete_call(&self, _provider_call_id: &str) -> Result<CallDeletion, ProviderError> {
+        Ok(CallDeletion::Unsupported)
+    }
 
     /// Checks a webhook's authenticity over the raw body, in constant time.
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError>;

@@ -3,7 +3,7 @@
 //!
 //! Error policy (the one place it is decided):
 //!
-//! | What happened | Create call (not idempotent) | Get / stop (safe to repeat) |
+//! | What happened | Create call (not idempotent) | Get / stop / delete (safe to repeat) |
 //! |---|---|---|
 //! | 2xx with a readable body | `Ok` | `Ok` |
 //! | 2xx with a body that does not parse | `Malformed` | `Malformed` |
@@ -12,6 +12,9 @@
 //! | 5xx | `Unknown` (the call may exist) | `Unavailable`, retried |
 //! | timeout, or the connection broke after sending | `Unknown` | `Unavailable`, retried |
 //! | connection refused / DNS / TLS (nothing sent) | `Unavailable` | `Unavailable`, retried |
+//!
+//! A delete additionally reads 404 as [`CallDeletion::NotFound`] (nothing left to delete), not
+//! as a refusal (see `ApiClient::delete`).
 //!
 //! Safe operations are retried inside the client up to [`SAFE_RETRIES`] times with a short
 //! backoff; a create is never retried here, because a retry could place a second call. Redirects
@@ -23,7 +26,7 @@
 
 use crate::ConfigError;
 use chrono::{DateTime, NaiveDateTime, TimeZone as _, Utc};
-use crm_domain::{CallId, ProviderError, ProviderKind, WebhookError};
+use crm_domain::{CallDeletion, CallId, ProviderError, ProviderKind, WebhookError};
 use hmac::{Hmac, Mac as _};
 use reqwest::{
     Method, StatusCode,
@@ -43,7 +46,7 @@ use std::{
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// Default replay window of signed webhooks, in seconds.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
-/// How many times a safe operation (get, stop) is retried after an `Unavailable` outcome.
+/// How many times a safe operation (get, stop, delete) is retried after an `Unavailable` outcome.
 pub const SAFE_RETRIES: u32 = 2;
 /// The longest transcript segment kept, in characters.
 pub const MAX_SEGMENT_CHARS: usize = 10_000;
@@ -65,7 +68,7 @@ const MAX_ERROR_MESSAGE_CHARS: usize = 500;
 pub(crate) enum Idempotency {
     /// Places a call: never retried; after a timeout or 5xx the outcome is `Unknown`.
     PlacesCall,
-    /// Reads or stops a call: retried on `Unavailable`.
+    /// Reads, stops or deletes a call: retried on `Unavailable`.
     Safe,
 }
 
@@ -163,6 +166,21 @@ impl ApiClient {
                 }
                 outcome => return outcome,
             }
+        }
+    }
+
+    /// Deletes a call's data with `DELETE {path}`: a 2xx is [`CallDeletion::Deleted`] (the body
+    /// is not read), a 404 [`CallDeletion::NotFound`]. Deleting is idempotent, so it is a safe
+    /// request: 408, 429, 5xx, timeouts and broken connections are retried, then `Unavailable`;
+    /// any other 4xx is `Rejected`.
+    pub(crate) async fn delete(&self, path: &str) -> Result<CallDeletion, ProviderError> {
+        match self
+            .send(Method::DELETE, path, None, Idempotency::Safe)
+            .await
+        {
+            Ok(_) => Ok(CallDeletion::Deleted),
+            Err(ProviderError::Rejected { status: 404, .. }) => Ok(CallDeletion::NotFound),
+            Err(error) => Err(error),
         }
     }
 
@@ -313,14 +331,24 @@ pub(crate) fn parse_base_url(kind: ProviderKind, raw: &str) -> Result<String, Co
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-/// A provider call id as one URL path segment (percent-encoded); an empty id is refused
-/// before anything is sent (it would address the list endpoint instead).
+/// A provider call id as one URL path segment (percent-encoded, so `/`, `?` and `#` stay
+/// inside it). Refused before anything is sent: an empty id (it would address the list
+/// endpoint instead) and `.` or `..`, which URL parsing resolves as dot segments even when
+/// percent-encoded, so they would address a different path.
 pub(crate) fn path_segment(id: &str) -> Result<String, ProviderError> {
     let id = id.trim();
     if id.is_empty() {
         return Err(ProviderError::Rejected {
             status: 400,
             message: "the provider call id is empty (request not sent)".into(),
+        });
+    }
+    if id == "." || id == ".." {
+        return Err(ProviderError::Rejected {
+            status: 400,
+            message: format!(
+                "the provider call id `{id}` is not a path segment (request not sent)"
+            ),
         });
     }
     let mut out = String::with_capacity(id.len());
@@ -753,6 +781,17 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(path_segment("abc-123_x.y~").unwrap(), "abc-123_x.y~");
         assert_eq!(path_segment("a/b?c").unwrap(), "a%2Fb%3Fc");
+        assert_eq!(path_segment("../x?y#z").unwrap(), "..%2Fx%3Fy%23z");
+        assert_eq!(path_segment("...").unwrap(), "...");
+        for dots in [".", "..", " .. "] {
+            assert!(
+                matches!(
+                    path_segment(dots),
+                    Err(ProviderError::Rejected { status: 400, .. })
+                ),
+                "{dots:?}"
+            );
+        }
         assert!(matches!(
             path_segment(" "),
             Err(ProviderError::Rejected { status: 400, .. })

@@ -8,6 +8,9 @@
 //! - Read: `GET /v1/calls/{id}`. Units: `corrected_duration` (seconds, a string) or
 //!   `call_length` (minutes) → seconds; `price` is USD.
 //! - Stop: `POST /v1/calls/{id}/stop` (idempotent, retried like a read).
+//! - Delete (erasure): PROVIDERS.md §3.3 documents no endpoint that deletes a call's data, so
+//!   the port's default applies: [`VoiceProvider::delete_call`] answers
+//!   [`CallDeletion::Unsupported`](crm_domain::CallDeletion::Unsupported) without a request.
 //! - Webhooks: `X-Webhook-Signature`, hex HMAC-SHA256 of the raw body with `webhook_secret`.
 //!   No timestamp is signed, so there is no replay window; repeated deliveries are dropped by
 //!   their dedupe key per call.

@@ -1,11 +1,11 @@
 //! Retell's HTTP API (PROVIDERS.md §2.2–2.4): `POST /v2/create-phone-call`,
-//! `GET /v2/get-call/{id}`, `POST /v2/stop-call/{id}`.
+//! `GET /v2/get-call/{id}`, `POST /v2/stop-call/{id}`, `DELETE /v2/delete-call/{id}`.
 
 use super::webhook::{base_update, full_update, status};
 use crate::http::{
     ApiClient, Idempotency, fingerprint, json_response, missing, path_segment, str_at,
 };
-use crm_domain::{CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
+use crm_domain::{CallDeletion, CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -139,4 +139,13 @@ pub(super) async fn stop_call(
     api.send(Method::POST, &path, None, Idempotency::Safe)
         .await?;
     Ok(())
+}
+
+/// Deletes the call's data: `DELETE /v2/delete-call/{id}` (2xx; 404 → nothing left to delete).
+pub(super) async fn delete_call(
+    api: &ApiClient,
+    provider_call_id: &str,
+) -> Result<CallDeletion, ProviderError> {
+    let path = format!("/v2/delete-call/{}", path_segment(provider_call_id)?);
+    api.delete(&path).await
 }

@@ -8,6 +8,8 @@
 //! - Read: `GET /v2/get-call/{id}`. Units: `duration_ms` → seconds, `combined_cost` cents →
 //!   USD, timestamps in epoch milliseconds.
 //! - Stop: `POST /v2/stop-call/{id}` (idempotent, retried like a read).
+//! - Delete (erasure): `DELETE /v2/delete-call/{id}`; 2xx → deleted, 404 → not found
+//!   (nothing left), retried like a read.
 //! - Webhooks: `x-retell-signature: v=<ms>,d=<hex>` over the raw body followed by the
 //!   timestamp, keyed with the API key; deliveries older or newer than `tolerance_secs` are
 //!   refused.
@@ -22,8 +24,8 @@ pub use config::{Config, DEFAULT_BASE_URL};
 
 use crate::{ConfigError, http::ApiClient};
 use crm_domain::{
-    CallUpdate, ProviderError, ProviderKind, StartCall, StartedCall, VoiceProvider, WebhookError,
-    WebhookRequest,
+    CallDeletion, CallUpdate, ProviderError, ProviderKind, StartCall, StartedCall, VoiceProvider,
+    WebhookError, WebhookRequest,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -85,6 +87,11 @@ impl VoiceProvider for Retell {
     #[tracing::instrument(skip(self), fields(provider = "retell"), err)]
     async fn stop_call(&self, provider_call_id: &str) -> Result<(), ProviderError> {
         client::stop_call(&self.api, provider_call_id).await
+    }
+
+    #[tracing::instrument(skip(self), fields(provider = "retell"), err)]
+    async fn delete_call(&self, provider_call_id: &str) -> Result<CallDeletion, ProviderError> {
+        client::delete_call(&self.api, provider_call_id).await
     }
 
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {

@@ -19,8 +19,8 @@ pub use webhook::{Delivery, SIGNATURE_HEADER};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_domain::{
-    CallStatus, CallUpdate, ProviderError, ProviderKind, ScriptedDelivery, StartCall, StartedCall,
-    VoiceProvider, WebhookError, WebhookRequest,
+    CallDeletion, CallStatus, CallUpdate, ProviderError, ProviderKind, ScriptedDelivery, StartCall,
+    StartedCall, VoiceProvider, WebhookError, WebhookRequest,
 };
 
 /// The simulator provider.
@@ -71,6 +71,12 @@ impl VoiceProvider for Simulator {
         Ok(())
     }
 
+    async fn delete_call(&self, _provider_call_id: &str) -> Result<CallDeletion, ProviderError> {
+        // The simulator keeps no remote data: the call's events live only in our own jobs
+        // and records, which the erasure deletes itself.
+        Ok(CallDeletion::Deleted)
+    }
+
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {
         webhook::verify(self.config.webhook_secret.as_ref(), request)
     }
@@ -86,5 +92,19 @@ impl VoiceProvider for Simulator {
         placed_at: DateTime<Utc>,
     ) -> Vec<ScriptedDelivery> {
         webhook::script(&self.config, call, &started.provider_call_id, placed_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deleting_a_call_has_nothing_remote_to_remove() {
+        let simulator = Simulator::new(&Config::default());
+        assert_eq!(
+            simulator.delete_call("sim-anything").await,
+            Ok(CallDeletion::Deleted)
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! Vapi's HTTP API (PROVIDERS.md §1.2–1.4): `POST /call`, `GET /call/{id}`.
+//! Vapi's HTTP API (PROVIDERS.md §1.2–1.4): `POST /call`, `GET /call/{id}`,
+//! `DELETE /call/{id}`.
 
 use super::webhook::{final_update, our_call_id, status};
 use crate::http::{
     ApiClient, Idempotency, fingerprint, json_response, missing, path_segment, str_at,
     truncate_chars,
 };
-use crm_domain::{CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
+use crm_domain::{CallDeletion, CallStatus, CallUpdate, ProviderError, StartCall, StartedCall};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -118,4 +119,13 @@ pub(super) async fn get_call(
         fingerprint(&[&String::from_utf8_lossy(&answer.body)])
     );
     Ok(final_update(base, None, &json, dedupe_key))
+}
+
+/// Deletes the call's data: `DELETE /call/{id}` (200; 404 → nothing left to delete).
+pub(super) async fn delete_call(
+    api: &ApiClient,
+    provider_call_id: &str,
+) -> Result<CallDeletion, ProviderError> {
+    let path = format!("/call/{}", path_segment(provider_call_id)?);
+    api.delete(&path).await
 }

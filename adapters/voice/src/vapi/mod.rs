@@ -11,6 +11,10 @@
 //!   deletes the call's data, `PATCH` only renames), so [`VoiceProvider::stop_call`] answers
 //!   `Rejected { status: 405 }` without a request. Calls end by the assistant's end-call
 //!   rules or `maxDurationSeconds`.
+//! - Delete (erasure): `DELETE /call/{id}` removes the call's data; 2xx → deleted, 404 → not
+//!   found (nothing left), retried like a read. Vapi's status `deletion-failed` and its
+//!   `call.delete.failed` server message suggest the deletion may finish asynchronously; a 2xx
+//!   is taken as the confirmation.
 //! - Webhooks: Vapi signs nothing by default; the server URL needs a credential, either a
 //!   Bearer token or an HMAC key ([`WebhookAuth`]). Without `webhook_secret` every delivery is
 //!   refused.
@@ -25,8 +29,8 @@ pub use config::{Config, DEFAULT_BASE_URL, WebhookAuth};
 
 use crate::{ConfigError, http::ApiClient};
 use crm_domain::{
-    CallUpdate, ProviderError, ProviderKind, StartCall, StartedCall, VoiceProvider, WebhookError,
-    WebhookRequest,
+    CallDeletion, CallUpdate, ProviderError, ProviderKind, StartCall, StartedCall, VoiceProvider,
+    WebhookError, WebhookRequest,
 };
 use secrecy::ExposeSecret as _;
 
@@ -93,6 +97,11 @@ impl VoiceProvider for Vapi {
                       assistant's end-call rules or maxDurationSeconds (request not sent)"
                 .into(),
         })
+    }
+
+    #[tracing::instrument(skip(self), fields(provider = "vapi"), err)]
+    async fn delete_call(&self, provider_call_id: &str) -> Result<CallDeletion, ProviderError> {
+        client::delete_call(&self.api, provider_call_id).await
     }
 
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {

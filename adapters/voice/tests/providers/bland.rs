@@ -7,7 +7,8 @@ use crate::{
     headers, hmac_hex, install_crypto, sample_agent, sample_call, time,
 };
 use crm_domain::{
-    CallStatus, CallUpdate, Disposition, ProviderError, SpeakerRole, VoiceProvider, WebhookError,
+    CallDeletion, CallStatus, CallUpdate, Disposition, ProviderError, SpeakerRole, VoiceProvider,
+    WebhookError,
 };
 use crm_voice::bland::{Bland, Config};
 use serde_json::{Value, json};
@@ -290,6 +291,15 @@ async fn get_call_retries_server_errors_and_stop_posts_to_stop() {
     .await;
     let error = bland(&fake.base_url).stop_call("c-1").await.unwrap_err();
     assert!(matches!(error, ProviderError::Rejected { .. }), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_is_unsupported_without_a_request() {
+    // PROVIDERS.md §3.3 documents no endpoint that deletes a Bland call's data.
+    let fake = Fake::start(vec![Reply::json(200, json!({"status": "success"}))]).await;
+    let deletion = bland(&fake.base_url).delete_call("c-1").await.unwrap();
+    assert_eq!(deletion, CallDeletion::Unsupported);
+    assert!(fake.requests().is_empty());
 }
 
 #[test]

@@ -20,7 +20,10 @@ use std::{
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
     pub(crate) method: Method,
+    /// The path as sent (still percent-encoded).
     pub(crate) path: String,
+    /// The query string, if the request had one.
+    pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Vec<u8>,
 }
@@ -143,6 +146,7 @@ async fn answer(
         .push(Recorded {
             method,
             path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
             headers,
             body: body.to_vec(),
         });

@@ -2,14 +2,14 @@
 //! (PROVIDERS.md §2).
 
 use crate::{
-    Headers, delivery,
+    Headers, closed_port_url, delivery,
     fake::{Fake, Reply},
     headers, hmac_hex, install_crypto, sample_agent, sample_call, time,
 };
 use chrono::{DateTime, Duration, Utc};
 use crm_domain::{
-    CallStatus, CallUpdate, Disposition, ProviderError, Sentiment, SpeakerRole, VoiceProvider,
-    WebhookError,
+    CallDeletion, CallStatus, CallUpdate, Disposition, ProviderError, Sentiment, SpeakerRole,
+    VoiceProvider, WebhookError,
 };
 use crm_voice::retell::{Config, Retell};
 use serde_json::{Value, json};
@@ -266,6 +266,115 @@ async fn stop_call_posts_to_stop_call_and_is_retried() {
         matches!(error, ProviderError::Rejected { status: 404, .. }),
         "{error:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_sends_delete_to_delete_call_with_bearer_auth() {
+    let fake = Fake::start(vec![Reply::raw(204, "")]).await;
+
+    let deletion = retell(&fake.base_url)
+        .delete_call("Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6")
+        .await
+        .unwrap();
+
+    assert_eq!(deletion, CallDeletion::Deleted);
+    let request = fake.only_request();
+    assert_eq!(request.method, "DELETE");
+    assert_eq!(
+        request.path,
+        "/v2/delete-call/Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6"
+    );
+    assert_eq!(request.query, None);
+    assert_eq!(
+        request.header("authorization"),
+        Some("Bearer key_6b1c2a9f0d")
+    );
+    assert!(request.body.is_empty(), "a delete sends no body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_maps_not_found_refusals_and_server_errors() {
+    let fake = Fake::start(vec![Reply::json(404, json!({"message": "Call not found"}))]).await;
+    let deletion = retell(&fake.base_url).delete_call("gone").await.unwrap();
+    assert_eq!(deletion, CallDeletion::NotFound);
+    assert_eq!(fake.requests().len(), 1);
+
+    let fake = Fake::start(vec![Reply::json(
+        400,
+        json!({"message": "call_id is invalid"}),
+    )])
+    .await;
+    let error = retell(&fake.base_url).delete_call("c-1").await.unwrap_err();
+    assert_eq!(
+        error,
+        ProviderError::Rejected {
+            status: 400,
+            message: "call_id is invalid".into()
+        }
+    );
+    assert_eq!(fake.requests().len(), 1, "a refusal is not retried");
+
+    let fake = Fake::start(vec![Reply::raw(503, "Service Unavailable")]).await;
+    let error = retell(&fake.base_url).delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert_eq!(fake.requests().len(), 3, "one request and two retries");
+    assert!(fake.requests().iter().all(|r| r.method == "DELETE"));
+
+    let fake = Fake::start(vec![Reply::raw(429, ""), Reply::json(200, json!({}))]).await;
+    let deletion = retell(&fake.base_url).delete_call("c-1").await.unwrap();
+    assert_eq!(
+        deletion,
+        CallDeletion::Deleted,
+        "a delete is safe to repeat"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_timeout_and_refused_connection_are_unavailable() {
+    let fake = Fake::start(vec![
+        Reply::json(200, json!({})).after(std::time::Duration::from_secs(3)),
+    ])
+    .await;
+    let slow = retell_with(Config {
+        base_url: fake.base_url.clone(),
+        api_key: Some(API_KEY.into()),
+        timeout_secs: 1,
+        ..Config::default()
+    });
+    let error = slow.delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert_eq!(
+        fake.requests().len(),
+        3,
+        "unlike a create, a timed-out delete is retried"
+    );
+
+    let closed = retell(&closed_port_url().await);
+    let error = closed.delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_keeps_an_odd_id_inside_its_path_segment() {
+    let fake = Fake::start(vec![Reply::json(200, json!({}))]).await;
+    let deletion = retell(&fake.base_url)
+        .delete_call("../x?y#z")
+        .await
+        .unwrap();
+    assert_eq!(deletion, CallDeletion::Deleted);
+    let request = fake.only_request();
+    assert_eq!(request.path, "/v2/delete-call/..%2Fx%3Fy%23z");
+    assert_eq!(request.query, None);
+
+    for id in ["", "  ", ".", ".."] {
+        let error = retell(&fake.base_url).delete_call(id).await.unwrap_err();
+        assert!(
+            matches!(error, ProviderError::Rejected { status: 400, .. }),
+            "{id:?}: {error:?}"
+        );
+    }
+    assert_eq!(fake.requests().len(), 1, "refused ids send nothing");
 }
 
 /// Signs as Retell's SDKs do: `v=<ms>,d=hex(HMAC-SHA256(key, body + ms))`.

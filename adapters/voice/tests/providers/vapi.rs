@@ -8,7 +8,7 @@ use crate::{
 };
 use chrono::Duration;
 use crm_domain::{
-    CallStatus, Disposition, ProviderError, SpeakerRole, VoiceProvider, WebhookError,
+    CallDeletion, CallStatus, Disposition, ProviderError, SpeakerRole, VoiceProvider, WebhookError,
 };
 use crm_voice::vapi::{Config, Vapi, WebhookAuth};
 use serde_json::{Value, json};
@@ -340,6 +340,113 @@ async fn stop_call_is_refused_without_a_request() {
         "{error:?}"
     );
     assert!(fake.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_sends_delete_with_bearer_auth_and_confirms() {
+    let fake = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10", "orgId": "org-1", "status": "ended"}),
+    )])
+    .await;
+
+    let deletion = vapi(&fake.base_url)
+        .delete_call("9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10")
+        .await
+        .unwrap();
+
+    assert_eq!(deletion, CallDeletion::Deleted);
+    let request = fake.only_request();
+    assert_eq!(request.method, "DELETE");
+    assert_eq!(request.path, "/call/9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10");
+    assert_eq!(request.query, None);
+    assert_eq!(
+        request.header("authorization"),
+        Some("Bearer vapi-private-key")
+    );
+    assert!(request.body.is_empty(), "a delete sends no body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_maps_not_found_refusals_and_server_errors() {
+    let fake = Fake::start(vec![Reply::json(404, json!({"message": "Call not found"}))]).await;
+    let deletion = vapi(&fake.base_url).delete_call("gone").await.unwrap();
+    assert_eq!(deletion, CallDeletion::NotFound);
+    assert_eq!(fake.requests().len(), 1);
+
+    let fake = Fake::start(vec![Reply::json(
+        400,
+        json!({"message": ["id must be a UUID"], "error": "Bad Request", "statusCode": 400}),
+    )])
+    .await;
+    let error = vapi(&fake.base_url).delete_call("c-1").await.unwrap_err();
+    assert_eq!(
+        error,
+        ProviderError::Rejected {
+            status: 400,
+            message: "id must be a UUID".into()
+        }
+    );
+    assert_eq!(fake.requests().len(), 1, "a refusal is not retried");
+
+    let fake = Fake::start(vec![Reply::raw(503, "Service Unavailable")]).await;
+    let error = vapi(&fake.base_url).delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert_eq!(fake.requests().len(), 3, "one request and two retries");
+    assert!(fake.requests().iter().all(|r| r.method == "DELETE"));
+
+    let fake = Fake::start(vec![Reply::raw(429, ""), Reply::json(200, json!({}))]).await;
+    let deletion = vapi(&fake.base_url).delete_call("c-1").await.unwrap();
+    assert_eq!(
+        deletion,
+        CallDeletion::Deleted,
+        "a delete is safe to repeat"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_timeout_and_refused_connection_are_unavailable() {
+    let fake = Fake::start(vec![
+        Reply::json(200, json!({})).after(std::time::Duration::from_secs(3)),
+    ])
+    .await;
+    let slow = vapi_with(Config {
+        base_url: fake.base_url.clone(),
+        api_key: Some("vapi-private-key".into()),
+        timeout_secs: 1,
+        ..Config::default()
+    });
+    let error = slow.delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert_eq!(
+        fake.requests().len(),
+        3,
+        "unlike a create, a timed-out delete is retried"
+    );
+
+    let closed = vapi(&closed_port_url().await);
+    let error = closed.delete_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_call_keeps_an_odd_id_inside_its_path_segment() {
+    let fake = Fake::start(vec![Reply::json(200, json!({}))]).await;
+    let deletion = vapi(&fake.base_url).delete_call("../x?y#z").await.unwrap();
+    assert_eq!(deletion, CallDeletion::Deleted);
+    let request = fake.only_request();
+    assert_eq!(request.path, "/call/..%2Fx%3Fy%23z");
+    assert_eq!(request.query, None);
+
+    for id in ["", "  ", ".", ".."] {
+        let error = vapi(&fake.base_url).delete_call(id).await.unwrap_err();
+        assert!(
+            matches!(error, ProviderError::Rejected { status: 400, .. }),
+            "{id:?}: {error:?}"
+        );
+    }
+    assert_eq!(fake.requests().len(), 1, "refused ids send nothing");
 }
 
 #[test]
