@@ -15,6 +15,7 @@ use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
     email::{EmailSettings, Mailer, SendEmail},
     follow_up::FollowUp,
+    gdpr::{Gdpr, GdprRetention, VoiceDelete},
     import_file::ImportFile,
     intake::{ImportLead, Intake},
     nurture::{Nurture, NurtureEmail, NurtureSend},
@@ -111,10 +112,14 @@ impl Application {
             clock,
             region,
             pipeline.clone(),
-            Agents {
-                voice: voice(config, &db, &voice_clock, &pipeline)?,
-                mailer: mailer(config, &db, &voice_clock)?,
-                reporter: reporter(config, &db, &voice_clock, &authorizer)?,
+            {
+                let voice = voice(config, &db, &voice_clock, &pipeline)?;
+                Agents {
+                    gdpr: gdpr(config, &db, &voice_clock, voice.clone())?,
+                    voice,
+                    mailer: mailer(config, &db, &voice_clock)?,
+                    reporter: reporter(config, &db, &voice_clock, &authorizer)?,
+                }
             },
             config,
         );
@@ -302,8 +307,11 @@ pub fn registry(
         config.email.nurture.steps.clone(),
     );
     let reporter = reporter(config, db, clock, authorizer)?;
+    let gdpr = gdpr(config, db, clock, voice.clone())?;
     Ok(Registry::default()
         .with(Arc::new(GenerateReport(reporter)))
+        .with(Arc::new(VoiceDelete(gdpr.clone())))
+        .with(Arc::new(GdprRetention(gdpr)))
         .with(Arc::new(NurtureEmail(nurture.clone())))
         .with(Arc::new(NurtureSend(nurture)))
         .with(Arc::new(SendEmail(mailer)))
@@ -381,6 +389,21 @@ pub fn mailer(config: &Config, db: &Db, clock: &Arc<dyn Clock>) -> anyhow::Resul
         sender,
         settings,
     ))
+}
+
+/// The GDPR agent of `config` (erasure, provider-side deletion, retention).
+pub fn gdpr(
+    config: &Config,
+    db: &Db,
+    clock: &Arc<dyn Clock>,
+    voice: Voice,
+) -> anyhow::Result<Gdpr> {
+    let retention = config
+        .gdpr
+        .retention
+        .retention()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Gdpr::new(db.clone(), clock.clone(), voice, retention))
 }
 
 /// The report agent of `config`. Each recipient's scope comes from the policy's row rule for

@@ -325,6 +325,13 @@ mod tests {
         ("Query.previewEmail", "AMSI"),
         ("Query.emails", "AMSIV"),
         ("Mutation.sendEmail", "AMSI"),
+        ("Query.report", "AMSV"),
+        ("Query.reports", "AMSV"),
+        ("Mutation.generateReport", "AMS"),
+        ("Query.consents", "AMSIV"),
+        ("Mutation.recordConsent", "AMSI"),
+        ("Query.exportCustomerData", "AM"),
+        ("Mutation.eraseCustomer", "AM"),
         // Checked by `require` in the resolver (the extension never sees subscribed fields).
         ("Subscription.pipelineEvents", "AMSIV"),
         ("Subscription.callTranscript", "AMSIV"),

@@ -78,6 +78,8 @@ pub struct Config {
     pub email: EmailConfig,
     /// Reports: time zone, language, manual minutes, recipients of scheduled reports.
     pub reports: ReportsConfig,
+    /// GDPR: retention periods.
+    pub gdpr: GdprConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -147,6 +149,48 @@ impl Default for ReportsConfig {
             manual_minutes: crm_domain::report::ManualMinutes::default(),
             recipients: Vec::new(),
         }
+    }
+}
+
+/// `[gdpr]`: data protection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GdprConfig {
+    /// `[gdpr.retention]`: how long data is kept (applied by the `gdpr-retention` job).
+    pub retention: RetentionConfig,
+}
+
+/// `[gdpr.retention]`, in days; 0 keeps the data forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Call transcripts (text and segments) are removed this long after the call ended.
+    pub transcripts_days: i64,
+    /// Leads (status lead) with no change, interaction or call for this long are erased.
+    pub inactive_leads_days: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            transcripts_days: 180,
+            inactive_leads_days: 730,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The periods, checked (none negative).
+    pub fn retention(&self) -> Result<crm_plugins::gdpr::Retention, String> {
+        let days = |name: &str, value: i64| {
+            u32::try_from(value).map_err(|_| {
+                format!("gdpr.retention.{name} must be 0 (keep forever) or a number of days, not {value}")
+            })
+        };
+        Ok(crm_plugins::gdpr::Retention {
+            transcripts_days: days("transcripts_days", self.transcripts_days)?,
+            inactive_leads_days: days("inactive_leads_days", self.inactive_leads_days)?,
+        })
     }
 }
 
@@ -837,7 +881,8 @@ pub struct JobsConfig {
     /// once), in milliseconds. Default 1000.
     pub poll_interval_ms: u64,
     /// Recurring jobs (`[[jobs.schedules]]`), enqueued by every `serve`/`worker` process
-    /// (replicas enqueue each firing once). Default: the daily report at 18:00 Europe/Berlin.
+    /// (replicas enqueue each firing once). Default: the daily report at 18:00 and retention at
+    /// 03:30, Europe/Berlin.
     pub schedules: Vec<ScheduleConfig>,
 }
 
@@ -898,14 +943,24 @@ impl Default for JobsConfig {
             poll_interval_ms: 1000,
             // The seed's daily report at 18:00 (`/generate-report`), mailed to
             // `reports.recipients` (stored for download when there are none).
-            schedules: vec![ScheduleConfig {
-                name: "daily-report".to_owned(),
-                cron: "0 18 * * *".to_owned(),
-                time_zone: default_schedule_zone(),
-                kind: "generate-report".to_owned(),
-                payload: r#"{"period": "daily"}"#.to_owned(),
-                catch_up_hours: 5,
-            }],
+            schedules: vec![
+                ScheduleConfig {
+                    name: "daily-report".to_owned(),
+                    cron: "0 18 * * *".to_owned(),
+                    time_zone: default_schedule_zone(),
+                    kind: "generate-report".to_owned(),
+                    payload: r#"{"period": "daily"}"#.to_owned(),
+                    catch_up_hours: 5,
+                },
+                ScheduleConfig {
+                    name: "gdpr-retention".to_owned(),
+                    cron: "30 3 * * *".to_owned(),
+                    time_zone: default_schedule_zone(),
+                    kind: "gdpr-retention".to_owned(),
+                    payload: default_payload(),
+                    catch_up_hours: 20,
+                },
+            ],
         }
     }
 }
@@ -1112,6 +1167,9 @@ impl Config {
             problems.push(format!("database.url: {e}"));
         }
         problems.extend(self.reports_problems());
+        if let Err(problem) = self.gdpr.retention.retention() {
+            problems.push(problem);
+        }
         if self.jobs.lease_secs < 5 {
             problems.push("jobs.lease_secs must be at least 5".into());
         }

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// GDPR tools: export everything held about a person, or erase them.
+    Gdpr {
+        #[command(subcommand)]
+        command: GdprCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -60,6 +65,26 @@ enum Command {
         /// A number that keeps this run's emails and phones apart from other runs (0–99).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..100))]
         run: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GdprCommand {
+    /// Print (or write with --out) one JSON document with everything held about a person.
+    Export {
+        /// The customer's id, or their email address.
+        who: String,
+        /// Write the document to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Erase a person: personal data replaced by tombstones, never re-imported or contacted.
+    Erase {
+        /// The customer's id, or their email address.
+        who: String,
+        /// Why (recorded with the erasure and in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -147,6 +172,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Gdpr { command } => gdpr_command(&config, command).await,
         Command::Token {
             role,
             subject,
@@ -307,5 +333,83 @@ mod tests {
     fn config_errors_are_shown_not_debugged() {
         let error = ConfigError::Invalid(vec!["server.bind is wrong".into()]);
         assert!(error.to_string().contains("  - server.bind is wrong"));
+    }
+}
+
+/// Finds a customer by id or email.
+async fn find_customer(db: &crm_store::Db, who: &str) -> anyhow::Result<crm_domain::CustomerId> {
+    if let Ok(id) = who.trim().parse::<crm_domain::CustomerId>() {
+        return Ok(id);
+    }
+    let email = crm_domain::Email::parse(who)
+        .map_err(|_| anyhow::anyhow!("`{who}` is neither a customer id nor an email address"))?;
+    let found = crm_store::customers::find_by_contact(db, Some(email.as_str()), None).await?;
+    found
+        .first()
+        .map(|c| c.id)
+        .ok_or_else(|| anyhow::anyhow!("no customer has the email {}", email.as_str()))
+}
+
+/// `crm-server gdpr …`: run at the console, audited as the operator's action.
+async fn gdpr_command(config: &crm_api::Config, command: GdprCommand) -> anyhow::Result<()> {
+    let db = crm_store::Db::connect(&config.database.db_options()).await?;
+    let clock: std::sync::Arc<dyn crm_domain::Clock> = std::sync::Arc::new(crm_domain::SystemClock);
+    let now = clock.now();
+    let entry = |action: &str, id: crm_domain::CustomerId, payload: Option<String>| {
+        crm_store::audit::NewAuditEntry {
+            at: now,
+            actor_kind: crm_store::audit::ActorKind::System,
+            actor: "crm-server gdpr".to_owned(),
+            action: action.to_owned(),
+            target_type: Some("customer".to_owned()),
+            target_id: Some(id.to_string()),
+            request_id: None,
+            payload,
+        }
+    };
+    match command {
+        GdprCommand::Export { who, out } => {
+            let id = find_customer(&db, &who).await?;
+            let document = crm_store::gdpr::export(&db, id, now)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("customer {id} does not exist"))?;
+            crm_store::gdpr::record_audit(&db, &entry("customer.export", id, None), now).await?;
+            let text = serde_json::to_string_pretty(&document)?;
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+        GdprCommand::Erase { who, reason } => {
+            let reason = reason.trim().to_owned();
+            anyhow::ensure!(
+                !reason.is_empty(),
+                "--reason must say why the customer is erased"
+            );
+            let id = find_customer(&db, &who).await?;
+            let pipeline = crm_api::app::pipeline(config)?;
+            let voice = crm_api::app::voice(config, &db, &clock, &pipeline)?;
+            let gdpr = crm_api::app::gdpr(config, &db, &clock, voice)?;
+            let payload = serde_json::json!({ "reason": { "after": reason } }).to_string();
+            let erasure = gdpr
+                .erase(
+                    id,
+                    &reason,
+                    "crm-server gdpr",
+                    entry("customer.erase", id, Some(payload)),
+                )
+                .await?;
+            if erasure.already_erased {
+                println!("Customer {id} was erased before, on {}.", erasure.erased_at);
+            } else {
+                println!(
+                    "Customer {id} erased; {} call(s) to delete at their provider.",
+                    erasure.provider_deletions
+                );
+            }
+            Ok(())
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod calling;
 pub mod clock;
+pub mod consent;
 pub mod customer;
 pub mod email;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod voice;
 
 pub use auth::{Credential, CustomerScope, Principal, Role};
 pub use clock::{Clock, SystemClock};
+pub use consent::{ConsentChannel, ConsentPurpose, ConsentRecord, ConsentSource, LawfulBasis};
 pub use customer::{
     Change, Customer, CustomerDraft, CustomerPatch, CustomerPatchDraft, CustomerStatus, NewCustomer,
 };

@@ -560,6 +560,23 @@ impl Mailer {
             )
             .await?;
         }
+        // The withdrawal is recorded in the consent ledger and takes effect at once.
+        let withdrawal = crm_store::gdpr::NewConsent {
+            customer_id: customer.id,
+            record: crm_domain::ConsentRecord {
+                channel: crm_domain::ConsentChannel::Email,
+                purpose: crm_domain::ConsentPurpose::Marketing,
+                basis: crm_domain::LawfulBasis::Consent,
+                granted: false,
+                source: crm_domain::ConsentSource::Unsubscribe,
+                evidence: Some("unsubscribe link".to_owned()),
+            },
+            recorded_by: "unsubscribe".to_owned(),
+        };
+        match crm_store::gdpr::record_consent(&self.db, &withdrawal, None, self.clock.now()).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(customer)
     }
 }

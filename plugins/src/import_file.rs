@@ -708,7 +708,9 @@ impl ImportFile {
                 phones.extend(c.phone.as_ref().map(|p| p.as_str().to_owned()));
             }
         }
-        let taken = crm_store::customers::taken_contacts(&self.db, &emails, &phones).await?;
+        let mut taken = crm_store::customers::taken_contacts(&self.db, &emails, &phones).await?;
+        // Erased people go the careful way too, where intake refuses them.
+        taken.extend(crm_store::gdpr::erased_among(&self.db, &emails, &phones, now).await?);
         let mut seen = std::collections::HashSet::new();
         for (_, plan) in &mut plans {
             if let Plan::Fast(c, lead) = plan {
@@ -725,6 +727,7 @@ impl ImportFile {
             let mut runs = Vec::new();
             let mut events = Vec::new();
             let mut audit = Vec::new();
+            let mut consents = Vec::new();
             for (_, plan) in &plans {
                 if let Plan::Fast(c, _) = plan {
                     for effect in self.intake.run_effects(c, "import", now) {
@@ -734,13 +737,19 @@ impl ImportFile {
                             _ => {}
                         }
                     }
+                    for effect in crate::intake::Intake::consent_effects(c, "file import") {
+                        if let crm_store::effects::Effect::Consent(consent) = effect {
+                            consents.push(consent);
+                        }
+                    }
                     audit.extend(self.audit.customer("customer.import", None, c));
                     leads.push((**c).clone());
                 }
             }
-            let stored =
-                crm_store::customers::insert_leads(&self.db, &leads, &runs, &events, &audit, now)
-                    .await?;
+            let stored = crm_store::customers::insert_leads(
+                &self.db, &leads, &runs, &events, &audit, &consents, now,
+            )
+            .await?;
             if !stored {
                 // A concurrent writer took one of the contacts: store them one by one.
                 for (_, plan) in &mut plans {

@@ -227,6 +227,31 @@ impl Intake {
             Ok(customer) => customer,
             Err(issues) => return self.done(Outcome::Invalid { issues }, finish, now).await,
         };
+        if crm_store::gdpr::is_erased(
+            &self.db,
+            new.email.as_ref().map(|e| e.as_str()),
+            new.phone.as_ref().map(|p| p.as_str()),
+            now,
+        )
+        .await?
+        {
+            let issue = Issue {
+                field: "lead".into(),
+                code: "erased".into(),
+                message:
+                    "this person's data was erased at their request; they are not imported again"
+                        .into(),
+            };
+            return self
+                .done(
+                    Outcome::Invalid {
+                        issues: vec![issue],
+                    },
+                    finish,
+                    now,
+                )
+                .await;
+        }
         let holders = customers::find_by_contact(
             &self.db,
             new.email.as_ref().map(|e| e.as_str()),
@@ -283,6 +308,10 @@ impl Intake {
                 customer_id: new.id,
             };
             let mut effects = self.run_effects(&new, "import", now);
+            effects.extend(Self::consent_effects(
+                &new,
+                finish.map_or("import", |inbox| inbox),
+            ));
             effects.extend(finish_effect(finish, &outcome));
             let entry = audit.customer("customer.import", None, &new);
             return match customers::insert(&self.db, NewCustomer(new), entry, &effects).await {
@@ -394,6 +423,21 @@ impl Intake {
             return Vec::new();
         }
         self.pipeline.start_effects(customer.id, cause, now)
+    }
+
+    /// What a new lead consented to, as ledger entries beside its insert.
+    pub(crate) fn consent_effects(customer: &Customer, evidence: &str) -> Vec<Effect> {
+        crm_store::gdpr::consent_effects(
+            customer.id,
+            crm_domain::ConsentRecord::from_flags(
+                customer.consent_email,
+                customer.consent_call,
+                customer.consent_sms,
+                crm_domain::ConsentSource::Import,
+                Some(evidence.to_owned()),
+            ),
+            "import-lead",
+        )
     }
 
     /// Records an outcome that changes no customer (in the inbox entry, if any).

@@ -8,6 +8,7 @@
 
 pub mod email;
 pub mod follow_up;
+pub mod gdpr;
 pub mod import_file;
 pub mod intake;
 pub mod nurture;
@@ -35,6 +36,8 @@ pub const KINDS: &[&str] = &[
     nurture::NURTURE_EMAIL,
     nurture::NURTURE_SEND,
     report::GENERATE_REPORT,
+    gdpr::VOICE_DELETE,
+    gdpr::GDPR_RETENTION,
 ];
 
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -1171,6 +1171,29 @@ pub async fn ingest(
                         .on_conflict_do_nothing()
                         .execute(conn)
                         .await?;
+                    // "Do not call me" withdraws the consent to calls, recorded in the ledger.
+                    if let Ok(customer_id) = row.customer_id.parse() {
+                        let withdrawal = crate::gdpr::NewConsent {
+                            customer_id,
+                            record: crm_domain::ConsentRecord {
+                                channel: crm_domain::ConsentChannel::Call,
+                                purpose: crm_domain::ConsentPurpose::SalesFollowUp,
+                                basis: crm_domain::LawfulBasis::Consent,
+                                granted: false,
+                                source: crm_domain::ConsentSource::Call,
+                                evidence: Some(format!("call {}", row.id)),
+                            },
+                            recorded_by: format!("voice-agent:{}", row.agent),
+                        };
+                        diesel::update(customers::table.find(&row.customer_id))
+                            .set(customers::consent_call.eq(false))
+                            .execute(conn)
+                            .await?;
+                        diesel::insert_into(crate::schema::consents::table)
+                            .values(crate::gdpr::consent_row(&withdrawal, now))
+                            .execute(conn)
+                            .await?;
+                    }
                 }
                 after.extend(plan.effects);
                 changed = true;

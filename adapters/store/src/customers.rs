@@ -844,9 +844,12 @@ pub async fn insert_leads(
     runs: &[crate::pipeline::NewRun],
     events: &[crate::effects::NewEvent],
     audit: &[NewAuditEntry],
+    consents: &[crate::gdpr::NewConsent],
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    use crate::schema::{events as events_table, jobs, pipeline_runs, pipeline_steps};
+    use crate::schema::{
+        consents as consents_table, events as events_table, jobs, pipeline_runs, pipeline_steps,
+    };
     if leads.is_empty() {
         return Ok(true);
     }
@@ -884,6 +887,10 @@ pub async fn insert_leads(
         })
         .collect();
     let audit = audit.to_vec();
+    let consent_rows: Vec<_> = consents
+        .iter()
+        .map(|c| crate::gdpr::consent_row(c, now))
+        .collect();
     let written = with_conn!(
         db,
         postgres | conn | {
@@ -914,6 +921,12 @@ pub async fn insert_leads(
                 }
                 for chunk in job_rows.chunks(CHUNK) {
                     diesel::insert_into(jobs::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                for chunk in consent_rows.chunks(CHUNK) {
+                    diesel::insert_into(consents_table::table)
                         .values(chunk)
                         .execute(conn)
                         .await?;
@@ -967,6 +980,12 @@ pub async fn insert_leads(
                     for chunk in job_rows.chunks(CHUNK) {
                         diesel::RunQueryDsl::execute(
                             diesel::insert_into(jobs::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for chunk in consent_rows.chunks(CHUNK) {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(consents_table::table).values(chunk),
                             conn,
                         )?;
                     }

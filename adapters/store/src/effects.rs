@@ -40,6 +40,8 @@ pub enum Effect {
     Event(NewEvent),
     /// Start a pipeline run (its first steps' jobs are enqueued with it).
     StartRun(NewRun),
+    /// Write a consent ledger entry (beside the customer write that set the flags).
+    Consent(crate::gdpr::NewConsent),
     /// Finish an inbox entry with its result (JSON), if it is still waiting.
     FinishInbox {
         /// The entry.
@@ -165,6 +167,12 @@ macro_rules! write_effects {
                             }
                             Effect::FinishInbox { id, status, result } => {
                                 self.finish_inbox(id, *status, result, now).await?;
+                            }
+                            Effect::Consent(consent) => {
+                                diesel::insert_into(crate::schema::consents::table)
+                                    .values(crate::gdpr::consent_row(consent, now))
+                                    .execute(&mut *self)
+                                    .await?;
                             }
                             Effect::StartRun(run) => {
                                 diesel::insert_into(pipeline_runs::table)

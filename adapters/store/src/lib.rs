@@ -13,6 +13,7 @@ mod db;
 pub mod effects;
 pub mod emails;
 mod error;
+pub mod gdpr;
 pub mod imports;
 pub mod inbox;
 pub mod interactions;

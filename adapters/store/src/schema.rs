@@ -405,3 +405,58 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(nurture_enrollments, customers);
 diesel::allow_tables_to_appear_in_same_query!(email_events, emails);
 diesel::allow_tables_to_appear_in_same_query!(email_events, customers);
+
+diesel::table! {
+    consents (id) {
+        id -> Text,
+        customer_id -> Text,
+        channel -> Text,
+        purpose -> Text,
+        basis -> Text,
+        granted -> Bool,
+        source -> Text,
+        evidence -> Nullable<Text>,
+        recorded_by -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    erasures (customer_id) {
+        customer_id -> Text,
+        reason -> Text,
+        erased_by -> Text,
+        erased_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    erased_identities (hash) {
+        hash -> Text,
+        kind -> Text,
+        erased_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    provider_deletions (call_id) {
+        call_id -> Text,
+        customer_id -> Text,
+        provider -> Text,
+        provider_call_id -> Nullable<Text>,
+        status -> Text,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    gdpr_keys (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> Timestamp,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(erasures, customers);
+diesel::allow_tables_to_appear_in_same_query!(call_segments, calls);

@@ -467,8 +467,20 @@ impl CustomerMutation {
         };
         let new = NewCustomer::parse(draft, api.region, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
-        let entry = Auditor::of(ctx)?.customer("customer.create", None, &new.0);
-        let effects = api.run_for_new_lead(&new.0);
+        let auditor = Auditor::of(ctx)?;
+        let entry = auditor.customer("customer.create", None, &new.0);
+        let mut effects = api.run_for_new_lead(&new.0);
+        effects.extend(crm_store::gdpr::consent_effects(
+            new.0.id,
+            crm_domain::ConsentRecord::from_flags(
+                new.0.consent_email,
+                new.0.consent_call,
+                new.0.consent_sms,
+                crm_domain::ConsentSource::Api,
+                auditor.request_id(),
+            ),
+            &auditor.actor(),
+        ));
         let customer = match customers::insert(&api.db, new, entry, &effects).await {
             Ok(customer) => customer,
             Err(error) => return Err(scoped_write_error(ctx, "input", error).await.into()),
@@ -507,6 +519,36 @@ impl CustomerMutation {
             consent_sms: input.consent_sms,
             notes: change(input.notes),
         };
+        // Consent flags stated in the patch are statements for the ledger.
+        let stated: Vec<crm_domain::ConsentRecord> = [
+            (
+                draft.consent_email,
+                crm_domain::ConsentChannel::Email,
+                crm_domain::ConsentPurpose::Marketing,
+            ),
+            (
+                draft.consent_call,
+                crm_domain::ConsentChannel::Call,
+                crm_domain::ConsentPurpose::SalesFollowUp,
+            ),
+            (
+                draft.consent_sms,
+                crm_domain::ConsentChannel::Sms,
+                crm_domain::ConsentPurpose::Marketing,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, channel, purpose)| {
+            flag.map(|granted| crm_domain::ConsentRecord {
+                channel,
+                purpose,
+                basis: crm_domain::LawfulBasis::Consent,
+                granted,
+                source: crm_domain::ConsentSource::Api,
+                evidence: None,
+            })
+        })
+        .collect();
         let patch = CustomerPatch::parse(draft, api.region)
             .map_err(|e| ApiError::validation("input", e))?;
         let clock = api.clock.clone();
@@ -528,7 +570,7 @@ impl CustomerMutation {
                     .map_err(crm_store::StoreError::Invalid)
             },
             |before, after| auditor.customer("customer.update", Some(before), after),
-            &[],
+            &crm_store::gdpr::consent_effects(id, stated, &auditor.actor()),
         )
         .await;
         let customer = match customer {

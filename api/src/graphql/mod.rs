@@ -9,6 +9,7 @@ mod calls;
 mod customers;
 mod duplicates;
 mod emails;
+mod gdpr;
 mod intake;
 mod interactions;
 mod jobs;
@@ -67,7 +68,10 @@ pub struct ApiContext {
     pub voice: crm_plugins::voice::Voice,
     /// The email agent: templates, sends, unsubscribes.
     pub mailer: crm_plugins::email::Mailer,
+    /// The report agent: KPIs, renderings, stored reports.
     pub reporter: crm_plugins::report::Reporter,
+    /// The GDPR agent: erasure, provider-side deletion.
+    pub gdpr: crm_plugins::gdpr::Gdpr,
 }
 
 /// All queries.
@@ -78,6 +82,7 @@ pub struct Query(
     calls::CallQuery,
     customers::CustomerQuery,
     emails::EmailQuery,
+    gdpr::GdprQuery,
     intake::IntakeQuery,
     duplicates::DuplicateQuery,
     interactions::InteractionQuery,
@@ -94,6 +99,7 @@ pub struct Mutation(
     calls::CallMutation,
     customers::CustomerMutation,
     emails::EmailMutation,
+    gdpr::GdprMutation,
     interactions::InteractionMutation,
     intake::IntakeMutation,
     intake::FileImportMutation,
@@ -140,6 +146,8 @@ pub struct Agents {
     pub mailer: crm_plugins::email::Mailer,
     /// `/generate-report`.
     pub reporter: crm_plugins::report::Reporter,
+    /// Erasure and retention.
+    pub gdpr: crm_plugins::gdpr::Gdpr,
 }
 
 impl ApiContext {
@@ -153,6 +161,7 @@ impl ApiContext {
             voice,
             mailer,
             reporter,
+            gdpr,
         }: Agents,
         config: &crate::config::Config,
     ) -> Self {
@@ -165,6 +174,7 @@ impl ApiContext {
             voice,
             mailer,
             reporter,
+            gdpr,
             intake: crm_plugins::intake::Intake::new(
                 db.clone(),
                 clock.clone(),
