@@ -226,6 +226,13 @@ pub fn identity_hash(key: &[u8], kind: &str, value: &str) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How the audit log names a phone number (a do-not-call entry) without holding it: its keyed
+/// hash, which the hash chain can keep after the person is erased.
+pub async fn phone_ref(db: &Db, phone: &str, now: DateTime<Utc>) -> StoreResult<String> {
+    let key = identity_key(db, now).await?;
+    Ok(format!("phone:{}", identity_hash(&key, "phone", phone)))
+}
+
 /// Whether a normalized email or phone belongs to an erased person.
 pub async fn is_erased(
     db: &Db,
@@ -403,6 +410,29 @@ pub async fn erase(
                 .set(pipeline_runs::error.eq(None::<String>))
                 .execute(conn)
                 .await?;
+            // Score reasons keep their rule and points, not their words (which may quote the
+            // company or an outcome note).
+            let scored: Vec<(String, String)> = lead_scores::table
+                .filter(lead_scores::customer_id.eq(&id))
+                .select((lead_scores::id, lead_scores::reasons))
+                .load(conn)
+                .await?;
+            for (score_id, reasons) in scored {
+                let mut parsed: Value = serde_json::from_str(&reasons).unwrap_or(Value::Null);
+                if let Some(list) = parsed.as_array_mut() {
+                    for reason in list {
+                        if let Some(detail) = reason.get_mut("detail") {
+                            *detail = Value::String(TOMBSTONE.to_owned());
+                        }
+                    }
+                } else {
+                    parsed = json!([]);
+                }
+                diesel::update(lead_scores::table.find(score_id))
+                    .set(lead_scores::reasons.eq(parsed.to_string()))
+                    .execute(conn)
+                    .await?;
+            }
             diesel::update(events::table.filter(events::customer_id.eq(&id)))
                 .set(events::payload.eq(r#"{"erased":true}"#))
                 .execute(conn)
@@ -417,7 +447,39 @@ pub async fn erase(
                 .set(jobs::last_error.eq(None::<String>))
                 .execute(conn)
                 .await?;
+            // Payloads that carry the person's data (a provider's event with the transcript):
+            // emptied; the ones still waiting are cancelled with them.
+            let mut needles: Vec<String> = call_ids.iter().map(|c| format!("%{c}%")).collect();
+            needles.extend(email.iter().map(|e| format!("%{e}%")));
+            needles.extend(phone.iter().map(|p| format!("%{p}%")));
+            for needle in &needles {
+                let carrying = jobs::table
+                    .filter(jobs::payload.like(needle.clone()))
+                    .filter(jobs::kind.ne("voice-delete"));
+                diesel::update(carrying.filter(jobs::status.eq_any(["queued", "running"])))
+                    .set((
+                        jobs::status.eq("cancelled"),
+                        jobs::finished_at.eq(Some(at)),
+                        jobs::locked_by.eq(None::<String>),
+                        jobs::locked_until.eq(None::<NaiveDateTime>),
+                    ))
+                    .execute(conn)
+                    .await?;
+                diesel::update(
+                    jobs::table
+                        .filter(jobs::payload.like(needle.clone()))
+                        .filter(jobs::kind.ne("voice-delete")),
+                )
+                .set(jobs::payload.eq(r#"{"erased":true}"#))
+                .execute(conn)
+                .await?;
+            }
             let mut about: Vec<String> = vec![id.clone()];
+            about.extend(
+                phone
+                    .iter()
+                    .map(|p| format!("phone:{}", identity_hash(&key, "phone", p))),
+            );
             about.extend(interaction_ids);
             about.extend(call_ids.iter().cloned());
             about.extend(email_ids);
@@ -1266,6 +1328,61 @@ pub async fn erased_among(
     for (hash, value) in hashed {
         if hits.contains(&hash) {
             found.insert(value.clone());
+        }
+    }
+    Ok(found)
+}
+
+#[derive(QueryableByName)]
+struct ColumnName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    table_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    column_name: String,
+}
+
+#[derive(QueryableByName)]
+struct Hits {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    hits: i64,
+}
+
+/// Every text column of every table that holds `needle` (case-insensitive), with the number
+/// of rows: a full-text search of the whole database, to prove an erasure left no trace.
+/// Slow on a large database (one scan per column); for audits and tests.
+pub async fn find_text(db: &Db, needle: &str) -> StoreResult<Vec<(String, String, i64)>> {
+    let needle = needle.to_lowercase().replace('\'', "''");
+    let columns: Vec<ColumnName> = with_conn!(
+        db,
+        postgres | conn | {
+            diesel::sql_query(
+                "SELECT table_name::text AS table_name, column_name::text AS column_name \
+                 FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND data_type IN ('text', 'character varying') ORDER BY 1, 2",
+            )
+            .load(conn)
+            .await
+        },
+        sqlite | conn | {
+            diesel::sql_query(
+                "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m \
+                 JOIN pragma_table_info(m.name) p WHERE m.type = 'table' \
+                 AND upper(p.type) IN ('TEXT', 'VARCHAR') ORDER BY 1, 2",
+            )
+            .load(conn)
+            .await
+        }
+    )?;
+    let mut found = Vec::new();
+    for c in columns {
+        let sql = format!(
+            "SELECT count(*) AS hits FROM \"{}\" WHERE lower(\"{}\") LIKE '%{needle}%'",
+            c.table_name, c.column_name
+        );
+        let hits: Vec<Hits> = with_conn!(db, |conn| diesel::sql_query(&sql).load(conn).await)?;
+        let n = hits.iter().map(|h| h.hits).sum::<i64>();
+        if n > 0 {
+            found.push((c.table_name, c.column_name, n));
         }
     }
     Ok(found)

@@ -570,13 +570,12 @@ impl CallMutation {
         let auditor = Auditor::of(ctx)?;
         let mut changed = serde_json::Map::new();
         changed.insert("reason".into(), reason.clone().into());
-        let entry = auditor.entry(
-            "do_not_call.add",
-            "phone",
-            phone.as_str().to_owned(),
-            changed,
-        );
         let now = api.clock.now();
+        // The number itself stays out of the hash-chained record (GDPR erasure).
+        let target = crm_store::gdpr::phone_ref(&api.db, phone.as_str(), now)
+            .await
+            .map_err(ApiError::from)?;
+        let entry = auditor.entry("do_not_call.add", "phone", target, changed);
         calls::add_do_not_call(
             &api.db,
             phone.as_str(),
@@ -611,10 +610,13 @@ impl CallMutation {
     ) -> async_graphql::Result<bool> {
         let api = ctx.data::<ApiContext>()?;
         let phone = parse_phone(api, &phone)?;
+        let target = crm_store::gdpr::phone_ref(&api.db, phone.as_str(), api.clock.now())
+            .await
+            .map_err(ApiError::from)?;
         let entry = Auditor::of(ctx)?.entry(
             "do_not_call.remove",
             "phone",
-            phone.as_str().to_owned(),
+            target,
             serde_json::Map::new(),
         );
         Ok(

@@ -467,6 +467,28 @@ impl CustomerMutation {
         };
         let new = NewCustomer::parse(draft, api.region, api.clock.now())
             .map_err(|e| ApiError::validation("input", e))?;
+        // A person erased at their request is not entered again.
+        if crm_store::gdpr::is_erased(
+            &api.db,
+            new.0.email.as_ref().map(|e| e.as_str()),
+            new.0.phone.as_ref().map(|p| p.as_str()),
+            api.clock.now(),
+        )
+        .await
+        .map_err(ApiError::from)?
+        {
+            let field = if new.0.email.is_some() {
+                "input.email"
+            } else {
+                "input.phone"
+            };
+            return Err(invalid(
+                field,
+                "erased",
+                "this person's data was erased at their request; they are not entered again",
+            )
+            .into());
+        }
         let auditor = Auditor::of(ctx)?;
         let entry = auditor.customer("customer.create", None, &new.0);
         let mut effects = api.run_for_new_lead(&new.0);

@@ -9,6 +9,7 @@ mod duplicates;
 mod email;
 mod email_events;
 mod forms;
+mod gdpr;
 mod http;
 mod intake;
 mod interactions;
