@@ -2,9 +2,9 @@
 //! reports with their renderings and email deliveries.
 //!
 //! - Every count is a single aggregate statement over an index on the instant it counts by
-//!   (created, scored, dialed, ended, sent …); a restricted scope adds
-//!   `customer_id IN (SELECT id FROM customers WHERE owner …)`, the same row-level rule as
-//!   every list. Nothing is counted in memory row by row except small grouped results.
+//!   (created, scored, dialed, ended, sent …); rows of other tables join their customer, whose
+//!   owner a restricted scope filters on, the same row-level rule as every list. Nothing is
+//!   counted in memory row by row except small grouped results.
 //! - Jobs belong to no customer, so dead jobs are counted only for [`CustomerScope::All`].
 //! - A stored report keeps the scope it was made for ([`scope_key`]); whoever reads it later
 //!   must be allowed that scope (see [`Stored::visible_to`]).
@@ -43,42 +43,10 @@ pub fn scope_key(scope: &CustomerScope) -> String {
     }
 }
 
-/// Expands `$body` once per kind of scope, with `$pred` bound to the predicate that keeps
-/// the rows of `$scope`'s customers: `$col IN (SELECT id FROM customers WHERE owner …)`, or a
-/// trivially true test for every customer (so the planner does no semi-join). Grouped queries
-/// cannot be boxed in diesel, hence one expansion per arm.
-macro_rules! by_scope {
-    ($scope:expr, $col:expr, |$pred:ident| $body:expr) => {
-        match $scope {
-            CustomerScope::All => {
-                let $pred = $col.is_not_null();
-                $body
-            }
-            CustomerScope::OwnedBy(subject) => {
-                let $pred = $col.eq_any(
-                    customers::table
-                        .filter(customers::owner.eq(subject.clone()))
-                        .select(customers::id),
-                );
-                $body
-            }
-            CustomerScope::OwnedByOrUnassigned(subject) => {
-                let $pred = $col.eq_any(
-                    customers::table
-                        .filter(
-                            customers::owner
-                                .eq(subject.clone())
-                                .or(customers::owner.is_null()),
-                        )
-                        .select(customers::id),
-                );
-                $body
-            }
-        }
-    };
-}
-
-/// [`by_scope!`] for a query over `customers` itself.
+/// Expands `$body` once per kind of scope, with `$pred` bound to the predicate on `customers`
+/// that keeps `$scope`'s customers (queries over other tables join their customer, a lookup
+/// by key per row in the period), or a trivially true test for every customer. Grouped
+/// queries cannot be boxed in diesel, hence one expansion per arm.
 macro_rules! by_customer_scope {
     ($scope:expr, |$pred:ident| $body:expr) => {
         match $scope {
@@ -166,7 +134,7 @@ pub async fn figures(
 
     // Scores: each customer's latest score in the period (ids are time-ordered UUIDv7).
     let scores: Vec<(i32, String, i64)> = with_conn!(db, |conn| {
-        by_scope!(scope, lead_scores::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             let inner = diesel::alias!(lead_scores as inner_scores);
             let latest = inner
                 .filter(inner.field(lead_scores::scored_at).ge(start))
@@ -174,6 +142,7 @@ pub async fn figures(
                 .group_by(inner.field(lead_scores::customer_id))
                 .select(max(inner.field(lead_scores::id)));
             lead_scores::table
+                .inner_join(customers::table.on(customers::id.eq(lead_scores::customer_id)))
                 .filter(lead_scores::id.nullable().eq_any(latest))
                 .filter(keep)
                 .group_by((lead_scores::score, lead_scores::priority))
@@ -196,8 +165,9 @@ pub async fn figures(
 
     // Calls placed (dialed) and the customers they reached for.
     let (placed, called): (i64, i64) = with_conn!(db, |conn| {
-        by_scope!(scope, calls::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             calls::table
+                .inner_join(customers::table.on(customers::id.eq(calls::customer_id)))
                 .filter(calls::dialed_at.ge(start))
                 .filter(calls::dialed_at.lt(end))
                 .filter(keep)
@@ -220,8 +190,9 @@ pub async fn figures(
         Option<f64>,
     );
     let ended: Vec<Ended> = with_conn!(db, |conn| {
-        by_scope!(scope, calls::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             calls::table
+                .inner_join(customers::table.on(customers::id.eq(calls::customer_id)))
                 .filter(calls::ended_at.ge(start))
                 .filter(calls::ended_at.lt(end))
                 .filter(keep)
@@ -282,8 +253,9 @@ pub async fn figures(
 
     // Emails sent, by category.
     let sent: Vec<(String, i64)> = with_conn!(db, |conn| {
-        by_scope!(scope, emails::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             emails::table
+                .inner_join(customers::table.on(customers::id.eq(emails::customer_id)))
                 .filter(emails::sent_at.ge(start))
                 .filter(emails::sent_at.lt(end))
                 .filter(keep)
@@ -302,12 +274,13 @@ pub async fn figures(
 
     // Email events: distinct emails per kind.
     let events: Vec<(String, i64)> = with_conn!(db, |conn| {
-        by_scope!(scope, emails::customer_id, |keep| {
-            let ids = emails::table.filter(keep).select(emails::id.nullable());
+        by_customer_scope!(scope, |keep| {
             email_events::table
+                .inner_join(emails::table.on(email_events::email_id.eq(emails::id.nullable())))
+                .inner_join(customers::table.on(customers::id.eq(emails::customer_id)))
                 .filter(email_events::at.ge(start))
                 .filter(email_events::at.lt(end))
-                .filter(email_events::email_id.eq_any(ids))
+                .filter(keep)
                 .group_by(email_events::kind)
                 .select((
                     email_events::kind,
@@ -329,8 +302,9 @@ pub async fn figures(
 
     // Nurture enrolments and exits.
     f.nurture_enrolled = with_conn!(db, |conn| {
-        by_scope!(scope, nurture_enrollments::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             nurture_enrollments::table
+                .inner_join(customers::table.on(customers::id.eq(nurture_enrollments::customer_id)))
                 .filter(nurture_enrollments::enrolled_at.ge(start))
                 .filter(nurture_enrollments::enrolled_at.lt(end))
                 .filter(keep)
@@ -340,8 +314,9 @@ pub async fn figures(
         })
     })?;
     f.nurture_exited = with_conn!(db, |conn| {
-        by_scope!(scope, nurture_enrollments::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             nurture_enrollments::table
+                .inner_join(customers::table.on(customers::id.eq(nurture_enrollments::customer_id)))
                 .filter(nurture_enrollments::status.eq("exited"))
                 .filter(nurture_enrollments::updated_at.ge(start))
                 .filter(nurture_enrollments::updated_at.lt(end))
@@ -355,8 +330,9 @@ pub async fn figures(
     // Tasks open at the end of the period (still open, or done only after it), and of
     // those, the ones due before the end.
     let open: Vec<(Option<NaiveDateTime>, i64)> = with_conn!(db, |conn| {
-        by_scope!(scope, tasks::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             tasks::table
+                .inner_join(customers::table.on(customers::id.eq(tasks::customer_id)))
                 .filter(tasks::created_at.lt(end))
                 .filter(
                     tasks::status
@@ -379,8 +355,9 @@ pub async fn figures(
 
     // Pipeline runs that failed, and (for every customer only) dead jobs.
     f.pipeline_failures = with_conn!(db, |conn| {
-        by_scope!(scope, pipeline_runs::customer_id, |keep| {
+        by_customer_scope!(scope, |keep| {
             pipeline_runs::table
+                .inner_join(customers::table.on(customers::id.eq(pipeline_runs::customer_id)))
                 .filter(pipeline_runs::status.eq("failed"))
                 .filter(pipeline_runs::finished_at.ge(start))
                 .filter(pipeline_runs::finished_at.lt(end))

@@ -1,3 +1,4 @@
+DROP INDEX customers_status_updated_idx;
 DROP INDEX jobs_finished_idx;
 DROP INDEX pipeline_runs_finished_idx;
 DROP INDEX nurture_enrolled_idx;

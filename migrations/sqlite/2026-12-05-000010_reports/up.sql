@@ -42,3 +42,4 @@ CREATE INDEX email_events_at_idx ON email_events (at);
 CREATE INDEX nurture_enrolled_idx ON nurture_enrollments (enrolled_at);
 CREATE INDEX pipeline_runs_finished_idx ON pipeline_runs (finished_at);
 CREATE INDEX jobs_finished_idx ON jobs (finished_at);
+CREATE INDEX customers_status_updated_idx ON customers (status, updated_at);
