@@ -41,10 +41,10 @@ fn start_again(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, S
 
 fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)], first: bool) -> (Child, String) {
     let mut child = server(dir)
-        .envs(env.iter().copied())
         .arg("serve")
         .env("CRM_LOG__FILTER", "trace")
         .env("CRM_LOG__FORMAT", "json")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -336,4 +336,128 @@ async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Polls `query` until `done` holds for its `data` (a real server on the real clock).
+async fn wait_for(
+    client: &reqwest::Client,
+    url: &str,
+    credential: &str,
+    query: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let data = graphql(client, url, credential, query).await;
+        if done(&data["data"]) || Instant::now() > deadline {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_never_reaches_the_log_at_info_level() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let key = b"a webhook secret of 24 b";
+    let secret = format!("whsec_{}", base64_encode(key));
+    let outbox = dir.path().join("outbox");
+    let phone = (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| {
+            crm_voice::simulator::script::plan(42, n, "de", &|_| String::new()).disposition
+                == crm_domain::Disposition::Answered
+        })
+        .unwrap();
+    let env = [
+        ("CRM_LOG__FILTER", "info"),
+        // Every lead is called, so the cycle runs import → qualify → call → follow-up email.
+        ("CRM_PIPELINE__THRESHOLD", "0"),
+        ("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str()),
+        ("CRM_EMAIL__OUTBOX__DIR", outbox.to_str().unwrap()),
+        ("CRM_VOICE__PROVIDERS__SIMULATOR__RING_MS", "50"),
+        ("CRM_VOICE__PROVIDERS__SIMULATOR__LINE_INTERVAL_MS", "50"),
+        ("CRM_VOICE__CALLING_WINDOW__START", "00:00"),
+        ("CRM_VOICE__CALLING_WINDOW__END", "23:59"),
+        (
+            "CRM_VOICE__CALLING_WINDOW__WEEKDAYS",
+            "[mon,tue,wed,thu,fri,sat,sun]",
+        ),
+    ];
+    let (child, url, admin) = start(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let (name, email, company) = (
+        "Jovana Petrović-Privat",
+        "jovana.privat@primer.rs",
+        "Privat Trgovina",
+    );
+    // Import: a signed webhook.
+    let body = json!({ "name": name, "email": email, "phone": phone, "company": company,
+                       "language": "de", "consentCall": true, "consentEmail": true })
+    .to_string();
+    let timestamp = chrono::Utc::now().timestamp();
+    let response = client
+        .post(format!("{url}/webhooks/leads"))
+        .header("webhook-id", "msg_pii")
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", sign(key, "msg_pii", timestamp, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let found = wait_for(
+        &client,
+        &url,
+        &admin,
+        "{ customers { nodes { id } } }",
+        |d| {
+            d["customers"]["nodes"]
+                .as_array()
+                .is_some_and(|n| !n.is_empty())
+        },
+    )
+    .await;
+    assert!(found["data"]["customers"]["nodes"][0]["id"].is_string());
+    // The chain goes on by itself: qualified, called (threshold 0), followed up by email.
+    let ended = wait_for(
+        &client,
+        &url,
+        &admin,
+        "{ calls { nodes { status segments { text } } } emails { nodes { status template } } }",
+        |d| {
+            d["calls"]["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|c| c["status"] == "ENDED"))
+                && d["emails"]["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|e| e["status"] == "sent"))
+        },
+    )
+    .await;
+    let calls = ended["data"]["calls"]["nodes"].as_array().unwrap();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["status"] == "ENDED" && !c["segments"].as_array().unwrap().is_empty()),
+        "a call with a transcript: {ended}"
+    );
+    assert!(
+        std::fs::read_dir(&outbox).unwrap().count() >= 1,
+        "the email went out"
+    );
+    let logs = stop(child);
+    assert!(
+        logs.contains("\"level\":\"INFO\""),
+        "info lines were logged"
+    );
+    let national = phone.trim_start_matches("+49");
+    for personal in [name, "Petrović", email, phone.as_str(), national, company] {
+        let leaked: Vec<&str> = logs.lines().filter(|l| l.contains(personal)).collect();
+        assert!(
+            leaked.is_empty(),
+            "`{personal}` reached the log: {leaked:?}"
+        );
+    }
 }
