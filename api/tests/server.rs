@@ -460,4 +460,51 @@ async fn personal_data_never_reaches_the_log_at_info_level() {
             "`{personal}` reached the log: {leaked:?}"
         );
     }
+
+    // The operator's GDPR tools on the same database: export by email, then erase.
+    let export = server(dir.path())
+        .args(["gdpr", "export", email])
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let document: Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(document["customer"]["email"], email);
+    assert!(
+        !document["calls"][0]["segments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!document["emails"].as_array().unwrap().is_empty());
+    let erase = server(dir.path())
+        .args(["gdpr", "erase", email, "--reason", "asked by letter"])
+        .output()
+        .unwrap();
+    assert!(
+        erase.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erase.stderr)
+    );
+    assert!(String::from_utf8_lossy(&erase.stdout).contains("erased"));
+    let again = server(dir.path())
+        .args(["gdpr", "export", email])
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "the email is gone, so nobody has it"
+    );
+    let verify = server(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "the chain verifies after the erasure: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
