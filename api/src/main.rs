@@ -318,24 +318,6 @@ async fn shutdown_signal() {
     tracing::info!("Shutting down.");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory as _;
-    use crm_api::config::ConfigError;
-
-    #[test]
-    fn the_cli_is_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn config_errors_are_shown_not_debugged() {
-        let error = ConfigError::Invalid(vec!["server.bind is wrong".into()]);
-        assert!(error.to_string().contains("  - server.bind is wrong"));
-    }
-}
-
 /// Finds a customer by id or email.
 async fn find_customer(db: &crm_store::Db, who: &str) -> anyhow::Result<crm_domain::CustomerId> {
     if let Ok(id) = who.trim().parse::<crm_domain::CustomerId>() {
@@ -411,5 +393,23 @@ async fn gdpr_command(config: &crm_api::Config, command: GdprCommand) -> anyhow:
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+    use crm_api::config::ConfigError;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_errors_are_shown_not_debugged() {
+        let error = ConfigError::Invalid(vec!["server.bind is wrong".into()]);
+        assert!(error.to_string().contains("  - server.bind is wrong"));
     }
 }

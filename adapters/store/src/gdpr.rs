@@ -85,34 +85,36 @@ impl StoredConsent {
     }
 }
 
-pub(crate) fn consent_row(
-    new: &NewConsent,
-    now: DateTime<Utc>,
-) -> (
-    diesel::dsl::Eq<consents::id, String>,
-    diesel::dsl::Eq<consents::customer_id, String>,
-    diesel::dsl::Eq<consents::channel, &'static str>,
-    diesel::dsl::Eq<consents::purpose, &'static str>,
-    diesel::dsl::Eq<consents::basis, &'static str>,
-    diesel::dsl::Eq<consents::granted, bool>,
-    diesel::dsl::Eq<consents::source, &'static str>,
-    diesel::dsl::Eq<consents::evidence, Option<String>>,
-    diesel::dsl::Eq<consents::recorded_by, String>,
-    diesel::dsl::Eq<consents::at, NaiveDateTime>,
-) {
+/// A ledger row as written.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = consents)]
+pub(crate) struct ConsentRow {
+    id: String,
+    customer_id: String,
+    channel: &'static str,
+    purpose: &'static str,
+    basis: &'static str,
+    granted: bool,
+    source: &'static str,
+    evidence: Option<String>,
+    recorded_by: String,
+    at: NaiveDateTime,
+}
+
+pub(crate) fn consent_row(new: &NewConsent, now: DateTime<Utc>) -> ConsentRow {
     let r = &new.record;
-    (
-        consents::id.eq(Uuid::now_v7().to_string()),
-        consents::customer_id.eq(new.customer_id.to_string()),
-        consents::channel.eq(r.channel.as_str()),
-        consents::purpose.eq(r.purpose.as_str()),
-        consents::basis.eq(r.basis.as_str()),
-        consents::granted.eq(r.granted),
-        consents::source.eq(r.source.as_str()),
-        consents::evidence.eq(r.evidence.clone()),
-        consents::recorded_by.eq(new.recorded_by.clone()),
-        consents::at.eq(to_db_time(now)),
-    )
+    ConsentRow {
+        id: Uuid::now_v7().to_string(),
+        customer_id: new.customer_id.to_string(),
+        channel: r.channel.as_str(),
+        purpose: r.purpose.as_str(),
+        basis: r.basis.as_str(),
+        granted: r.granted,
+        source: r.source.as_str(),
+        evidence: r.evidence.clone(),
+        recorded_by: new.recorded_by.clone(),
+        at: to_db_time(now),
+    }
 }
 
 /// The ledger of one customer, oldest first.
@@ -1109,14 +1111,15 @@ pub async fn export(
     let mut about: Vec<String> = vec![id.clone()];
     about.extend(call_ids);
     about.extend(email_ids.into_iter().flatten());
-    let audit_rows: Vec<(
+    type AuditOut = (
         i64,
         NaiveDateTime,
         String,
         String,
         Option<String>,
         Option<String>,
-    )> = with_conn!(db, |conn| {
+    );
+    let audit_rows: Vec<AuditOut> = with_conn!(db, |conn| {
         audit_log::table
             .filter(audit_log::target_id.eq_any(&about))
             .order_by(audit_log::seq.asc())
