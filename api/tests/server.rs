@@ -130,7 +130,8 @@ async fn graphql(client: &reqwest::Client, url: &str, credential: &str, query: &
 async fn a_full_session_never_logs_a_secret() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (child, url, bootstrap) = start(dir.path(), &[]);
+    // No schedules: the audit log then holds exactly this session's two actions.
+    let (child, url, bootstrap) = start(dir.path(), &[("CRM_JOBS__SCHEDULES", "[]")]);
     let client = reqwest::Client::new();
 
     let token = String::from_utf8(
@@ -188,6 +189,7 @@ async fn a_full_session_never_logs_a_secret() {
     // A second start over the same database creates no new key.
     let mut restarted = server(dir.path())
         .arg("serve")
+        .env("CRM_JOBS__SCHEDULES", "[]")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

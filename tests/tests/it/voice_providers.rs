@@ -42,6 +42,7 @@ on_both_backends!(
     retell_voicemail_found_by_the_analysis_reopens_the_entry_for_a_retry,
     retell_call_failed_as_unknown_then_reported_by_retell_is_logged,
     retell_enormous_transcript_is_capped_or_refused_never_a_panic,
+    erasing_a_customer_asks_retell_to_delete_their_call,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2153,4 +2154,36 @@ async fn retell_enormous_transcript_is_capped_or_refused_never_a_panic(backend: 
     let (status, answer) = post(ended(&half)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+}
+
+async fn erasing_a_customer_asks_retell_to_delete_their_call(backend: TestBackend) {
+    let (fake, app, customer, id) = placed_retell_call(backend).await;
+    let erased = app
+        .graphql_ok(
+            "mutation($c: ID!) { eraseCustomer(customerId: $c, reason: \"Art. 17\") { providerDeletions } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    assert_eq!(erased["eraseCustomer"]["providerDeletions"], 1);
+    app.run_jobs().await;
+    let deletes: Vec<Received> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].path, format!("/v2/delete-call/{RETELL_CALL}"));
+    assert_eq!(
+        deletes[0].header("authorization"),
+        Some(format!("Bearer {RETELL_KEY}").as_str())
+    );
+    // The fake does not know the call (404): nothing is left to delete there; the provider's
+    // id is forgotten too.
+    let deletion = crm_store::gdpr::provider_deletion(&app.db, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deletion.status, "not_found");
+    assert_eq!(deletion.provider_call_id, None);
+    assert_eq!(call(&app, &id).await["providerCallId"], Value::Null);
 }
