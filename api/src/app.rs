@@ -403,7 +403,13 @@ pub fn gdpr(
         .retention
         .retention()
         .map_err(|e| anyhow::anyhow!(e))?;
-    Ok(Gdpr::new(db.clone(), clock.clone(), voice, retention))
+    Ok(Gdpr::new(
+        db.clone(),
+        clock.clone(),
+        voice,
+        mailer(config, db, clock)?,
+        retention,
+    ))
 }
 
 /// The report agent of `config`. Each recipient's scope comes from the policy's row rule for

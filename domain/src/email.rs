@@ -98,6 +98,13 @@ pub trait EmailSender: Send + Sync + fmt::Debug {
     /// Sends one email. A retry of the same `email.id` must not produce a second copy where
     /// the provider allows avoiding it.
     async fn send(&self, email: &OutgoingEmail) -> Result<SentEmail, SendError>;
+
+    /// Deletes what this sender keeps of a sent email (the outbox's `.eml` file), for an
+    /// erasure; `false` when it keeps nothing. Senders that hand mail over (SMTP, SendGrid)
+    /// keep nothing.
+    async fn forget(&self, _email_id: &str) -> Result<bool, SendError> {
+        Ok(false)
+    }
 }
 
 string_enum!(

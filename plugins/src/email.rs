@@ -139,6 +139,22 @@ impl Mailer {
         }
     }
 
+    /// Deletes what the sender keeps of these emails (the outbox's files), for an erasure;
+    /// returns how many it deleted. Failures are logged (without the email) and skipped.
+    pub async fn forget(&self, email_ids: &[String]) -> usize {
+        let mut deleted = 0;
+        for id in email_ids {
+            match self.sender.forget(id).await {
+                Ok(true) => deleted += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(email_id = %id, %error, "A sent email could not be forgotten.");
+                }
+            }
+        }
+        deleted
+    }
+
     /// Whether a send of an id already handed over may be repeated without a second copy
     /// (the outbox writes each id once).
     pub fn idempotent_sender(&self) -> bool {

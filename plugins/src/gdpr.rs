@@ -1,7 +1,8 @@
 //! GDPR agents: erasure (with provider-side deletion of the person's calls), and retention.
 //!
 //! - [`Gdpr::erase`] erases a customer in one transaction (see `crm_store::gdpr::erase`) and
-//!   enqueues, in that transaction, one `voice-delete` job per call a provider holds.
+//!   enqueues, in that transaction, one `voice-delete` job per call a provider holds; then the
+//!   email sender forgets its copies of the person's emails (the outbox's `.eml` files).
 //! - `voice-delete` asks the call's provider to delete its data (Vapi `DELETE /call/{id}`,
 //!   Retell `DELETE /v2/delete-call/{id}`); deletion is idempotent, so an unavailable provider
 //!   is simply asked again later. A provider without deletion (Bland) is recorded as
@@ -12,6 +13,7 @@
 //!   audit log (counts only).
 
 use crate::{
+    email::Mailer,
     runner::{JobError, JobHandler, RetryPolicy},
     voice::Voice,
 };
@@ -47,6 +49,7 @@ pub struct Gdpr {
     db: Db,
     clock: Arc<dyn Clock>,
     voice: Voice,
+    mailer: Mailer,
     retention: Retention,
 }
 
@@ -70,11 +73,18 @@ fn delete_job(call_id: &str, now: DateTime<Utc>) -> NewJob {
 
 impl Gdpr {
     /// The agent.
-    pub fn new(db: Db, clock: Arc<dyn Clock>, voice: Voice, retention: Retention) -> Self {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        voice: Voice,
+        mailer: Mailer,
+        retention: Retention,
+    ) -> Self {
         Self {
             db,
             clock,
             voice,
+            mailer,
             retention,
         }
     }
@@ -88,7 +98,7 @@ impl Gdpr {
         audit: NewAuditEntry,
     ) -> StoreResult<Erasure> {
         let now = self.clock.now();
-        gdpr::erase(
+        let erasure = gdpr::erase(
             &self.db,
             customer,
             reason,
@@ -97,7 +107,10 @@ impl Gdpr {
             |call_id| delete_job(call_id, now),
             now,
         )
-        .await
+        .await?;
+        // The sender's copies of their emails (the outbox's files) go too.
+        self.mailer.forget(&erasure.email_ids).await;
+        Ok(erasure)
     }
 
     async fn delete_at_provider(&self, call_id: &str) -> Result<(), JobError> {

@@ -262,6 +262,9 @@ pub struct Erasure {
     pub already_erased: bool,
     /// Calls whose provider was asked to delete its data.
     pub provider_deletions: i64,
+    /// The person's emails (their senders may keep copies to delete); empty when the customer
+    /// was erased before.
+    pub email_ids: Vec<String>,
 }
 
 /// Erases a customer (see the module docs). `delete_job(call_id)` is the job that asks the
@@ -293,7 +296,7 @@ pub async fn erase(
         });
     }
     let at = to_db_time(now);
-    let result: StoreResult<Option<i64>> = with_conn!(db, |conn| {
+    let result: StoreResult<Option<(i64, Vec<String>)>> = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
             let first = diesel::insert_into(erasures::table)
                 .values((
@@ -484,7 +487,7 @@ pub async fn erase(
             );
             about.extend(interaction_ids);
             about.extend(call_ids.iter().cloned());
-            about.extend(email_ids);
+            about.extend(email_ids.iter().cloned());
             about.extend(task_ids);
             diesel::update(audit_log::table.filter(audit_log::target_id.eq_any(&about)))
                 .set(audit_log::payload.eq(None::<String>))
@@ -589,11 +592,14 @@ pub async fn erase(
                 conn.enqueue_jobs(&jobs_to_enqueue, now).await?;
             }
             conn.append_audit(&audit).await?;
-            Ok::<_, StoreError>(Some(deletions))
+            Ok::<_, StoreError>(Some((deletions, email_ids)))
         })
         .await
     });
-    let deletions = result?;
+    let (deletions, email_ids) = match result? {
+        Some((n, ids)) => (Some(n), ids),
+        None => (None, Vec::new()),
+    };
     let (reason, erased_by, erased_at): (String, String, NaiveDateTime) = with_conn!(db, |conn| {
         erasures::table
             .find(&id)
@@ -621,6 +627,7 @@ pub async fn erase(
         erased_at: from_db_time(erased_at),
         already_erased: deletions.is_none(),
         provider_deletions,
+        email_ids,
     })
 }
 
@@ -652,6 +659,7 @@ pub async fn erasure(db: &Db, customer: CustomerId) -> StoreResult<Option<Erasur
         erased_at: from_db_time(at),
         already_erased: true,
         provider_deletions,
+        email_ids: Vec::new(),
     }))
 }
 

@@ -221,12 +221,19 @@ async fn erasure_leaves_no_trace_keeps_totals_and_blocks_reimport(backend: TestB
         ),
         "intact before"
     );
+    let outbox = |app: &TestApp| {
+        std::fs::read_dir(&app.config.email.outbox.dir)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(outbox(&app), 1, "the follow-up was written to the outbox");
     let erased = app
         .graphql_ok(
             ERASE,
             json!({ "c": id, "r": "Art. 17 request by email, ticket 4711" }),
         )
         .await;
+    assert_eq!(outbox(&app), 0, "the outbox forgot the person's email");
     let erasure = &erased["eraseCustomer"];
     assert_eq!(erasure["alreadyErased"], false);
     assert_eq!(erasure["providerDeletions"], 1, "the simulated call");

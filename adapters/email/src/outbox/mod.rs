@@ -47,6 +47,24 @@ impl EmailSender for Outbox {
         SenderKind::Outbox
     }
 
+    async fn forget(&self, email_id: &str) -> Result<bool, SendError> {
+        // Ids are ours (UUIDs); anything with a path separator is not one of them.
+        if email_id.is_empty() || email_id.contains(['/', '\\']) || email_id.starts_with('.') {
+            return Ok(false);
+        }
+        let path = self.dir.join(format!("{email_id}.eml"));
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(&path))
+            .await
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        match removed {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SendError::Unavailable(format!(
+                "cannot delete the outbox file: {e}"
+            ))),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(sender = "outbox", email_id = %email.id), err)]
     async fn send(&self, email: &OutgoingEmail) -> Result<SentEmail, SendError> {
         let message = mime::build(email)?;

@@ -25,3 +25,21 @@ fn a_file_is_written_once_and_no_temporary_file_stays() {
         .collect();
     assert_eq!(names, ["a.eml"]);
 }
+
+#[tokio::test]
+async fn forgetting_an_email_deletes_its_file_and_nothing_else() {
+    use crm_domain::EmailSender as _;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("outbox");
+    let outbox = Outbox::new(&Config {
+        dir: dir.display().to_string(),
+    })
+    .unwrap();
+    assert!(write_once(&dir, "e1.eml", b"mail").unwrap());
+    fs::write(root.path().join("secret.eml"), b"not the outbox's").unwrap();
+    assert!(outbox.forget("e1").await.unwrap());
+    assert!(!dir.join("e1.eml").exists());
+    assert!(!outbox.forget("e1").await.unwrap(), "gone already");
+    assert!(!outbox.forget("../secret").await.unwrap(), "no path escapes the folder");
+    assert!(root.path().join("secret.eml").exists());
+}
