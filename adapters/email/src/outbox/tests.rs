@@ -40,6 +40,9 @@ async fn forgetting_an_email_deletes_its_file_and_nothing_else() {
     assert!(outbox.forget("e1").await.unwrap());
     assert!(!dir.join("e1.eml").exists());
     assert!(!outbox.forget("e1").await.unwrap(), "gone already");
-    assert!(!outbox.forget("../secret").await.unwrap(), "no path escapes the folder");
+    assert!(
+        !outbox.forget("../secret").await.unwrap(),
+        "no path escapes the folder"
+    );
     assert!(root.path().join("secret.eml").exists());
 }
