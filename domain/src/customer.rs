@@ -348,6 +348,22 @@ pub struct CustomerPatch {
 }
 
 impl CustomerPatch {
+    /// The email this patch sets, if it sets one.
+    pub fn new_email(&self) -> Option<&Email> {
+        match &self.email {
+            Change::Set(email) => Some(email),
+            _ => None,
+        }
+    }
+
+    /// The phone this patch sets, if it sets one.
+    pub fn new_phone(&self) -> Option<&Phone> {
+        match &self.phone {
+            Change::Set(phone) => Some(phone),
+            _ => None,
+        }
+    }
+
     /// Validates a partial update, reporting every failing field.
     pub fn parse(draft: CustomerPatchDraft, region: PhoneRegion) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::default();

@@ -573,6 +573,28 @@ impl CustomerMutation {
         .collect();
         let patch = CustomerPatch::parse(draft, api.region)
             .map_err(|e| ApiError::validation("input", e))?;
+        // An erased person's email or phone is not given to anyone again.
+        if crm_store::gdpr::is_erased(
+            &api.db,
+            patch.new_email().map(|e| e.as_str()),
+            patch.new_phone().map(|p| p.as_str()),
+            api.clock.now(),
+        )
+        .await
+        .map_err(ApiError::from)?
+        {
+            let field = if patch.new_email().is_some() {
+                "input.email"
+            } else {
+                "input.phone"
+            };
+            return Err(invalid(
+                field,
+                "erased",
+                "this email or phone belonged to a person erased at their request",
+            )
+            .into());
+        }
         let clock = api.clock.clone();
         let scope = customer_scope(ctx)?;
         let auditor = Auditor::of(ctx)?;

@@ -291,6 +291,17 @@ async fn erasure_leaves_no_trace_keeps_totals_and_blocks_reimport(backend: TestB
         )
         .await;
     assert_eq!(error_code(&entered), "VALIDATION_FAILED");
+    let other = app
+        .create_customer(json!({ "name": "Other", "email": "other@example.com" }))
+        .await;
+    let given = app
+        .graphql(
+            "mutation($id: ID!, $p: String!) { updateCustomer(id: $id, input: { phone: $p }) { id } }",
+            json!({ "id": other, "p": phone }),
+        )
+        .await;
+    assert_eq!(error_code(&given), "VALIDATION_FAILED", "{given}");
+    assert!(given.to_string().contains("erased"));
     let dnc = app
         .graphql_ok("{ doNotCallList { phone } }", json!({}))
         .await;
