@@ -16,11 +16,12 @@ use async_graphql::{
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade},
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade, ws::Message},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use std::{
@@ -124,6 +125,9 @@ async fn graphql_ws(
     if let Err(refusal) = state.limits.check_ip(ip) {
         return rate_limited(refusal, "client address", &ip.to_string());
     }
+    let Some(wire_protocol) = crate::ws::protocol_of(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -135,16 +139,29 @@ async fn graphql_ws(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            // Everything this socket sends passes one outbox: async-graphql's messages and the
+            // frames of shared transcript feeds (see `crate::ws`).
+            let (outbox, queued) = crate::ws::outbox();
+            let (sink, stream) = socket.split();
+            let writer = tokio::spawn(crate::ws::write(sink, queued));
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),
                 state.context.clone(),
                 state.authenticator.clone(),
+                (outbox.clone(), wire_protocol),
             );
             let init = executor.clone();
-            GraphQLWebSocket::new(socket, executor, protocol)
+            let sink = futures_util::sink::unfold(outbox, |outbox, message: Message| async move {
+                outbox.send(message).map(|()| outbox)
+            });
+            let stream = stream.map(|message| message.map(crate::ws::tag_operation));
+            GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
                 .on_connection_init(move |payload| async move { init.init(&payload, header).await })
                 .serve()
+                .await;
+            // Feeds drop their copies of the outbox as the subscriptions' leases leave.
+            let _ = writer.await;
         })
 }
 

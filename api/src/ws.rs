@@ -9,19 +9,34 @@
 //!   request is rate-limited per caller.
 //! - The credential is checked again on every `subscribe`, so a revoked key or an expired token
 //!   cannot start new subscriptions on an old connection; each operation gets fresh DataLoaders.
+//! - `callTranscript` replays per subscriber, then joins its call's shared feed, which renders
+//!   each live segment once per render key and writes the same bytes to every socket (see
+//!   `graphql::transcripts`). Everything a socket sends passes one outbox and one writer task,
+//!   which flushes once per batch of queued messages.
 
 use crate::{
     audit::RequestId,
     auth::Authenticator,
     error::code,
-    graphql::{ApiContext, AppSchema},
+    graphql::{
+        ApiContext, AppSchema,
+        transcripts::{self, JoinSlot, Outbox, Renderer},
+    },
 };
 use async_graphql::{
     Data, ErrorExtensions as _, Executor, Request, Response,
     futures_util::stream::{self, BoxStream, StreamExt as _},
-    parser::types::OperationType,
+    http::WebSocketProtocols,
+    parser::types::{ExecutableDocument, OperationType, Selection},
 };
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt as _, stream::SplitSink};
 use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc;
+
+/// The request extension that carries the client's operation id from the socket to
+/// [`SubscriptionsOnly::execute_stream`] (set, or overwritten, on every `subscribe`).
+const OPERATION_ID: &str = "crmOperationId";
 
 /// The schema as served over one WebSocket connection.
 #[derive(Clone)]
@@ -31,6 +46,9 @@ pub(crate) struct SubscriptionsOnly {
     authenticator: Authenticator,
     /// The credential given at `connection_init` (set once, by the init handler).
     credential: Arc<OnceLock<String>>,
+    /// The socket's outbox, for the frames of shared transcript feeds.
+    outbox: Outbox,
+    protocol: WebSocketProtocols,
 }
 
 fn refusal(message: &str, code: &'static str) -> Response {
@@ -44,12 +62,15 @@ impl SubscriptionsOnly {
         schema: AppSchema,
         context: ApiContext,
         authenticator: Authenticator,
+        (outbox, protocol): (Outbox, WebSocketProtocols),
     ) -> Self {
         Self {
             schema,
             context,
             authenticator,
             credential: Arc::new(OnceLock::new()),
+            outbox,
+            protocol,
         }
     }
 
@@ -123,6 +144,18 @@ impl Executor for SubscriptionsOnly {
             }
             Ok(true) => {}
         }
+        let operation_id = request
+            .extensions
+            .remove(OPERATION_ID)
+            .and_then(|id| match id {
+                async_graphql::Value::String(id) => Some(Arc::<str>::from(id)),
+                _ => None,
+            });
+        let transcript = operation_id.filter(|_| {
+            request
+                .parsed_query()
+                .is_ok_and(|document| is_transcript(document))
+        });
         let this = self.clone();
         stream::once(async move {
             let credential = this.credential.get().cloned();
@@ -134,7 +167,10 @@ impl Executor for SubscriptionsOnly {
                         .attach(request)
                         .data(principal)
                         .data(RequestId(uuid::Uuid::new_v4().to_string()));
-                    Executor::execute_stream(&this.schema, request, session_data)
+                    match transcript {
+                        Some(id) => this.transcript(id, request, session_data),
+                        None => Executor::execute_stream(&this.schema, request, session_data),
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(target: "crm::security", reason = %error, "WebSocket subscribe refused.");
@@ -148,4 +184,128 @@ impl Executor for SubscriptionsOnly {
         .flatten()
         .boxed()
     }
+}
+
+impl SubscriptionsOnly {
+    /// `callTranscript`: the replay runs for this caller alone; then, if the caller passed every
+    /// check and the call goes on, the subscription joins the call's shared feed, which writes
+    /// to the outbox directly. The stream stays open (yielding nothing) until the feed is done
+    /// with it, so the socket sends `complete` after the last segment; a client's `complete`
+    /// or a closed socket drops it, and with it the lease.
+    fn transcript(
+        &self,
+        id: Arc<str>,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let slot = JoinSlot::default();
+        let operation = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            request.variables.clone(),
+        );
+        let replay =
+            Executor::execute_stream(&self.schema, request.data(slot.clone()), session_data);
+        let (shared, outbox, protocol) = (
+            (self.schema.clone(), self.context.clone()),
+            self.outbox.clone(),
+            self.protocol,
+        );
+        let live = stream::once(async move {
+            let joined = transcripts::join(&slot, id, protocol, outbox, |principal, scope| {
+                Renderer::new(shared, operation, principal, scope)
+            });
+            if let Some((lease, finished)) = joined {
+                let _ = finished.await;
+                drop(lease);
+            }
+        })
+        .filter_map(|()| async { None::<Response> });
+        replay.chain(live).boxed()
+    }
+}
+
+/// Whether `document` is one subscription selecting only `callTranscript` (the operations
+/// served by a shared feed; anything else runs per subscriber).
+fn is_transcript(document: &ExecutableDocument) -> bool {
+    let mut operations = document.operations.iter();
+    let (Some((_, operation)), None) = (operations.next(), operations.next()) else {
+        return false;
+    };
+    let items = &operation.node.selection_set.node.items;
+    operation.node.ty == OperationType::Subscription
+        && items.len() == 1
+        && items.first().is_some_and(|item| {
+            matches!(&item.node, Selection::Field(field) if field.node.name.node == "callTranscript")
+        })
+}
+
+/// The protocol a client asked for, chosen as async-graphql-axum's `GraphQLProtocol` does.
+pub(crate) fn protocol_of(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|p| p.trim().parse().ok())
+}
+
+/// An incoming message as the executor should see it: a `subscribe` (`start`) carries its
+/// operation id into the request's extensions.
+pub(crate) fn tag_operation(message: Message) -> Message {
+    let Message::Text(text) = &message else {
+        return message;
+    };
+    // Cheap test first: only subscribe messages are rewritten.
+    if !(text.contains("subscribe") || text.contains("start")) {
+        return message;
+    }
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return message;
+    };
+    if !matches!(value["type"].as_str(), Some("subscribe" | "start")) {
+        return message;
+    }
+    let Some(id) = value["id"].as_str().map(str::to_owned) else {
+        return message;
+    };
+    let Some(payload) = value.get_mut("payload").and_then(|p| p.as_object_mut()) else {
+        return message;
+    };
+    let extensions = payload
+        .entry("extensions")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if let Some(extensions) = extensions.as_object_mut() {
+        extensions.insert(OPERATION_ID.to_owned(), serde_json::Value::String(id));
+    } else {
+        return message;
+    }
+    Message::Text(value.to_string().into())
+}
+
+/// A socket's outbox and the receiving end its writer drains.
+pub(crate) fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Message>) {
+    mpsc::unbounded_channel()
+}
+
+/// Writes what arrives in the outbox, flushing once per batch of queued messages; ends when
+/// every sender is gone or the socket fails.
+pub(crate) async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queued: mpsc::UnboundedReceiver<Message>,
+) {
+    while let Some(message) = queued.recv().await {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        while let Ok(message) = queued.try_recv() {
+            if sink.feed(message).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
 }

@@ -16,6 +16,7 @@ mod loaders;
 mod pagination;
 mod pipeline;
 mod tasks;
+pub(crate) mod transcripts;
 
 use crate::{
     authz::{Authorizer, AuthzExtension},
@@ -54,6 +55,8 @@ pub struct ApiContext {
     pub pipeline: Arc<crm_plugins::Pipeline>,
     /// Persisted events, fanned out to subscribers.
     pub events: crate::events::EventHub,
+    /// Live transcripts rendered once per call and render key (see `transcripts`).
+    pub(crate) transcripts: transcripts::TranscriptFeeds,
     /// Lead intake.
     pub intake: crm_plugins::intake::Intake,
     /// Most leads per `importLeads` call.
@@ -156,6 +159,7 @@ impl ApiContext {
             import_dir: intake.import_dir.clone(),
             duplicate_threshold: intake.duplicate_threshold,
             events: crate::events::EventHub::new(db.clone()),
+            transcripts: transcripts::TranscriptFeeds::default(),
             db,
             clock,
             region,
