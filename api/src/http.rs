@@ -16,7 +16,7 @@ use async_graphql::{
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade, ws::Message},
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -152,9 +152,7 @@ async fn graphql_ws(
                 (outbox.clone(), wire_protocol),
             );
             let init = executor.clone();
-            let sink = futures_util::sink::unfold(outbox, |outbox, message: Message| async move {
-                outbox.send(message).map(|()| outbox)
-            });
+            let sink = crate::ws::graphql_sink(outbox);
             let stream = stream.map(|message| message.map(crate::ws::tag_operation));
             GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
                 .on_connection_init(move |payload| async move { init.init(&payload, header).await })

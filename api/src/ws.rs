@@ -20,7 +20,7 @@ use crate::{
     error::code,
     graphql::{
         ApiContext, AppSchema,
-        transcripts::{self, JoinSlot, Outbox, Renderer},
+        transcripts::{self, JoinSlot, Outbox, Outgoing, Renderer},
     },
 };
 use async_graphql::{
@@ -30,9 +30,13 @@ use async_graphql::{
     parser::types::{ExecutableDocument, OperationType, Selection},
 };
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{SinkExt as _, stream::SplitSink};
+use futures_util::{Sink, SinkExt as _, stream::SplitSink};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Most of async-graphql's messages that wait in one socket's outbox: beyond that its
+/// subscription streams wait (and a lagging one re-reads from the event table).
+const OUTBOX_BUDGET: usize = 64;
 
 /// The request extension that carries the client's operation id from the socket to
 /// [`SubscriptionsOnly::execute_stream`] (set, or overwritten, on every `subscribe`).
@@ -151,11 +155,7 @@ impl Executor for SubscriptionsOnly {
                 async_graphql::Value::String(id) => Some(Arc::<str>::from(id)),
                 _ => None,
             });
-        let transcript = operation_id.filter(|_| {
-            request
-                .parsed_query()
-                .is_ok_and(|document| is_transcript(document))
-        });
+        let transcript = operation_id.filter(|_| request.parsed_query().is_ok_and(is_transcript));
         let this = self.clone();
         stream::once(async move {
             let credential = this.credential.get().cloned();
@@ -284,21 +284,35 @@ pub(crate) fn tag_operation(message: Message) -> Message {
 }
 
 /// A socket's outbox and the receiving end its writer drains.
-pub(crate) fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Message>) {
+pub(crate) fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>) {
     mpsc::unbounded_channel()
+}
+
+/// async-graphql's way into the outbox, waiting while [`OUTBOX_BUDGET`] messages wait.
+pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
+    let budget = Arc::new(Semaphore::new(OUTBOX_BUDGET));
+    futures_util::sink::unfold(outbox, move |outbox, message: Message| {
+        let budget = budget.clone();
+        async move {
+            let permit = budget.acquire_owned().await.map_err(|_| ())?;
+            outbox.send((message, Some(permit))).map_err(|_| ())?;
+            Ok(outbox)
+        }
+    })
 }
 
 /// Writes what arrives in the outbox, flushing once per batch of queued messages; ends when
 /// every sender is gone or the socket fails.
 pub(crate) async fn write(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queued: mpsc::UnboundedReceiver<Message>,
+    mut queued: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    while let Some(message) = queued.recv().await {
+    // A permit is returned once its message is in the socket's buffer.
+    while let Some((message, _permit)) = queued.recv().await {
         if sink.feed(message).await.is_err() {
             return;
         }
-        while let Ok(message) = queued.try_recv() {
+        while let Ok((message, _permit)) = queued.try_recv() {
             if sink.feed(message).await.is_err() {
                 return;
             }

@@ -35,10 +35,14 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+/// A message for a socket's writer, with the permit that bounds how much of async-graphql's
+/// output may wait (none for a feed's frames, which one call's transcript bounds).
+pub(crate) type Outgoing = (Message, Option<OwnedSemaphorePermit>);
 
 /// Where a socket's messages wait for its writer.
-pub(crate) type Outbox = mpsc::UnboundedSender<Message>;
+pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
 
 /// Tells `callTranscript` to render this one segment (a feed's shared render).
 #[derive(Debug)]
@@ -309,7 +313,11 @@ impl Feed {
             subscriber.last = segment.position();
             if let Some(payload) = subscriber.renderer.render(segment).await {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
-                if subscriber.outbox.send(Message::Text(frame)).is_err() {
+                if subscriber
+                    .outbox
+                    .send((Message::Text(frame), None))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -366,7 +374,7 @@ impl Feed {
                     }
                 };
                 // A socket whose writer has gone leaves.
-                subscriber.outbox.send(Message::Text(frame)).is_ok()
+                subscriber.outbox.send((Message::Text(frame), None)).is_ok()
             });
         }
         self.groups.retain(|_, group| !group.subscribers.is_empty());
