@@ -4,7 +4,7 @@
 //!   bench/fanout.sh            # builds the release server and this generator, runs both
 //!
 //! Environment: CRM_URL (http://127.0.0.1:8099), CRM_TOKEN (an admin JWT), SUBSCRIBERS (10000),
-//! SERVER_PID (to read the server's RSS), CONNECT_CONCURRENCY (256).
+//! SERVER_PID (to read the server's RSS and CPU time), CONNECT_CONCURRENCY (256).
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -65,8 +65,24 @@ async fn graphql(
 
 const TRANSCRIPT: &str = "subscription($id: ID!) { callTranscript(callId: $id) { seq at } }";
 
-/// One subscriber: connects, subscribes, and returns the latency (µs) of every segment.
-async fn subscriber(ws: String, token: String, call: String, ready: Arc<AtomicUsize>) -> Vec<i64> {
+/// CPU time (user + system, ms) a process has used so far.
+fn cpu_ms(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) * 10.0) // clock ticks of 10 ms
+}
+
+/// One subscriber: connects, subscribes, and returns the latency (µs) of every segment. Keeps
+/// its socket open until `release` so that closing 10,000 sockets is not counted as fan-out.
+async fn subscriber(
+    ws: String,
+    token: String,
+    call: String,
+    ready: Arc<AtomicUsize>,
+    (finished, release): (Arc<AtomicUsize>, tokio::sync::watch::Receiver<bool>),
+) -> Vec<i64> {
     let mut request = ws.into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -108,6 +124,10 @@ async fn subscriber(ws: String, token: String, call: String, ready: Arc<AtomicUs
             _ => {}
         }
     }
+    finished.fetch_add(1, Ordering::SeqCst);
+    let mut release = release;
+    let _ = release.wait_for(|go| *go).await;
+    drop(socket);
     latencies
 }
 
@@ -174,16 +194,19 @@ async fn main() {
     let rss_before = pid.as_deref().and_then(rss_kib);
     let ws = format!("{}/graphql/ws", url.replacen("http", "ws", 1));
     let ready = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::watch::channel(false);
     let gate = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
         let permit = gate.clone().acquire_owned().await.unwrap();
         let (ws, token, call, ready) = (ws.clone(), token.clone(), call.clone(), ready.clone());
+        let done = (finished.clone(), released.clone());
         let counted = ready.clone();
         tasks.push(tokio::spawn(async move {
             let before = counted.load(Ordering::SeqCst);
-            let run = subscriber(ws, token, call, ready);
+            let run = subscriber(ws, token, call, ready, done);
             tokio::pin!(run);
             // Hold the permit until this one has subscribed (or finished).
             let mut permit = Some(permit);
@@ -211,6 +234,14 @@ async fn main() {
         "{subscribers} subscribed in {connect_secs:.1} s; waiting for the call at {not_before}"
     );
 
+    // CPU from "all subscribed" to "every subscription complete": the call's fan-out (and the
+    // simulator's few requests), before any socket closes.
+    let cpu_before = (pid.as_deref().and_then(cpu_ms), cpu_ms("self"));
+    while finished.load(Ordering::SeqCst) < subscribers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cpu_after = (pid.as_deref().and_then(cpu_ms), cpu_ms("self"));
+    let _ = release.send(true);
     let mut all = Vec::new();
     let mut per_subscriber = Vec::new();
     for task in tasks {
@@ -232,6 +263,16 @@ async fn main() {
         percentile(&all, 99.0),
         percentile(&all, 100.0)
     );
+    if let ((Some(s0), Some(g0)), (Some(s1), Some(g1))) = (cpu_before, cpu_after) {
+        let per = |ms: f64| ms * 1000.0 / all.len().max(1) as f64;
+        println!(
+            "CPU during the call (ms): server {:.0} ({:.1} µs per delivery), generator {:.0} ({:.1} µs per delivery)",
+            s1 - s0,
+            per(s1 - s0),
+            g1 - g0,
+            per(g1 - g0)
+        );
+    }
     if let (Some(before), Some(connected), Some(after)) = (rss_before, rss_connected, rss_after) {
         println!(
             "server RSS (MiB): before {:.1}, with {subscribers} subscribers {:.1}, after the call {:.1}",
