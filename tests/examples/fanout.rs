@@ -234,8 +234,22 @@ async fn main() {
         "{subscribers} subscribed in {connect_secs:.1} s; waiting for the call at {not_before}"
     );
 
-    // CPU from "all subscribed" to "every subscription complete": the call's fan-out (and the
-    // simulator's few requests), before any socket closes.
+    // CPU from an idle server with every subscription in place to "every subscription
+    // complete": the call's fan-out (and the simulator's few requests), before any socket
+    // closes. A subscriber counts as ready once it has sent `subscribe`, so wait for the
+    // server to finish the subscriptions (stop using CPU) first.
+    loop {
+        let before = pid.as_deref().and_then(cpu_ms);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = pid.as_deref().and_then(cpu_ms);
+        if before.zip(after).is_none_or(|(b, a)| a - b <= 10.0) {
+            break;
+        }
+    }
+    assert!(
+        Utc::now() < not_before,
+        "the server was still busy with the subscriptions when the call started; raise the lead time"
+    );
     let cpu_before = (pid.as_deref().and_then(cpu_ms), cpu_ms("self"));
     while finished.load(Ordering::SeqCst) < subscribers {
         tokio::time::sleep(Duration::from_millis(10)).await;
