@@ -23,8 +23,8 @@ use std::{
 };
 use tokio::sync::Semaphore;
 use tokio_tungstenite::{
-    connect_async,
-    tungstenite::{Message, client::IntoClientRequest as _},
+    connect_async_with_config,
+    tungstenite::{Message, client::IntoClientRequest as _, protocol::WebSocketConfig},
 };
 
 fn env(name: &str, default: &str) -> String {
@@ -88,7 +88,14 @@ async fn subscriber(
         "sec-websocket-protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut socket, _) = connect_async(request).await.expect("a WebSocket");
+    // Small buffers, like the server's: tungstenite zeroes its read buffer (128 KiB by
+    // default) on every read, which made the generator the larger CPU cost of a delivery.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let (mut socket, _) = connect_async_with_config(request, Some(config), true)
+        .await
+        .expect("a WebSocket");
     let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
     socket.send(Message::text(init.to_string())).await.unwrap();
     let subscribe = json!({ "id": "1", "type": "subscribe",
