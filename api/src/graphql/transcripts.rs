@@ -332,6 +332,8 @@ impl Feed {
                 renderer: subscriber.renderer.clone(),
                 subscribers: HashMap::new(),
             });
+        // One renderer per group: 10,000 subscribers do not each keep their own.
+        subscriber.renderer = group.renderer.clone();
         group.subscribers.insert(subscriber.token, subscriber);
     }
 
