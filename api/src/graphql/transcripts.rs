@@ -143,13 +143,14 @@ impl Renderer {
         principal: Principal,
         scope: &CustomerScope,
     ) -> Self {
-        let vars = serde_json::to_string(&variables).unwrap_or_default();
-        let key = format!(
-            "{}\n{scope:?}\n{operation_name:?}\n{vars}\n{query}",
-            principal.role
-        );
         Self {
-            key: key.into(),
+            key: render_key(
+                &query,
+                operation_name.as_deref(),
+                &variables,
+                &principal,
+                scope,
+            ),
             schema,
             context,
             query,
@@ -173,6 +174,24 @@ impl Renderer {
         let response: Response = self.schema.execute_stream(request).next().await?;
         serde_json::to_string(&response).ok()
     }
+}
+
+/// What decides the bytes of a render: the operation, and what decides the caller's visibility
+/// (the role, which the policy rules are written for, and the row-level scope). The subject
+/// only counts through the scope: two admins share, two sales reps who own their leads do not.
+fn render_key(
+    query: &str,
+    operation_name: Option<&str>,
+    variables: &Variables,
+    principal: &Principal,
+    scope: &CustomerScope,
+) -> RenderKey {
+    let variables = serde_json::to_string(variables).unwrap_or_default();
+    format!(
+        "{}\n{scope:?}\n{operation_name:?}\n{variables}\n{query}",
+        principal.role
+    )
+    .into()
 }
 
 /// One socket's subscription to a feed.
@@ -402,4 +421,52 @@ fn next_frame(protocol: WebSocketProtocols, id: &str, payload: &str) -> Utf8Byte
     };
     let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
     format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_domain::{Credential, Role};
+
+    fn key(role: Role, subject: &str, scope: CustomerScope, variables: &str) -> RenderKey {
+        let principal = Principal {
+            subject: subject.to_owned(),
+            role,
+            credential: Credential::Token,
+        };
+        let variables: Variables = serde_json::from_str(variables).unwrap();
+        render_key(
+            "subscription($id: ID!) { callTranscript(callId: $id) { seq text } }",
+            None,
+            &variables,
+            &principal,
+            &scope,
+        )
+    }
+
+    #[test]
+    fn renders_are_shared_only_by_callers_who_see_the_same() {
+        let call = r#"{"id": "0190"}"#;
+        let admin = key(Role::Admin, "ada", CustomerScope::All, call);
+        assert_eq!(admin, key(Role::Admin, "bob", CustomerScope::All, call));
+        assert_ne!(admin, key(Role::Manager, "mia", CustomerScope::All, call));
+        let olga = key(
+            Role::Sales,
+            "olga",
+            CustomerScope::OwnedBy("olga".into()),
+            call,
+        );
+        let sam = key(
+            Role::Sales,
+            "sam",
+            CustomerScope::OwnedBy("sam".into()),
+            call,
+        );
+        assert_ne!(olga, sam);
+        assert_ne!(olga, admin);
+        assert_ne!(
+            admin,
+            key(Role::Admin, "ada", CustomerScope::All, r#"{"id": "0191"}"#)
+        );
+    }
 }
