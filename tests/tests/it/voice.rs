@@ -634,11 +634,18 @@ async fn many_transcript_subscribers_get_every_segment_in_order(backend: TestBac
     )
     .await;
 
+    // One that stops listening mid-call.
+    let (mut quitter, _) =
+        connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
+    subscribe_transcript(&mut quitter, &id, None).await;
+
     app.run_jobs().await;
     play(&app, 8).await;
     // One that arrives mid-call gets the stored segments first, then the live ones.
     let (mut late, _) = connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
     subscribe_transcript(&mut late, &id, None).await;
+    send(&mut quitter, json!({ "id": "t", "type": "complete" })).await;
+    let before_quitting = transcript_until_complete(&mut quitter, "callTranscript").await;
     play(&app, 30).await;
 
     let stored = call(&app, &id).await["segments"]
@@ -673,6 +680,10 @@ async fn many_transcript_subscribers_get_every_segment_in_order(backend: TestBac
     assert_eq!(strip(seen, "l"), expected);
     let seen = transcript_until_complete(&mut late, "callTranscript").await;
     assert_eq!(strip(seen, "t"), expected);
+    // The one that quit got a prefix, then nothing more.
+    let got = strip(before_quitting, "t");
+    assert_eq!(got, expected[..got.len()]);
+    silent(&mut quitter).await;
 }
 
 async fn shared_transcript_renders_stay_within_a_row_level_scope(backend: TestBackend) {
