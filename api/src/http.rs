@@ -142,9 +142,9 @@ async fn graphql_ws(
         .on_upgrade(move |socket| async move {
             // Everything this socket sends passes one outbox: async-graphql's messages and the
             // frames of shared transcript feeds (see `crate::ws`).
-            let (outbox, queued) = crate::ws::outbox();
+            let outbox = crate::graphql::transcripts::Outbox::default();
             let (sink, stream) = socket.split();
-            let writer = tokio::spawn(crate::ws::write(sink, queued));
+            let writer = tokio::spawn(crate::ws::write(sink, outbox.clone()));
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),
                 state.context.clone(),
@@ -152,13 +152,15 @@ async fn graphql_ws(
                 (outbox.clone(), wire_protocol),
             );
             let init = executor.clone();
-            let sink = crate::ws::graphql_sink(outbox);
+            let sink = crate::ws::graphql_sink(outbox.clone());
             let stream = stream.map(|message| message.map(crate::ws::tag_operation));
             GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
                 .on_connection_init(move |payload| async move { init.init(&payload, header).await })
                 .serve()
                 .await;
-            // Feeds drop their copies of the outbox as the subscriptions' leases leave.
+            // What waits is still written (a close frame, a last `complete`); feeds that send
+            // later find the outbox closed and drop the subscriber.
+            outbox.close();
             let _ = writer.await;
         })
 }

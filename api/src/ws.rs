@@ -20,7 +20,7 @@ use crate::{
     error::code,
     graphql::{
         ApiContext, AppSchema,
-        transcripts::{self, JoinSlot, Outbox, Outgoing, Renderer},
+        transcripts::{self, JoinSlot, Outbox, Renderer},
     },
 };
 use async_graphql::{
@@ -31,8 +31,11 @@ use async_graphql::{
 };
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{Sink, SinkExt as _, stream::SplitSink};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{Semaphore, mpsc};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, OnceLock},
+};
+use tokio::sync::Semaphore;
 
 /// Most of async-graphql's messages that wait in one socket's outbox: beyond that its
 /// subscription streams wait (and a lagging one re-reads from the event table).
@@ -283,11 +286,6 @@ pub(crate) fn tag_operation(message: Message) -> Message {
     Message::Text(value.to_string().into())
 }
 
-/// A socket's outbox and the receiving end its writer drains.
-pub(crate) fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>) {
-    mpsc::unbounded_channel()
-}
-
 /// async-graphql's way into the outbox, waiting while [`OUTBOX_BUDGET`] messages wait.
 pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
     let budget = Arc::new(Semaphore::new(OUTBOX_BUDGET));
@@ -302,22 +300,19 @@ pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
 }
 
 /// Writes what arrives in the outbox, flushing once per batch of queued messages; ends when
-/// every sender is gone or the socket fails.
-pub(crate) async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queued: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    // A permit is returned once its message is in the socket's buffer.
-    while let Some((message, _permit)) = queued.recv().await {
-        if sink.feed(message).await.is_err() {
-            return;
-        }
-        while let Ok((message, _permit)) = queued.try_recv() {
+/// the outbox is closed and empty, or the socket fails (and then closes the outbox).
+pub(crate) async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Outbox) {
+    let mut batch = VecDeque::new();
+    while outbox.take(&mut batch).await {
+        // A permit is returned once its message is in the socket's buffer.
+        for (message, _permit) in batch.drain(..) {
             if sink.feed(message).await.is_err() {
+                outbox.close();
                 return;
             }
         }
         if sink.flush().await.is_err() {
+            outbox.close();
             return;
         }
     }

@@ -29,20 +29,83 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use crm_domain::{CallId, CustomerScope, Principal};
 use crm_store::{calls, effects::Event};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
     },
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 
 /// A message for a socket's writer, with the permit that bounds how much of async-graphql's
 /// output may wait (none for a feed's frames, which one call's transcript bounds).
 pub(crate) type Outgoing = (Message, Option<OwnedSemaphorePermit>);
 
-/// Where a socket's messages wait for its writer.
-pub(crate) type Outbox = mpsc::UnboundedSender<Outgoing>;
+/// Where a socket's messages wait, in order, for its writer. Lighter than a channel (tokio's
+/// allocates a 32-slot block per socket up front): an empty queue holds nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outbox(Arc<OutboxState>);
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<Outgoing>,
+    closed: bool,
+}
+
+/// The outbox was closed: its socket is gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+impl Outbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `message` for the writer.
+    pub(crate) fn send(&self, message: Outgoing) -> Result<(), Closed> {
+        {
+            let mut queue = self.queue();
+            if queue.closed {
+                return Err(Closed);
+            }
+            queue.messages.push_back(message);
+        }
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Closes the outbox: what waits is still written, later sends fail.
+    pub(crate) fn close(&self) {
+        self.queue().closed = true;
+        self.0.ready.notify_one();
+    }
+
+    /// Moves everything waiting into `batch` (empty), waiting for something if need be;
+    /// `false` once the outbox is closed and empty.
+    pub(crate) async fn take(&self, batch: &mut VecDeque<Outgoing>) -> bool {
+        loop {
+            // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
+            let ready = self.0.ready.notified();
+            {
+                let mut queue = self.queue();
+                if !queue.messages.is_empty() {
+                    std::mem::swap(&mut queue.messages, batch);
+                    return true;
+                }
+                if queue.closed {
+                    return false;
+                }
+            }
+            ready.await;
+        }
+    }
+}
 
 /// Tells `callTranscript` to render this one segment (a feed's shared render).
 #[derive(Debug)]
