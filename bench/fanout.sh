@@ -3,6 +3,8 @@
 # with the simulator, SUBSCRIBERS (10000) WebSocket clients subscribed to one call's
 # `callTranscript`, and the latency from each segment's commit to its arrival at every client.
 #   bench/fanout.sh
+#   FANOUT_BIN=/tmp/fanout-bin bench/fanout.sh   # run copies of crm-server and fanout instead of
+#                                                # building (a shared target dir may be rebuilt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-8099}
@@ -10,9 +12,14 @@ subscribers=${SUBSCRIBERS:-10000}
 dir=/tmp/crm-fanout
 rm -rf "$dir" && mkdir -p "$dir"
 
-cargo build --release -p crm-api --bin crm-server
-cargo build --release -p crm-tests --example fanout
-server=target/release/crm-server
+if [ -n "${FANOUT_BIN:-}" ]; then
+    server=$FANOUT_BIN/crm-server generator=$FANOUT_BIN/fanout
+else
+    cargo build --release -p crm-api --bin crm-server
+    cargo build --release -p crm-tests --example fanout
+    target=${CARGO_TARGET_DIR:-target}
+    server=$target/release/crm-server generator=$target/release/examples/fanout
+fi
 export CRM_DATABASE__URL="sqlite://$dir/crm.db" CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=warn
 export CRM_AUTH__JWT_SECRET=bench-secret-0123456789-0123456789-0123 CRM_RATE_LIMIT__ENABLED=false
 # One call, placed whenever the benchmark runs: no pipeline calls, calling hours all week.
@@ -26,4 +33,4 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 CRM_URL=http://127.0.0.1:$port CRM_TOKEN=$token SUBSCRIBERS=$subscribers SERVER_PID=$pid \
-    target/release/examples/fanout
+    "$generator"

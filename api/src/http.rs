@@ -21,6 +21,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use std::{
@@ -125,6 +126,9 @@ async fn graphql_ws(
     if let Err(refusal) = state.limits.check_ip(ip) {
         return rate_limited(refusal, "client address", &ip.to_string());
     }
+    let Some(wire_protocol) = crate::ws::protocol_of(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -136,16 +140,29 @@ async fn graphql_ws(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |socket| async move {
+            // Everything this socket sends passes one outbox: async-graphql's messages and the
+            // frames of shared transcript feeds (see `crate::ws`).
+            let outbox = crate::graphql::transcripts::Outbox::default();
+            let (sink, stream) = socket.split();
+            let writer = tokio::spawn(crate::ws::write(sink, outbox.clone()));
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),
                 state.context.clone(),
                 state.authenticator.clone(),
+                (outbox.clone(), wire_protocol),
             );
             let init = executor.clone();
-            GraphQLWebSocket::new(socket, executor, protocol)
+            let sink = crate::ws::graphql_sink(outbox.clone());
+            let stream = stream.map(|message| message.map(crate::ws::tag_operation));
+            GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
                 .on_connection_init(move |payload| async move { init.init(&payload, header).await })
                 .serve()
+                .await;
+            // What waits is still written (a close frame, a last `complete`); feeds that send
+            // later find the outbox closed and drop the subscriber.
+            outbox.close();
+            let _ = writer.await;
         })
 }
 

@@ -9,19 +9,41 @@
 //!   request is rate-limited per caller.
 //! - The credential is checked again on every `subscribe`, so a revoked key or an expired token
 //!   cannot start new subscriptions on an old connection; each operation gets fresh DataLoaders.
+//! - `callTranscript` replays per subscriber, then joins its call's shared feed, which renders
+//!   each live segment once per render key and writes the same bytes to every socket (see
+//!   `graphql::transcripts`). Everything a socket sends passes one outbox and one writer task,
+//!   which flushes once per batch of queued messages.
 
 use crate::{
     audit::RequestId,
     auth::Authenticator,
     error::code,
-    graphql::{ApiContext, AppSchema},
+    graphql::{
+        ApiContext, AppSchema,
+        transcripts::{self, JoinSlot, Outbox, Renderer},
+    },
 };
 use async_graphql::{
     Data, ErrorExtensions as _, Executor, Request, Response,
     futures_util::stream::{self, BoxStream, StreamExt as _},
-    parser::types::OperationType,
+    http::WebSocketProtocols,
+    parser::types::{ExecutableDocument, OperationType, Selection},
 };
-use std::sync::{Arc, OnceLock};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{Sink, SinkExt as _, stream::SplitSink};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, OnceLock},
+};
+use tokio::sync::Semaphore;
+
+/// Most of async-graphql's messages that wait in one socket's outbox: beyond that its
+/// subscription streams wait (and a lagging one re-reads from the event table).
+const OUTBOX_BUDGET: usize = 64;
+
+/// The request extension that carries the client's operation id from the socket to
+/// [`SubscriptionsOnly::execute_stream`] (set, or overwritten, on every `subscribe`).
+const OPERATION_ID: &str = "crmOperationId";
 
 /// The schema as served over one WebSocket connection.
 #[derive(Clone)]
@@ -31,6 +53,9 @@ pub(crate) struct SubscriptionsOnly {
     authenticator: Authenticator,
     /// The credential given at `connection_init` (set once, by the init handler).
     credential: Arc<OnceLock<String>>,
+    /// The socket's outbox, for the frames of shared transcript feeds.
+    outbox: Outbox,
+    protocol: WebSocketProtocols,
 }
 
 fn refusal(message: &str, code: &'static str) -> Response {
@@ -44,12 +69,15 @@ impl SubscriptionsOnly {
         schema: AppSchema,
         context: ApiContext,
         authenticator: Authenticator,
+        (outbox, protocol): (Outbox, WebSocketProtocols),
     ) -> Self {
         Self {
             schema,
             context,
             authenticator,
             credential: Arc::new(OnceLock::new()),
+            outbox,
+            protocol,
         }
     }
 
@@ -123,6 +151,14 @@ impl Executor for SubscriptionsOnly {
             }
             Ok(true) => {}
         }
+        let operation_id = request
+            .extensions
+            .remove(OPERATION_ID)
+            .and_then(|id| match id {
+                async_graphql::Value::String(id) => Some(Arc::<str>::from(id)),
+                _ => None,
+            });
+        let transcript = operation_id.filter(|_| request.parsed_query().is_ok_and(is_transcript));
         let this = self.clone();
         stream::once(async move {
             let credential = this.credential.get().cloned();
@@ -134,7 +170,10 @@ impl Executor for SubscriptionsOnly {
                         .attach(request)
                         .data(principal)
                         .data(RequestId(uuid::Uuid::new_v4().to_string()));
-                    Executor::execute_stream(&this.schema, request, session_data)
+                    match transcript {
+                        Some(id) => this.transcript(id, request, session_data),
+                        None => Executor::execute_stream(&this.schema, request, session_data),
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(target: "crm::security", reason = %error, "WebSocket subscribe refused.");
@@ -148,4 +187,134 @@ impl Executor for SubscriptionsOnly {
         .flatten()
         .boxed()
     }
+}
+
+impl SubscriptionsOnly {
+    /// `callTranscript`: the replay runs for this caller alone; then, if the caller passed every
+    /// check and the call goes on, the subscription joins the call's shared feed, which writes
+    /// to the outbox directly. The stream stays open (yielding nothing) until the feed is done
+    /// with it, so the socket sends `complete` after the last segment; a client's `complete`
+    /// or a closed socket drops it, and with it the lease.
+    fn transcript(
+        &self,
+        id: Arc<str>,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        let slot = JoinSlot::default();
+        let operation = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            request.variables.clone(),
+        );
+        let replay =
+            Executor::execute_stream(&self.schema, request.data(slot.clone()), session_data);
+        let (shared, outbox, protocol) = (
+            (self.schema.clone(), self.context.clone()),
+            self.outbox.clone(),
+            self.protocol,
+        );
+        let live = stream::once(async move {
+            let joined = transcripts::join(&slot, id, protocol, outbox, |principal, scope| {
+                Renderer::new(shared, operation, principal, scope)
+            });
+            if let Some((lease, finished)) = joined {
+                let _ = finished.await;
+                drop(lease);
+            }
+        })
+        .filter_map(|()| async { None::<Response> });
+        replay.chain(live).boxed()
+    }
+}
+
+/// Whether `document` is one subscription selecting only `callTranscript` (the operations
+/// served by a shared feed; anything else runs per subscriber).
+fn is_transcript(document: &ExecutableDocument) -> bool {
+    let mut operations = document.operations.iter();
+    let (Some((_, operation)), None) = (operations.next(), operations.next()) else {
+        return false;
+    };
+    let items = &operation.node.selection_set.node.items;
+    operation.node.ty == OperationType::Subscription
+        && items.len() == 1
+        && items.first().is_some_and(|item| {
+            matches!(&item.node, Selection::Field(field) if field.node.name.node == "callTranscript")
+        })
+}
+
+/// The protocol a client asked for, chosen as async-graphql-axum's `GraphQLProtocol` does.
+pub(crate) fn protocol_of(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|p| p.trim().parse().ok())
+}
+
+/// An incoming message as the executor should see it: a `subscribe` (`start`) carries its
+/// operation id into the request's extensions.
+pub(crate) fn tag_operation(message: Message) -> Message {
+    let Message::Text(text) = &message else {
+        return message;
+    };
+    // Cheap test first: only subscribe messages are rewritten.
+    if !(text.contains("subscribe") || text.contains("start")) {
+        return message;
+    }
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return message;
+    };
+    if !matches!(value["type"].as_str(), Some("subscribe" | "start")) {
+        return message;
+    }
+    let Some(id) = value["id"].as_str().map(str::to_owned) else {
+        return message;
+    };
+    let Some(payload) = value.get_mut("payload").and_then(|p| p.as_object_mut()) else {
+        return message;
+    };
+    let extensions = payload
+        .entry("extensions")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if let Some(extensions) = extensions.as_object_mut() {
+        extensions.insert(OPERATION_ID.to_owned(), serde_json::Value::String(id));
+    } else {
+        return message;
+    }
+    Message::Text(value.to_string().into())
+}
+
+/// async-graphql's way into the outbox, waiting while [`OUTBOX_BUDGET`] messages wait.
+pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
+    let budget = Arc::new(Semaphore::new(OUTBOX_BUDGET));
+    futures_util::sink::unfold(outbox, move |outbox, message: Message| {
+        let budget = budget.clone();
+        async move {
+            let permit = budget.acquire_owned().await.map_err(|_| ())?;
+            outbox.send((message, Some(permit))).map_err(|_| ())?;
+            Ok(outbox)
+        }
+    })
+}
+
+/// Writes what arrives in the outbox, flushing once per batch of queued messages; ends when
+/// the outbox is closed and empty, or the socket fails (and then closes the outbox).
+pub(crate) async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Outbox) {
+    let mut batch = VecDeque::new();
+    while outbox.take(&mut batch).await {
+        // A permit is returned once its message is in the socket's buffer.
+        for (message, _permit) in batch.drain(..) {
+            if sink.feed(message).await.is_err() {
+                outbox.close();
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            outbox.close();
+            return;
+        }
+    }
+    let _ = sink.close().await;
 }

@@ -6,6 +6,7 @@ use super::{
     access::{customer_scope, visible_customer},
     customers::{CustomerNode, parse_id},
     pagination::{PageInfo, first_or_default},
+    transcripts::{JoinSlot, Joined, RenderSegment},
 };
 use crate::{
     audit::Auditor,
@@ -13,7 +14,7 @@ use crate::{
 };
 use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
-use crm_domain::{CallId, CustomerId, CustomerScope, Phone};
+use crm_domain::{CallId, CustomerId, CustomerScope, Phone, Principal};
 use crm_plugins::voice::VoiceError;
 use crm_store::{
     Page,
@@ -21,7 +22,10 @@ use crm_store::{
     customers,
     effects::Event,
 };
-use futures_util::{Stream, StreamExt as _, stream};
+use futures_util::{
+    Stream, StreamExt as _,
+    stream::{self, BoxStream},
+};
 use std::sync::Arc;
 
 /// Most segments one `segments` selection returns.
@@ -93,7 +97,36 @@ pub(crate) struct SegmentNode {
     at: DateTime<Utc>,
 }
 
+/// Whether `event` (with its parsed `payload`) is the end of its call.
+pub(crate) fn call_ended(event: &Event, payload: &serde_json::Value) -> bool {
+    event.topic == calls::TOPIC && payload["status"] == "ended"
+}
+
 impl SegmentNode {
+    /// The segment a transcript event of `call` carries (`None` for other events).
+    pub(crate) fn live(call: CallId, event: &Event, payload: &serde_json::Value) -> Option<Self> {
+        if event.topic != calls::TRANSCRIPT_TOPIC {
+            return None;
+        }
+        Some(Self {
+            call_id: ID(call.to_string()),
+            seq: i32::try_from(payload["seq"].as_i64()?).ok()?,
+            role: payload["role"]
+                .as_str()
+                .and_then(|r| r.parse::<crm_domain::SpeakerRole>().ok())
+                .unwrap_or(crm_domain::SpeakerRole::System)
+                .into(),
+            text: payload["text"].as_str().unwrap_or_default().to_owned(),
+            offset_ms: payload["offsetMs"].as_i64(),
+            at: event.created_at,
+        })
+    }
+
+    /// Its place in the transcript.
+    pub(crate) fn position(&self) -> i32 {
+        self.seq
+    }
+
     fn of(call: CallId, segment: StoredSegment) -> Self {
         Self {
             call_id: ID(call.to_string()),
@@ -707,22 +740,50 @@ impl CallSubscription {
         ctx: &Context<'_>,
         call_id: ID,
         after_seq: Option<i32>,
-    ) -> async_graphql::Result<impl Stream<Item = SegmentNode> + use<>> {
+    ) -> async_graphql::Result<BoxStream<'static, SegmentNode>> {
         crate::authz::require(ctx, "Subscription.callTranscript")?;
+        // A feed rendering one live segment for subscribers who passed the checks below.
+        if let Some(RenderSegment(segment)) = ctx.data_opt::<RenderSegment>() {
+            return Ok(stream::once(std::future::ready(segment.clone())).boxed());
+        }
         let api = ctx.data::<ApiContext>()?;
         let id: CallId = parse_id("callId", &call_id)?;
+        let join = ctx.data_opt::<JoinSlot>();
         // Subscribe first, then read what is stored: nothing falls between the two.
-        let live = api
-            .events
-            .stream(&[calls::TRANSCRIPT_TOPIC, calls::TOPIC], None);
+        let (live, feed) = match join {
+            Some(_) => (None, Some(api.transcripts.feed(&api.events, id))),
+            None => (
+                Some(
+                    api.events
+                        .stream(&[calls::TRANSCRIPT_TOPIC, calls::TOPIC], None),
+                ),
+                None,
+            ),
+        };
         let call = visible_call(ctx, id).await?;
         let stored = calls::segments(&api.db, id, after_seq.unwrap_or(0), i64::MAX)
             .await
             .map_err(ApiError::from)?;
         let last = stored.last().map_or(after_seq.unwrap_or(0), |s| s.seq);
         let replay: Vec<SegmentNode> = stored.into_iter().map(|s| SegmentNode::of(id, s)).collect();
-        let key = id.to_string();
         let ended = call.status == crm_domain::CallStatus::Ended;
+        let replay = stream::iter(replay);
+        // On `/graphql/ws` the live part is the call's shared feed (see `transcripts`): this
+        // subscriber has passed the policy and the row-level check, and joins with its scope.
+        if let (Some(slot), Some(feed)) = (join, feed) {
+            slot.fill(Joined {
+                feed,
+                last,
+                ended,
+                principal: ctx.data::<Principal>()?.clone(),
+                scope: customer_scope(ctx)?,
+            });
+            return Ok(replay.boxed());
+        }
+        let Some(live) = live else {
+            return Ok(replay.boxed());
+        };
+        let key = id.to_string();
         let live = live
             .map(move |event| {
                 let payload: serde_json::Value =
@@ -734,33 +795,18 @@ impl CallSubscription {
                 async move { ours }
             })
             .take_while(|(event, payload)| {
-                let open = !(event.topic == calls::TOPIC && payload["status"] == "ended");
+                let open = !call_ended(event, payload);
                 async move { open }
             })
             .filter_map(move |(event, payload)| async move {
-                if event.topic != calls::TRANSCRIPT_TOPIC {
-                    return None;
-                }
-                let seq = i32::try_from(payload["seq"].as_i64()?).ok()?;
-                (seq > last).then(|| SegmentNode {
-                    call_id: ID(id.to_string()),
-                    seq,
-                    role: payload["role"]
-                        .as_str()
-                        .and_then(|r| r.parse::<crm_domain::SpeakerRole>().ok())
-                        .unwrap_or(crm_domain::SpeakerRole::System)
-                        .into(),
-                    text: payload["text"].as_str().unwrap_or_default().to_owned(),
-                    offset_ms: payload["offsetMs"].as_i64(),
-                    at: event.created_at,
-                })
+                SegmentNode::live(id, &event, &payload).filter(|s| s.seq > last)
             });
         let live = if ended {
             live.take(0).boxed()
         } else {
             live.boxed()
         };
-        Ok(stream::iter(replay).chain(live))
+        Ok(replay.chain(live).boxed())
     }
 
     /// Call status changes and ends of the customers the caller may see, as they commit.

@@ -18,6 +18,7 @@ mod pagination;
 mod pipeline;
 mod reports;
 mod tasks;
+pub(crate) mod transcripts;
 
 use crate::{
     authz::{Authorizer, AuthzExtension},
@@ -56,6 +57,8 @@ pub struct ApiContext {
     pub pipeline: Arc<crm_plugins::Pipeline>,
     /// Persisted events, fanned out to subscribers.
     pub events: crate::events::EventHub,
+    /// Live transcripts rendered once per call and render key (see `transcripts`).
+    pub(crate) transcripts: transcripts::TranscriptFeeds,
     /// Lead intake.
     pub intake: crm_plugins::intake::Intake,
     /// Most leads per `importLeads` call.
@@ -185,6 +188,7 @@ impl ApiContext {
             import_dir: intake.import_dir.clone(),
             duplicate_threshold: intake.duplicate_threshold,
             events: crate::events::EventHub::new(db.clone()),
+            transcripts: transcripts::TranscriptFeeds::default(),
             db,
             clock,
             region,

@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use crm_domain::{Clock as _, Disposition, Role};
 use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
 use crm_voice::simulator::script;
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 on_both_backends!(
     a_simulated_call_rings_talks_ends_and_is_logged,
@@ -19,6 +21,8 @@ on_both_backends!(
     a_provider_at_its_concurrency_limit_defers_the_next_call,
     a_queued_call_can_be_cancelled_once,
     transcripts_stream_live_and_resume_after_a_reconnect,
+    many_transcript_subscribers_get_every_segment_in_order,
+    shared_transcript_renders_stay_within_a_row_level_scope,
     call_events_stream_status_changes_to_integrations,
     a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
     an_appointment_is_proposed_with_an_invitation_and_a_task,
@@ -542,6 +546,187 @@ async fn transcripts_stream_live_and_resume_after_a_reconnect(backend: TestBacke
         "{refused}"
     );
     drop(replica);
+}
+
+/// Every message of a transcript subscription until `complete`: (operation id, seq, text).
+async fn transcript_until_complete(socket: &mut Socket, field: &str) -> Vec<(String, i64, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let message = receive(socket).await;
+        if message["type"] == "complete" {
+            return seen;
+        }
+        assert!(
+            message["type"] == "next" || message["type"] == "data",
+            "{message}"
+        );
+        assert!(message["payload"]["errors"].is_null(), "{message}");
+        let segment = &message["payload"]["data"][field];
+        seen.push((
+            message["id"].as_str().unwrap().to_owned(),
+            segment["seq"].as_i64().unwrap(),
+            segment["text"].as_str().unwrap().to_owned(),
+        ));
+    }
+}
+
+/// Opens `/graphql/ws` with the older `graphql-ws` protocol and initializes it with `token`.
+async fn connect_legacy(app: &TestApp, token: &str) -> Socket {
+    let url = format!("{}/graphql/ws", app.url.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-ws".parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }),
+    )
+    .await;
+    let ack = receive(&mut socket).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+/// Nothing arrives on `socket` for a while (or it is closed).
+async fn silent(socket: &mut Socket) {
+    let next = tokio::time::timeout(std::time::Duration::from_millis(300), socket.next()).await;
+    if let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) = next {
+        panic!("unexpected message: {text}");
+    }
+}
+
+async fn many_transcript_subscribers_get_every_segment_in_order(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    let id = start(&app, &customer).await;
+    let admin = app.token_for(Role::Admin, "ada");
+    let manager = app.token_for(Role::Manager, "mia");
+    // Same document and variables (one shared render per role), different operation ids.
+    let mut same = Vec::new();
+    for (token, op) in [(&admin, "t"), (&admin, "t"), (&admin, "x"), (&manager, "t")] {
+        let (mut socket, ack) =
+            connect(&app, json!({ "Authorization": format!("Bearer {token}") })).await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        send(
+            &mut socket,
+            json!({ "id": op, "type": "subscribe",
+                    "payload": { "query": TRANSCRIPT, "variables": { "id": id, "after": null } } }),
+        )
+        .await;
+        same.push((op, socket));
+    }
+    // Another selection (its own render), and the older protocol.
+    let (mut aliased, _) =
+        connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
+    send(
+        &mut aliased,
+        json!({ "id": "a", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { said: callTranscript(callId: $id) { text seq } }",
+            "variables": { "id": id } } }),
+    )
+    .await;
+    let mut legacy = connect_legacy(&app, &admin).await;
+    send(
+        &mut legacy,
+        json!({ "id": "l", "type": "start",
+                "payload": { "query": TRANSCRIPT, "variables": { "id": id } } }),
+    )
+    .await;
+
+    // One that stops listening mid-call.
+    let (mut quitter, _) =
+        connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
+    subscribe_transcript(&mut quitter, &id, None).await;
+
+    app.run_jobs().await;
+    play(&app, 8).await;
+    // One that arrives mid-call gets the stored segments first, then the live ones.
+    let (mut late, _) = connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
+    subscribe_transcript(&mut late, &id, None).await;
+    send(&mut quitter, json!({ "id": "t", "type": "complete" })).await;
+    let before_quitting = transcript_until_complete(&mut quitter, "callTranscript").await;
+    play(&app, 30).await;
+
+    let stored = call(&app, &id).await["segments"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let expected: Vec<(i64, String)> = stored
+        .iter()
+        .map(|s| {
+            (
+                s["seq"].as_i64().unwrap(),
+                s["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(expected.len() > 3, "{stored:?}");
+    let strip = |seen: Vec<(String, i64, String)>, op: &str| -> Vec<(i64, String)> {
+        seen.into_iter()
+            .map(|(id, seq, text)| {
+                assert_eq!(id, op, "each socket gets its own operation id");
+                (seq, text)
+            })
+            .collect()
+    };
+    for (op, mut socket) in same {
+        let seen = transcript_until_complete(&mut socket, "callTranscript").await;
+        assert_eq!(strip(seen, op), expected, "subscriber {op}");
+    }
+    let seen = transcript_until_complete(&mut aliased, "said").await;
+    assert_eq!(strip(seen, "a"), expected);
+    let seen = transcript_until_complete(&mut legacy, "callTranscript").await;
+    assert_eq!(strip(seen, "l"), expected);
+    let seen = transcript_until_complete(&mut late, "callTranscript").await;
+    assert_eq!(strip(seen, "t"), expected);
+    // The one that quit got a prefix, then nothing more.
+    let got = strip(before_quitting, "t");
+    assert_eq!(got, expected[..got.len()]);
+    silent(&mut quitter).await;
+}
+
+async fn shared_transcript_renders_stay_within_a_row_level_scope(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(
+        &app,
+        &number_with(Disposition::Answered),
+        json!({ "owner": "olga" }),
+    )
+    .await;
+    let id = start(&app, &customer).await;
+    // The same document and variables from an admin, the owner, and a sales rep who does not
+    // own the lead.
+    let mut sockets = Vec::new();
+    for token in [
+        app.token_for(Role::Admin, "ada"),
+        app.token_for(Role::Sales, "olga"),
+        app.token_for(Role::Sales, "sam"),
+    ] {
+        let (mut socket, ack) =
+            connect(&app, json!({ "Authorization": format!("Bearer {token}") })).await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        subscribe_transcript(&mut socket, &id, None).await;
+        sockets.push(socket);
+    }
+    let mut stranger = sockets.pop().unwrap();
+    let refused = receive(&mut stranger).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{refused}"
+    );
+    assert_eq!(receive(&mut stranger).await["type"], "complete");
+
+    app.run_jobs().await;
+    play(&app, 40).await;
+    let total = call(&app, &id).await["segments"].as_array().unwrap().len() as i64;
+    for mut socket in sockets {
+        let seen = transcript_until_complete(&mut socket, "callTranscript").await;
+        let seqs: Vec<i64> = seen.iter().map(|(_, seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    }
+    // The stranger's socket got none of the renders the others shared.
+    silent(&mut stranger).await;
 }
 
 async fn call_events_stream_status_changes_to_integrations(backend: TestBackend) {
