@@ -895,42 +895,22 @@ pub async fn insert_leads(
         db,
         postgres | conn | {
             conn.transaction(async |conn| {
-                for chunk in rows.chunks(CHUNK) {
-                    diesel::insert_into(customers::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
+                // One statement per table whatever the batch's size (see `crate::bulk`).
+                customer_columns(&rows).insert(conn).await?;
                 for chunk in tags.chunks(CHUNK * 10) {
                     diesel::insert_into(customer_tags::table)
                         .values(chunk)
                         .execute(conn)
                         .await?;
                 }
-                for chunk in run_rows.chunks(CHUNK) {
-                    diesel::insert_into(pipeline_runs::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
-                for chunk in step_rows.chunks(CHUNK) {
-                    diesel::insert_into(pipeline_steps::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
-                for chunk in job_rows.chunks(CHUNK) {
-                    diesel::insert_into(jobs::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
-                for chunk in consent_rows.chunks(CHUNK) {
-                    diesel::insert_into(consents_table::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
+                crate::pipeline::run_columns(&run_rows).insert(conn).await?;
+                crate::pipeline::step_columns(&step_rows)
+                    .insert(conn)
+                    .await?;
+                crate::jobs::columns(&job_rows).insert(conn).await?;
+                crate::gdpr::consent_columns(&consent_rows)
+                    .insert(conn)
+                    .await?;
                 crate::audit::append_many_pg(conn, &audit).await?;
                 if !event_rows.is_empty() {
                     diesel::sql_query(format!(
@@ -939,12 +919,17 @@ pub async fn insert_leads(
                     ))
                     .execute(conn)
                     .await?;
-                    for chunk in event_rows.chunks(CHUNK) {
-                        diesel::insert_into(events_table::table)
-                            .values(chunk)
-                            .execute(conn)
-                            .await?;
-                    }
+                    use crate::bulk::{Values as V, col};
+                    crate::bulk::Columns::new("events")
+                        .with("topic", V::Text(col(events, |e| e.topic.clone())))
+                        .with(
+                            "customer_id",
+                            V::OptText(col(events, |e| e.customer_id.clone())),
+                        )
+                        .with("payload", V::Text(col(events, |e| e.payload.clone())))
+                        .with("created_at", V::Time(col(events, |_| at)))
+                        .insert(conn)
+                        .await?;
                 }
                 Ok::<_, diesel::result::Error>(())
             })
@@ -1010,6 +995,32 @@ pub async fn insert_leads(
         Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
         Err(error) => Err(error.into()),
     }
+}
+
+/// Customer rows as columns, for [`crate::bulk`].
+fn customer_columns(rows: &[CustomerRow]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("customers")
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("name", V::Text(col(rows, |r| r.name.clone())))
+        .with("email", V::OptText(col(rows, |r| r.email.clone())))
+        .with("phone", V::OptText(col(rows, |r| r.phone.clone())))
+        .with("company", V::OptText(col(rows, |r| r.company.clone())))
+        .with("status", V::Text(col(rows, |r| r.status.clone())))
+        .with("source", V::OptText(col(rows, |r| r.source.clone())))
+        .with("language", V::OptText(col(rows, |r| r.language.clone())))
+        .with("country", V::OptText(col(rows, |r| r.country.clone())))
+        .with("time_zone", V::OptText(col(rows, |r| r.time_zone.clone())))
+        .with("owner", V::OptText(col(rows, |r| r.owner.clone())))
+        .with("tags", V::Text(col(rows, |r| r.tags.clone())))
+        .with("consent_email", V::Bool(col(rows, |r| r.consent_email)))
+        .with("consent_call", V::Bool(col(rows, |r| r.consent_call)))
+        .with("consent_sms", V::Bool(col(rows, |r| r.consent_sms)))
+        .with("notes", V::OptText(col(rows, |r| r.notes.clone())))
+        .with("search_text", V::Text(col(rows, |r| r.search_text.clone())))
+        .with("created_at", V::Time(col(rows, |r| r.created_at)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
+        .with("deleted_at", V::OptTime(col(rows, |r| r.deleted_at)))
 }
 
 /// Which of these emails and phones customers (deleted ones too) hold already.
