@@ -287,8 +287,9 @@ pub(crate) fn append_many_sync(
         conn,
     )
     .optional()?;
-    for chunk in chain_many(new, head).chunks(1_000) {
-        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(chunk), conn)?;
+    // Row by row through one cached prepared statement (see `customers::insert_leads`).
+    for entry in chain_many(new, head) {
+        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(&entry), conn)?;
     }
     Ok(())
 }
