@@ -566,7 +566,7 @@ impl JobHandler for ImportFile {
             import: (import.id.clone(), import.created_at),
         });
         let mut records = Vec::with_capacity(BATCH);
-        let mut preparing: Option<tokio::task::JoinHandle<Prepared>> = None;
+        let mut preparing = None;
         let mut open = true;
         while open {
             match rx.recv().await {
@@ -580,9 +580,8 @@ impl JobHandler for ImportFile {
                 None => open = false,
             }
             let next = (!records.is_empty()).then(|| {
-                let context = context.clone();
                 let records = std::mem::replace(&mut records, Vec::with_capacity(BATCH));
-                tokio::task::spawn_blocking(move || context.prepare(records))
+                tokio::spawn(PrepareContext::prepare_halves(context.clone(), records))
             });
             let previous = std::mem::replace(&mut preparing, next);
             if let Some(previous) = previous
@@ -711,9 +710,24 @@ impl PrepareContext {
         (&self.import.0, self.import.1)
     }
 
-    /// Validates a batch and builds what its new leads write (CPU only: no database).
-    fn prepare(&self, records: Vec<Record>) -> Prepared {
-        let now = self.clock.now();
+    /// [`PrepareContext::prepare`] with the batch split in two halves, one on each of two
+    /// blocking threads (validation, phone numbers above all, is the costly part).
+    async fn prepare_halves(
+        context: Arc<Self>,
+        mut records: Vec<Record>,
+    ) -> Result<Prepared, tokio::task::JoinError> {
+        let now = context.clock.now();
+        let second = records.split_off(records.len() / 2);
+        let other = context.clone();
+        let first = tokio::task::spawn_blocking(move || context.prepare(records, now));
+        let second = tokio::task::spawn_blocking(move || other.prepare(second, now));
+        let (mut first, second) = (first.await?, second.await?);
+        first.plans.extend(second.plans);
+        Ok(first)
+    }
+
+    /// Validates records and builds what their new leads write (CPU only: no database).
+    fn prepare(&self, records: Vec<Record>, now: chrono::DateTime<chrono::Utc>) -> Prepared {
         let plans = records
             .into_iter()
             .map(|record| match record {
@@ -783,7 +797,7 @@ impl ImportFile {
     /// worker took the import over.
     async fn store_prepared(
         &self,
-        prepared: tokio::task::JoinHandle<Prepared>,
+        prepared: tokio::task::JoinHandle<Result<Prepared, tokio::task::JoinError>>,
         context: &PrepareContext,
         runner: &str,
         state: &mut BatchState,
@@ -791,6 +805,7 @@ impl ImportFile {
         let waited = std::time::Instant::now();
         let prepared = prepared
             .await
+            .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?
             .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?;
         state.timings.wait_prepare += waited.elapsed();
         let outcomes = self
