@@ -554,9 +554,10 @@ impl JobHandler for ImportFile {
         let started = std::time::Instant::now();
         // Records are taken in batches: a batch's new, distinct leads are stored together (one
         // transaction of multi-row statements); the others, one by one. Batches overlap by one:
-        // the next batch is validated and its rows built on a blocking thread while this one is
+        // the next batch is validated and its rows built on blocking threads while this one is
         // written, so the two cores share the work (the database's lookups and writes stay in
-        // file order, one batch after the other).
+        // file order, one batch after the other, so a lead repeating one of the batch before
+        // is found as a duplicate).
         let context = Arc::new(PrepareContext {
             intake: self.intake.clone(),
             audit: self.audit.clone(),
