@@ -942,14 +942,12 @@ pub async fn insert_leads(
             // one by one. Tags and consents (few rows, optional columns) keep `VALUES` lists.
             conn.spawn_blocking(move |conn| {
                 use diesel::connection::SimpleConnection as _;
-                // For this transaction only: a page cache that holds the batch's pages (the
-                // default 2 MB makes SQLite spill dirty pages to the WAL and read them back
-                // mid-transaction), and a WAL checkpoint every 64 MB instead of every 4 MB, so
-                // pages that every batch changes (the ends of the indexes) are copied back to
-                // the database once per many batches. Both go back to SQLite's defaults after.
-                conn.batch_execute(
-                    "PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 16384",
-                )?;
+                // For this transaction only, a page cache that holds the batch's pages: with the
+                // default 2 MB, SQLite spills dirty pages to the WAL and reads them back
+                // mid-transaction. Back to the default after. (A larger WAL checkpoint threshold
+                // here would not help: the next commit on another connection, this import's
+                // progress, checkpoints at the default threshold.)
+                conn.batch_execute("PRAGMA cache_size = -32768")?;
                 let written = diesel::Connection::transaction(conn, |conn| {
                     use diesel::RunQueryDsl as R;
                     for row in &rows {
@@ -985,8 +983,7 @@ pub async fn insert_leads(
                     }
                     Ok(())
                 });
-                let _ = conn
-                    .batch_execute("PRAGMA cache_size = -2000; PRAGMA wal_autocheckpoint = 1000");
+                let _ = conn.batch_execute("PRAGMA cache_size = -2000");
                 written
             })
             .await
