@@ -895,6 +895,14 @@ pub async fn insert_leads(
         db,
         postgres | conn | {
             conn.transaction(async |conn| {
+                // The commit does not wait for the WAL flush; the WAL writer flushes it while
+                // the next batch is built. Safe: any later synchronous commit (a runner claiming
+                // one of these jobs, the import's end) flushes the WAL up to itself, so nothing
+                // acts on a batch that a crash could lose; a lost batch is replayed from the
+                // last recorded progress, and its rows, found by their ids, count as created.
+                diesel::sql_query("SET LOCAL synchronous_commit = off")
+                    .execute(conn)
+                    .await?;
                 // One statement per table whatever the batch's size (see `crate::bulk`).
                 customer_columns(&rows).insert(conn).await?;
                 for chunk in tags.chunks(CHUNK * 10) {
