@@ -45,7 +45,7 @@ pub const MAX_FIELD_LEN: usize = 10_000;
 /// file is refused instead of read into memory (an unclosed quote swallows the rest of a file).
 pub const MAX_RECORD_BYTES: u64 = 1024 * 1024;
 /// Rows per recorded batch.
-const BATCH: usize = 500;
+const BATCH: usize = 2_000;
 
 /// A lead file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,12 +546,28 @@ impl JobHandler for ImportFile {
 
         // Resume after the last recorded batch.
         let resume = import.rows_done;
-        let mut counts = import.counts;
-        let mut done = resume;
-        let mut batch: Vec<RowIssue> = Vec::new();
+        let mut state = BatchState {
+            counts: import.counts,
+            done: resume,
+            timings: Timings::default(),
+        };
+        let started = std::time::Instant::now();
         // Records are taken in batches: a batch's new, distinct leads are stored together (one
-        // transaction of multi-row statements); the others, one by one.
+        // transaction of multi-row statements); the others, one by one. Batches overlap by one:
+        // the next batch is validated and its rows built on blocking threads while this one is
+        // written, so the two cores share the work (the database's lookups and writes stay in
+        // file order, one batch after the other, so a lead repeating one of the batch before
+        // is found as a duplicate).
+        let context = Arc::new(PrepareContext {
+            intake: self.intake.clone(),
+            audit: self.audit.clone(),
+            clock: self.clock.clone(),
+            options: stored.options.clone(),
+            scope: scope.clone(),
+            import: (import.id.clone(), import.created_at),
+        });
         let mut records = Vec::with_capacity(BATCH);
+        let mut preparing = None;
         let mut open = true;
         while open {
             match rx.recv().await {
@@ -564,52 +580,41 @@ impl JobHandler for ImportFile {
                 }
                 None => open = false,
             }
-            if records.is_empty() {
-                continue;
-            }
-            let outcomes = self
-                .import_batch(
-                    std::mem::take(&mut records),
-                    &stored.options,
-                    &scope,
-                    (&import.id, import.created_at),
-                )
-                .await
-                .map_err(|e| JobError::Retryable(e.to_string()))?;
-            for (row, outcome) in outcomes {
-                match &outcome {
-                    Outcome::Created { .. } => counts.created += 1,
-                    Outcome::Updated { .. } => counts.updated += 1,
-                    Outcome::Merged { .. } => counts.merged += 1,
-                    Outcome::Skipped { .. } => counts.skipped += 1,
-                    Outcome::Invalid { issues } => {
-                        counts.invalid += 1;
-                        batch.extend(issues.iter().map(|i| RowIssue {
-                            row,
-                            field: i.field.clone(),
-                            code: i.code.clone(),
-                            message: i.message.clone(),
-                        }));
-                    }
-                }
-                done = done.max(row);
-            }
-            let kept = imports::progress(
-                &self.db,
-                &import.id,
-                &runner,
-                done,
-                counts,
-                &batch,
-                self.clock.now(),
-            )
-            .await
-            .map_err(|e| JobError::Retryable(e.to_string()))?;
-            if !kept {
+            let next = (!records.is_empty()).then(|| {
+                let records = std::mem::replace(&mut records, Vec::with_capacity(BATCH));
+                tokio::spawn(PrepareContext::prepare_halves(context.clone(), records))
+            });
+            let previous = std::mem::replace(&mut preparing, next);
+            if let Some(previous) = previous
+                && !self
+                    .store_prepared(previous, &context, &runner, &mut state)
+                    .await?
+            {
                 return Ok(()); // Another worker took over (this one stalled): it goes on.
             }
-            batch.clear();
         }
+        if let Some(last) = preparing.take()
+            && !self
+                .store_prepared(last, &context, &runner, &mut state)
+                .await?
+        {
+            return Ok(());
+        }
+        let BatchState {
+            counts,
+            done,
+            timings,
+        } = state;
+        tracing::debug!(
+            import_id = %import.id,
+            total_ms = started.elapsed().as_millis(),
+            wait_prepare_ms = timings.wait_prepare.as_millis(),
+            lookup_ms = timings.lookup.as_millis(),
+            insert_ms = timings.insert.as_millis(),
+            one_by_one_ms = timings.one_by_one.as_millis(),
+            progress_ms = timings.progress.as_millis(),
+            "Import phases."
+        );
         let read = reader
             .await
             .map_err(|e| JobError::Retryable(format!("the reader failed: {e}")))?;
@@ -627,15 +632,32 @@ impl JobHandler for ImportFile {
     }
 }
 
-/// The id of the customer row `row` of an import creates: time-ordered (the import's start)
-/// and derived from the import and the row, so a replay of the row finds its own customer.
+/// The id of the customer row `row` of an import creates: time-ordered (the import's start),
+/// then ordered by row, and derived from the import and the row, so a replay of the row finds
+/// its own customer. Ordered by row so that an import's customers (and the indexes keyed by
+/// customer: runs, audit entries, consents) are appended at the end of their B-trees instead
+/// of written all over them, which on a large database costs a page read and write per index.
 fn row_customer_id(
     (import, started): (&str, chrono::DateTime<chrono::Utc>),
     row: i32,
 ) -> crm_domain::CustomerId {
     let digest = Sha256::digest(format!("{import}:{row}").as_bytes());
-    let mut random = [0_u8; 10];
-    random.copy_from_slice(&digest[..10]);
+    let r = u32::try_from(row).unwrap_or_default();
+    // UUIDv7 after its 48-bit time: 4 version bits, 12 bits, 2 variant bits, 62 bits. The row
+    // takes the 32 bits after the time (skipping version and variant), the digest the rest.
+    let bytes = r.to_be_bytes();
+    let random = [
+        bytes[0] >> 4,
+        (bytes[0] << 4) | (bytes[1] >> 4),
+        ((bytes[1] & 0x0f) << 2) | (bytes[2] >> 6),
+        (bytes[2] << 2) | (bytes[3] >> 6),
+        (bytes[3] << 2) | (digest[0] & 0x03),
+        digest[1],
+        digest[2],
+        digest[3],
+        digest[4],
+        digest[5],
+    ];
     let millis = u64::try_from(started.timestamp_millis()).unwrap_or_default();
     uuid::Builder::from_unix_timestamp_millis(millis, &random)
         .into_uuid()
@@ -647,25 +669,84 @@ enum Plan {
     /// Decided already (invalid).
     Done(Outcome),
     /// New and distinct: stored with the batch.
-    Fast(Box<crm_domain::Customer>, RawLead),
+    Fast(Box<FastLead>),
     /// Duplicates a customer or an earlier lead of the batch: imported on its own.
     Slow(RawLead),
 }
 
-impl ImportFile {
-    /// Imports one batch of records; returns each row's outcome. `import` (its id and start)
-    /// names the customers the batch creates, so a batch replayed after a crash (stored, but
-    /// its progress not yet recorded) recognizes them and counts them as created again rather
-    /// than as duplicates.
-    async fn import_batch(
-        &self,
-        records: Vec<Record>,
-        options: &ImportOptions,
-        scope: &CustomerScope,
-        import: (&str, chrono::DateTime<chrono::Utc>),
-    ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
-        let now = self.clock.now();
-        let mut plans: Vec<(i32, Plan)> = records
+/// What a worker needs to prepare batches away from the job's task.
+struct PrepareContext {
+    intake: Intake,
+    audit: Arc<dyn CustomerAudit>,
+    clock: Arc<dyn Clock>,
+    options: ImportOptions,
+    scope: CustomerScope,
+    /// The import's id and start (see [`row_customer_id`]).
+    import: (String, chrono::DateTime<chrono::Utc>),
+}
+
+/// A batch validated, with the rows of its leads built: what is left is database work.
+struct Prepared {
+    plans: Vec<(i32, Plan)>,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A new lead as the fast path writes it.
+struct FastLead {
+    customer: crm_domain::Customer,
+    lead: RawLead,
+    runs: Vec<crm_store::pipeline::NewRun>,
+    events: Vec<crm_store::effects::NewEvent>,
+    audit: Option<crm_store::audit::NewAuditEntry>,
+    consents: Vec<crm_store::gdpr::NewConsent>,
+}
+
+/// What an import has done so far, carried from batch to batch.
+struct BatchState {
+    counts: imports::Counts,
+    done: i32,
+    timings: Timings,
+}
+
+/// Where an import's time went (logged at debug level when it completes).
+#[derive(Default)]
+struct Timings {
+    /// Waiting for the next batch to be validated.
+    wait_prepare: std::time::Duration,
+    /// Looking up held and erased contacts.
+    lookup: std::time::Duration,
+    /// The fast path's multi-row transaction.
+    insert: std::time::Duration,
+    /// Duplicates and fallbacks, one by one.
+    one_by_one: std::time::Duration,
+    /// Recording progress and issues.
+    progress: std::time::Duration,
+}
+
+impl PrepareContext {
+    fn import(&self) -> (&str, chrono::DateTime<chrono::Utc>) {
+        (&self.import.0, self.import.1)
+    }
+
+    /// [`PrepareContext::prepare`] with the batch split in two halves, one on each of two
+    /// blocking threads (validation, phone numbers above all, is the costly part).
+    async fn prepare_halves(
+        context: Arc<Self>,
+        mut records: Vec<Record>,
+    ) -> Result<Prepared, tokio::task::JoinError> {
+        let now = context.clock.now();
+        let second = records.split_off(records.len() / 2);
+        let other = context.clone();
+        let first = tokio::task::spawn_blocking(move || context.prepare(records, now));
+        let second = tokio::task::spawn_blocking(move || other.prepare(second, now));
+        let (mut first, second) = (first.await?, second.await?);
+        first.plans.extend(second.plans);
+        Ok(first)
+    }
+
+    /// Validates records and builds what their new leads write (CPU only: no database).
+    fn prepare(&self, records: Vec<Record>, now: chrono::DateTime<chrono::Utc>) -> Prepared {
+        let plans = records
             .into_iter()
             .map(|record| match record {
                 Record::Bad(row, issue) => (
@@ -674,23 +755,130 @@ impl ImportFile {
                         issues: vec![issue],
                     }),
                 ),
-                Record::Lead(row, mut lead) => match owned_by(&mut lead, scope) {
+                Record::Lead(row, mut lead) => match owned_by(&mut lead, &self.scope) {
                     Some(issue) => (
                         row,
                         Plan::Done(Outcome::Invalid {
                             issues: vec![issue],
                         }),
                     ),
-                    None => match self.intake.parse(&lead, options, now) {
+                    None => match self.intake.parse(&lead, &self.options, now) {
                         Ok(mut customer) => {
-                            customer.id = row_customer_id(import, row);
-                            (row, Plan::Fast(Box::new(customer), lead))
+                            customer.id = row_customer_id(self.import(), row);
+                            (row, Plan::Fast(Box::new(self.fast(customer, lead, now))))
                         }
                         Err(issues) => (row, Plan::Done(Outcome::Invalid { issues })),
                     },
                 },
             })
             .collect();
+        Prepared { plans, now }
+    }
+
+    /// The rows a new lead writes: its pipeline run and event, consents, audit entry.
+    fn fast(
+        &self,
+        customer: crm_domain::Customer,
+        lead: RawLead,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> FastLead {
+        let mut fast = FastLead {
+            audit: None,
+            runs: Vec::new(),
+            events: Vec::new(),
+            consents: Vec::new(),
+            customer,
+            lead,
+        };
+        if self.options.dry_run {
+            return fast;
+        }
+        for effect in self.intake.run_effects(&fast.customer, "import", now) {
+            match effect {
+                crm_store::effects::Effect::StartRun(run) => fast.runs.push(run),
+                crm_store::effects::Effect::Event(event) => fast.events.push(event),
+                _ => {}
+            }
+        }
+        for effect in Intake::consent_effects(&fast.customer, "file import") {
+            if let crm_store::effects::Effect::Consent(consent) = effect {
+                fast.consents.push(consent);
+            }
+        }
+        fast.audit = self.audit.customer("customer.import", None, &fast.customer);
+        fast
+    }
+}
+
+impl ImportFile {
+    /// Waits for a prepared batch, stores it and records its progress. False if another
+    /// worker took the import over.
+    async fn store_prepared(
+        &self,
+        prepared: tokio::task::JoinHandle<Result<Prepared, tokio::task::JoinError>>,
+        context: &PrepareContext,
+        runner: &str,
+        state: &mut BatchState,
+    ) -> Result<bool, JobError> {
+        let waited = std::time::Instant::now();
+        let prepared = prepared
+            .await
+            .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?
+            .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?;
+        state.timings.wait_prepare += waited.elapsed();
+        let outcomes = self
+            .import_batch(prepared, context, &mut state.timings)
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        let mut issues: Vec<RowIssue> = Vec::new();
+        let counts = &mut state.counts;
+        for (row, outcome) in outcomes {
+            match &outcome {
+                Outcome::Created { .. } => counts.created += 1,
+                Outcome::Updated { .. } => counts.updated += 1,
+                Outcome::Merged { .. } => counts.merged += 1,
+                Outcome::Skipped { .. } => counts.skipped += 1,
+                Outcome::Invalid { issues: found } => {
+                    counts.invalid += 1;
+                    issues.extend(found.iter().map(|i| RowIssue {
+                        row,
+                        field: i.field.clone(),
+                        code: i.code.clone(),
+                        message: i.message.clone(),
+                    }));
+                }
+            }
+            state.done = state.done.max(row);
+        }
+        let recording = std::time::Instant::now();
+        let kept = imports::progress(
+            &self.db,
+            &context.import.0,
+            runner,
+            state.done,
+            state.counts,
+            &issues,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+        state.timings.progress += recording.elapsed();
+        Ok(kept)
+    }
+
+    /// Stores one prepared batch; returns each row's outcome. The import (its id and start)
+    /// names the customers the batch creates, so a batch replayed after a crash (stored, but
+    /// its progress not yet recorded) recognizes them and counts them as created again rather
+    /// than as duplicates.
+    async fn import_batch(
+        &self,
+        prepared: Prepared,
+        context: &PrepareContext,
+        timings: &mut Timings,
+    ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
+        let Prepared { mut plans, now } = prepared;
+        let (options, scope, import) = (&context.options, &context.scope, context.import());
+        let looking = std::time::Instant::now();
         // Contacts held already, or repeated within the batch, go the careful way.
         let contacts = |c: &crm_domain::Customer| {
             [
@@ -703,7 +891,8 @@ impl ImportFile {
         };
         let (mut emails, mut phones) = (Vec::new(), Vec::new());
         for (_, plan) in &plans {
-            if let Plan::Fast(c, _) = plan {
+            if let Plan::Fast(fast) = plan {
+                let c = &fast.customer;
                 emails.extend(c.email.as_ref().map(|e| e.as_str().to_owned()));
                 phones.extend(c.phone.as_ref().map(|p| p.as_str().to_owned()));
             }
@@ -713,37 +902,30 @@ impl ImportFile {
         taken.extend(crm_store::gdpr::erased_among(&self.db, &emails, &phones, now).await?);
         let mut seen = std::collections::HashSet::new();
         for (_, plan) in &mut plans {
-            if let Plan::Fast(c, lead) = plan {
-                let keys = contacts(c);
+            if let Plan::Fast(fast) = plan {
+                let keys = contacts(&fast.customer);
                 if keys.iter().any(|k| taken.contains(k) || seen.contains(k)) {
-                    *plan = Plan::Slow(std::mem::take(lead));
+                    *plan = Plan::Slow(std::mem::take(&mut fast.lead));
                 } else {
                     seen.extend(keys);
                 }
             }
         }
+        timings.lookup += looking.elapsed();
         if !options.dry_run {
+            let inserting = std::time::Instant::now();
             let mut leads = Vec::new();
             let mut runs = Vec::new();
             let mut events = Vec::new();
             let mut audit = Vec::new();
             let mut consents = Vec::new();
-            for (_, plan) in &plans {
-                if let Plan::Fast(c, _) = plan {
-                    for effect in self.intake.run_effects(c, "import", now) {
-                        match effect {
-                            crm_store::effects::Effect::StartRun(run) => runs.push(run),
-                            crm_store::effects::Effect::Event(event) => events.push(event),
-                            _ => {}
-                        }
-                    }
-                    for effect in crate::intake::Intake::consent_effects(c, "file import") {
-                        if let crm_store::effects::Effect::Consent(consent) = effect {
-                            consents.push(consent);
-                        }
-                    }
-                    audit.extend(self.audit.customer("customer.import", None, c));
-                    leads.push((**c).clone());
+            for (_, plan) in &mut plans {
+                if let Plan::Fast(fast) = plan {
+                    runs.append(&mut fast.runs);
+                    events.append(&mut fast.events);
+                    consents.append(&mut fast.consents);
+                    audit.extend(fast.audit.take());
+                    leads.push(fast.customer.clone());
                 }
             }
             let stored = crm_store::customers::insert_leads(
@@ -753,17 +935,21 @@ impl ImportFile {
             if !stored {
                 // A concurrent writer took one of the contacts: store them one by one.
                 for (_, plan) in &mut plans {
-                    if let Plan::Fast(_, lead) = plan {
-                        *plan = Plan::Slow(std::mem::take(lead));
+                    if let Plan::Fast(fast) = plan {
+                        *plan = Plan::Slow(std::mem::take(&mut fast.lead));
                     }
                 }
             }
+            timings.insert += inserting.elapsed();
         }
+        let one_by_one = std::time::Instant::now();
         let mut outcomes = Vec::with_capacity(plans.len());
         for (row, plan) in plans {
             let outcome = match plan {
                 Plan::Done(outcome) => outcome,
-                Plan::Fast(c, _) => Outcome::Created { customer_id: c.id },
+                Plan::Fast(fast) => Outcome::Created {
+                    customer_id: fast.customer.id,
+                },
                 Plan::Slow(lead) => {
                     let outcome = self
                         .intake
@@ -784,6 +970,7 @@ impl ImportFile {
             };
             outcomes.push((row, outcome));
         }
+        timings.one_by_one += one_by_one.elapsed();
         Ok(outcomes)
     }
 }
@@ -833,6 +1020,43 @@ mod tests {
             second.fields.get(&LeadField::Name),
             Some(&LeadValue::Text("Иван Петровић".into()))
         );
+    }
+
+    #[test]
+    fn row_customer_ids_are_distinct_and_ordered_by_row() {
+        let started = chrono::DateTime::from_timestamp_millis(1_764_900_000_000).unwrap();
+        let id = |row| row_customer_id(("import-1", started), row).to_string();
+        let ids: Vec<String> = [
+            1,
+            2,
+            3,
+            15,
+            16,
+            63,
+            64,
+            255,
+            256,
+            4095,
+            4096,
+            1 << 20,
+            i32::MAX,
+        ]
+        .into_iter()
+        .map(id)
+        .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "distinct, in row order");
+        assert_eq!(id(7), id(7), "a replayed row gets the same id");
+        assert_ne!(
+            row_customer_id(("import-2", started), 7).to_string(),
+            id(7),
+            "another import's row 7 does not"
+        );
+        let uuid = uuid::Uuid::parse_str(&id(5)).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+        assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
     }
 
     #[test]

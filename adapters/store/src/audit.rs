@@ -223,6 +223,34 @@ pub(crate) fn chain_many(
         .collect()
 }
 
+/// Chained entries as columns, for [`crate::bulk`].
+fn columns(rows: &[AuditEntry]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("audit_log")
+        .with("seq", V::BigInt(col(rows, |r| r.seq)))
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("at", V::Time(col(rows, |r| r.at)))
+        .with("actor_kind", V::Text(col(rows, |r| r.actor_kind.clone())))
+        .with("actor", V::Text(col(rows, |r| r.actor.clone())))
+        .with("action", V::Text(col(rows, |r| r.action.clone())))
+        .with(
+            "target_type",
+            V::OptText(col(rows, |r| r.target_type.clone())),
+        )
+        .with("target_id", V::OptText(col(rows, |r| r.target_id.clone())))
+        .with(
+            "request_id",
+            V::OptText(col(rows, |r| r.request_id.clone())),
+        )
+        .with("payload", V::OptText(col(rows, |r| r.payload.clone())))
+        .with(
+            "payload_hash",
+            V::Text(col(rows, |r| r.payload_hash.clone())),
+        )
+        .with("prev_hash", V::Text(col(rows, |r| r.prev_hash.clone())))
+        .with("hash", V::Text(col(rows, |r| r.hash.clone())))
+}
+
 /// Appends many entries with one head read and multi-row inserts, on PostgreSQL (inside the
 /// caller's transaction, under the chain's lock).
 pub(crate) async fn append_many_pg(
@@ -241,13 +269,7 @@ pub(crate) async fn append_many_pg(
         .first(conn)
         .await
         .optional()?;
-    for chunk in chain_many(new, head).chunks(1_000) {
-        diesel::insert_into(audit_log::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
-    Ok(())
+    columns(&chain_many(new, head)).insert(conn).await
 }
 
 /// The same on SQLite's sync connection (inside the caller's write transaction).
@@ -265,8 +287,9 @@ pub(crate) fn append_many_sync(
         conn,
     )
     .optional()?;
-    for chunk in chain_many(new, head).chunks(1_000) {
-        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(chunk), conn)?;
+    // Row by row through one cached prepared statement (see `customers::insert_leads`).
+    for entry in chain_many(new, head) {
+        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(&entry), conn)?;
     }
     Ok(())
 }

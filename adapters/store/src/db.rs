@@ -298,6 +298,21 @@ impl Db {
         })
     }
 
+    /// Runs a raw `SELECT count(*) AS n …` and returns `n`. For operator tools and tests that
+    /// check invariants across tables (every imported lead has its run, job and audit entry).
+    pub async fn count_raw(&self, sql: &str) -> StoreResult<i64> {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let found: Count = with_conn!(self, |conn| {
+            diesel::sql_query(sql).get_result(conn).await?
+        });
+        Ok(found.n)
+    }
+
     /// PostgreSQL: holds a dedicated connection that `LISTEN`s on `channel` and calls `wake`
     /// for every notification, until the connection fails (the caller reconnects). SQLite has
     /// no cross-process notifications: returns at once, and in-process wakes cover it.

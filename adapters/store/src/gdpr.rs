@@ -117,6 +117,22 @@ pub(crate) fn consent_row(new: &NewConsent, now: DateTime<Utc>) -> ConsentRow {
     }
 }
 
+/// Consent rows as columns, for [`crate::bulk`].
+pub(crate) fn consent_columns(rows: &[ConsentRow]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("consents")
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("customer_id", V::Text(col(rows, |r| r.customer_id.clone())))
+        .with("channel", V::Text(col(rows, |r| r.channel.to_owned())))
+        .with("purpose", V::Text(col(rows, |r| r.purpose.to_owned())))
+        .with("basis", V::Text(col(rows, |r| r.basis.to_owned())))
+        .with("granted", V::Bool(col(rows, |r| r.granted)))
+        .with("source", V::Text(col(rows, |r| r.source.to_owned())))
+        .with("evidence", V::OptText(col(rows, |r| r.evidence.clone())))
+        .with("recorded_by", V::Text(col(rows, |r| r.recorded_by.clone())))
+        .with("at", V::Time(col(rows, |r| r.at)))
+}
+
 /// The ledger of one customer, oldest first.
 pub async fn consents(db: &Db, customer: CustomerId) -> StoreResult<Vec<StoredConsent>> {
     Ok(with_conn!(db, |conn| {

@@ -251,8 +251,16 @@ pub async fn progress(
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let at = to_db_time(now);
+    let postgres = db.backend() == crate::Backend::Postgres;
     let kept = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
+            if postgres {
+                // Like the batch it records (`customers::insert_leads`): not waited for. A
+                // progress lost in a crash replays its batch, whose rows count as before.
+                diesel::sql_query("SET LOCAL synchronous_commit = off")
+                    .execute(conn)
+                    .await?;
+            }
             let kept = diesel::update(
                 imports::table
                     .filter(imports::id.eq(id))

@@ -217,6 +217,33 @@ pub(crate) fn row(id: JobId, new: &NewJob, now: DateTime<Utc>) -> JobRow {
     }
 }
 
+/// Job rows as columns, for [`crate::bulk`].
+pub(crate) fn columns(rows: &[JobRow]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("jobs")
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("kind", V::Text(col(rows, |r| r.kind.clone())))
+        .with("payload", V::Text(col(rows, |r| r.payload.clone())))
+        .with(
+            "dedupe_key",
+            V::OptText(col(rows, |r| r.dedupe_key.clone())),
+        )
+        .with("priority", V::Int(col(rows, |r| r.priority)))
+        .with("status", V::Text(col(rows, |r| r.status.clone())))
+        .with("run_at", V::Time(col(rows, |r| r.run_at)))
+        .with("attempts", V::Int(col(rows, |r| r.attempts)))
+        .with("max_attempts", V::Int(col(rows, |r| r.max_attempts)))
+        .with("locked_by", V::OptText(col(rows, |r| r.locked_by.clone())))
+        .with("locked_until", V::OptTime(col(rows, |r| r.locked_until)))
+        .with(
+            "last_error",
+            V::OptText(col(rows, |r| r.last_error.clone())),
+        )
+        .with("created_at", V::Time(col(rows, |r| r.created_at)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
+        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+}
+
 /// A stored job id.
 pub(crate) fn parse_id(stored: &str) -> diesel::QueryResult<JobId> {
     stored

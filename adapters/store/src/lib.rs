@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod audit;
+mod bulk;
 pub mod calls;
 pub mod customers;
 mod db;

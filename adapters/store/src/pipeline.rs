@@ -292,6 +292,36 @@ pub(crate) fn step_row(
     }
 }
 
+/// Run rows as columns, for [`crate::bulk`].
+pub(crate) fn run_columns(rows: &[RunRow]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("pipeline_runs")
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("customer_id", V::Text(col(rows, |r| r.customer_id.clone())))
+        .with("cause", V::Text(col(rows, |r| r.cause.clone())))
+        .with("status", V::Text(col(rows, |r| r.status.clone())))
+        .with("branch", V::OptText(col(rows, |r| r.branch.clone())))
+        .with("error", V::OptText(col(rows, |r| r.error.clone())))
+        .with("created_at", V::Time(col(rows, |r| r.created_at)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
+        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+}
+
+/// Step rows as columns, for [`crate::bulk`].
+pub(crate) fn step_columns(rows: &[StepRow]) -> crate::bulk::Columns {
+    use crate::bulk::{Values as V, col};
+    crate::bulk::Columns::new("pipeline_steps")
+        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("run_id", V::Text(col(rows, |r| r.run_id.clone())))
+        .with("position", V::Int(col(rows, |r| r.position)))
+        .with("name", V::Text(col(rows, |r| r.name.clone())))
+        .with("status", V::Text(col(rows, |r| r.status.clone())))
+        .with("job_id", V::OptText(col(rows, |r| r.job_id.clone())))
+        .with("detail", V::OptText(col(rows, |r| r.detail.clone())))
+        .with("created_at", V::Time(col(rows, |r| r.created_at)))
+        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+}
+
 /// How a run changes when a step finishes.
 #[derive(Debug, Clone)]
 pub struct Advance {

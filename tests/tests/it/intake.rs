@@ -18,6 +18,7 @@ on_both_backends!(
     a_messy_csv_file_gives_exactly_the_expected_report,
     bad_files_and_uploads_are_refused_or_reported,
     a_batch_replayed_after_a_crash_counts_its_rows_as_before,
+    a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit_and_consent,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -754,4 +755,132 @@ async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestB
     assert_eq!(replayed["leadImport"]["status"], "completed");
     assert_eq!(counts(&replayed), counts(&first), "{replayed:#}");
     assert_eq!(customers(&app).await.len(), 3, "nothing stored twice");
+}
+
+/// A file of more rows than one batch holds: batches are validated while the one before is
+/// written, so this checks that nothing is lost or stored twice across batches, that a lead
+/// repeating one of an earlier batch is recognized as a duplicate, that an erased person is
+/// refused, and that every created lead has its pipeline run and job, its audit entry in a
+/// chain that verifies, and its consent in the ledger.
+async fn a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit_and_consent(
+    backend: TestBackend,
+) {
+    const ROWS: u32 = 4_500; // Two full batches of 2,000 and a partial one.
+    let app = app(backend).await;
+    let erased = app
+        .create_customer(json!({ "name": "Gone", "email": "erased@big.example" }))
+        .await;
+    app.graphql_ok(
+        "mutation($c: ID!) { eraseCustomer(customerId: $c, reason: \"request\") { customerId } }",
+        json!({ "c": erased }),
+    )
+    .await;
+    app.run_jobs().await;
+
+    let mut csv = String::from("Vorname;Nachname;E-Mail;Telefon;Firma;consent_email\n");
+    for i in 1..=ROWS {
+        let (email, phone) = match i {
+            2500 => ("lead10@big.example".to_owned(), 30_002_500), // row 10's email
+            4200 => (format!("lead{i}@big.example"), 20_002_100),  // row 2100's phone
+            3000 => ("not-an-email".to_owned(), 0),
+            4400 => ("erased@big.example".to_owned(), 30_004_400),
+            _ => (format!("lead{i}@big.example"), 20_000_000 + i),
+        };
+        let phone = if phone == 0 {
+            String::new()
+        } else {
+            format!("+49 151 {phone}")
+        };
+        let consent = if i % 3 == 0 { "true" } else { "" };
+        csv.push_str(&format!(
+            "Lead;Nr {i};{email};{phone};Firma {};{consent}\n",
+            i % 7
+        ));
+    }
+    let started = upload(&app, "big.csv", csv.as_bytes(), json!({}), Value::Null).await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    // One round of the runner: the import alone (the jobs it queues are checked, not run).
+    let ran = app.runner().run_once().await.unwrap();
+    assert_eq!(ran, 1);
+    let report = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    let r = &report["leadImport"];
+    assert_eq!(r["status"], "completed", "{report:#}");
+    assert_eq!(r["rowsDone"], ROWS);
+    let created = ROWS - 4;
+    assert_eq!(r["created"], created, "{report:#}");
+    assert_eq!(
+        r["merged"].as_u64().unwrap()
+            + r["skipped"].as_u64().unwrap()
+            + r["updated"].as_u64().unwrap(),
+        2,
+        "rows 2500 and 4200 repeat leads of earlier batches: {report:#}"
+    );
+    assert_eq!(r["invalid"], 2, "{report:#}");
+    let codes: Vec<(u64, &str)> = r["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["row"].as_u64().unwrap(), i["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(codes[0], (3000, "invalid_email"), "{codes:?}");
+    assert_eq!(
+        codes.last().unwrap().0,
+        4400,
+        "the erased person: {codes:?}"
+    );
+
+    let count = |sql: &'static str| {
+        let db = app.db.clone();
+        async move { db.count_raw(sql).await.unwrap() }
+    };
+    let created = i64::from(created);
+    assert_eq!(
+        count("SELECT count(*) AS n FROM customers WHERE email LIKE 'lead%@big.example'").await,
+        created,
+        "each lead stored once"
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT customer_id) AS n FROM pipeline_runs WHERE cause = 'import'")
+            .await,
+        created
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM pipeline_runs WHERE cause = 'import'").await,
+        created,
+        "one run per lead"
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) AS n FROM pipeline_runs r JOIN pipeline_steps s ON s.run_id = r.id \
+             JOIN jobs j ON j.id = s.job_id WHERE r.cause = 'import' AND j.kind = 'qualify-lead' \
+             AND j.status = 'queued'"
+        )
+        .await,
+        created,
+        "each run's first step has its queued job"
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM audit_log WHERE action = 'customer.import'").await,
+        created
+    );
+    assert!(matches!(
+        crm_store::audit::verify(&app.db).await.unwrap(),
+        crm_store::audit::Verification::Intact { .. }
+    ));
+    // Rows divisible by 3 consented, but for row 3000 (invalid) and row 4200 (merged into row
+    // 2100, which consented already).
+    assert_eq!(
+        count("SELECT count(*) AS n FROM customers WHERE consent_email AND email LIKE 'lead%'")
+            .await,
+        1_498
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) AS n FROM customers c WHERE c.consent_email AND NOT EXISTS \
+             (SELECT 1 FROM consents k WHERE k.customer_id = c.id AND k.source = 'import')"
+        )
+        .await,
+        0,
+        "every consent is in the ledger"
+    );
 }
