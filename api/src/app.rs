@@ -114,11 +114,13 @@ impl Application {
             pipeline.clone(),
             {
                 let voice = voice(config, &db, &voice_clock, &pipeline)?;
+                // One mailer (templates loaded once) for every agent that mails.
+                let mailer = mailer(config, &db, &voice_clock)?;
                 Agents {
-                    gdpr: gdpr(config, &db, &voice_clock, voice.clone())?,
+                    gdpr: gdpr(config, &db, &voice_clock, voice.clone(), mailer.clone())?,
                     voice,
-                    mailer: mailer(config, &db, &voice_clock)?,
-                    reporter: reporter(config, &db, &voice_clock, &authorizer)?,
+                    reporter: reporter(config, &db, &voice_clock, &authorizer, mailer.clone())?,
+                    mailer,
                 }
             },
             config,
@@ -306,8 +308,8 @@ pub fn registry(
         pipeline.clone(),
         config.email.nurture.steps.clone(),
     );
-    let reporter = reporter(config, db, clock, authorizer)?;
-    let gdpr = gdpr(config, db, clock, voice.clone())?;
+    let reporter = reporter(config, db, clock, authorizer, mailer.clone())?;
+    let gdpr = gdpr(config, db, clock, voice.clone(), mailer.clone())?;
     Ok(Registry::default()
         .with(Arc::new(GenerateReport(reporter)))
         .with(Arc::new(VoiceDelete(gdpr.clone())))
@@ -397,6 +399,7 @@ pub fn gdpr(
     db: &Db,
     clock: &Arc<dyn Clock>,
     voice: Voice,
+    mailer: Mailer,
 ) -> anyhow::Result<Gdpr> {
     let retention = config
         .gdpr
@@ -407,7 +410,7 @@ pub fn gdpr(
         db.clone(),
         clock.clone(),
         voice,
-        mailer(config, db, clock)?,
+        mailer,
         retention,
     ))
 }
@@ -420,6 +423,7 @@ pub fn reporter(
     db: &Db,
     clock: &Arc<dyn Clock>,
     authorizer: &Authorizer,
+    mailer: Mailer,
 ) -> anyhow::Result<Reporter> {
     let reports = &config.reports;
     let time_zone: chrono_tz::Tz = reports
@@ -480,7 +484,7 @@ pub fn reporter(
             recipients,
             public_url,
         },
-        mailer(config, db, clock)?,
+        mailer,
     ))
 }
 

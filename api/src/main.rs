@@ -373,7 +373,13 @@ async fn gdpr_command(config: &crm_api::Config, command: GdprCommand) -> anyhow:
             let id = find_customer(&db, &who).await?;
             let pipeline = crm_api::app::pipeline(config)?;
             let voice = crm_api::app::voice(config, &db, &clock, &pipeline)?;
-            let gdpr = crm_api::app::gdpr(config, &db, &clock, voice)?;
+            let gdpr = crm_api::app::gdpr(
+                config,
+                &db,
+                &clock,
+                voice,
+                crm_api::app::mailer(config, &db, &clock)?,
+            )?;
             let payload = serde_json::json!({ "reason": { "after": reason } }).to_string();
             let erasure = gdpr
                 .erase(
