@@ -10,6 +10,7 @@ use crate::{
     ratelimit::RateLimits,
 };
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use crm_domain::{Clock, SystemClock};
 use crm_plugins::{
     Pipeline, Registry, Runner, RunnerOptions, Scheduler,
@@ -239,8 +240,15 @@ impl Application {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         };
+        // Small writes (a WebSocket frame, a short response) go out at once, not after the
+        // peer's ACK of the previous one (Nagle's algorithm).
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY could not be set on a connection.");
+            }
+        });
         let served = axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )

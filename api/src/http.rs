@@ -143,7 +143,7 @@ async fn graphql_ws(
         .on_upgrade(move |socket| async move {
             // Everything this socket sends passes one outbox: async-graphql's messages and the
             // frames of shared transcript feeds (see `crate::ws`).
-            let outbox = crate::graphql::transcripts::Outbox::default();
+            let outbox = crate::ws::Outbox::default();
             let (sink, stream) = socket.split();
             let writer = tokio::spawn(crate::ws::write(sink, outbox.clone()));
             let executor = SubscriptionsOnly::new(

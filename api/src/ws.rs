@@ -11,8 +11,9 @@
 //!   cannot start new subscriptions on an old connection; each operation gets fresh DataLoaders.
 //! - `callTranscript` replays per subscriber, then joins its call's shared feed, which renders
 //!   each live segment once per render key and writes the same bytes to every socket (see
-//!   `graphql::transcripts`). Everything a socket sends passes one outbox and one writer task,
-//!   which flushes once per batch of queued messages.
+//!   `graphql::transcripts`). Everything a socket sends passes one [`Outbox`]: straight into
+//!   the socket while its writer task is idle, else queued for that task, which flushes once
+//!   per batch.
 
 use crate::{
     audit::RequestId,
@@ -20,7 +21,7 @@ use crate::{
     error::code,
     graphql::{
         ApiContext, AppSchema,
-        transcripts::{self, JoinSlot, Outbox, Renderer},
+        transcripts::{self, JoinSlot, Renderer},
     },
 };
 use async_graphql::{
@@ -33,9 +34,11 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::{Sink, SinkExt as _, stream::SplitSink};
 use std::{
     collections::VecDeque,
-    sync::{Arc, OnceLock},
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    task::{Context, Poll, Waker},
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Most of async-graphql's messages that wait in one socket's outbox: beyond that its
 /// subscription streams wait (and a lagging one re-reads from the event table).
@@ -299,22 +302,177 @@ pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
     })
 }
 
-/// Writes what arrives in the outbox, flushing once per batch of queued messages; ends when
-/// the outbox is closed and empty, or the socket fails (and then closes the outbox).
-pub(crate) async fn write(mut sink: SplitSink<WebSocket, Message>, outbox: Outbox) {
+/// A message for a socket's writer, with the permit that bounds how much of async-graphql's
+/// output may wait (none for a feed's frames, which one call's transcript bounds).
+pub(crate) type Outgoing = (Message, Option<OwnedSemaphorePermit>);
+
+/// The sending half of a socket.
+type Socket = SplitSink<WebSocket, Message>;
+
+/// Everything one socket sends passes here, in order: async-graphql's messages and the frames
+/// of shared transcript feeds. While the socket's writer task has nothing to do, it lends the
+/// socket to the outbox, and a sender writes its message straight into the socket (no queue, no
+/// task wake-up: a feed's segment reaches 10,000 sockets as 10,000 writes from one loop). A
+/// message that cannot go out at once (the socket's buffer is full, or its reader holds it for
+/// a moment) waits in the queue for the writer task, which waits for the socket to drain.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outbox(Arc<OutboxState>);
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Outgoing>,
+    /// The socket, while the writer task waits: senders may write to it.
+    lent: Option<Socket>,
+    /// A sender's write did not finish flushing: the writer task flushes the rest.
+    unflushed: bool,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("messages", &self.messages.len())
+            .field("lent", &self.lent.is_some())
+            .field("unflushed", &self.unflushed)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+/// The outbox was closed: its socket is gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+/// How a write straight into the socket went.
+enum Direct {
+    /// Written and flushed.
+    Sent,
+    /// In the socket's buffer, not all of it flushed yet.
+    Unflushed,
+    /// The socket could not take it now.
+    Busy(Outgoing),
+    /// The socket failed.
+    Failed,
+}
+
+/// Writes `message` into `socket` without waiting: the socket is polled once, with a waker
+/// that does nothing (a write that must wait is handed to the writer task, which polls again
+/// with its own waker).
+fn write_now(socket: &mut Socket, message: Outgoing) -> Direct {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut socket = Pin::new(socket);
+    match socket.as_mut().poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(_)) => return Direct::Failed,
+        Poll::Pending => return Direct::Busy(message),
+    }
+    // The permit is returned once its message is in the socket's buffer.
+    let (message, _permit) = message;
+    if socket.as_mut().start_send(message).is_err() {
+        return Direct::Failed;
+    }
+    match socket.poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Direct::Sent,
+        Poll::Ready(Err(_)) => Direct::Failed,
+        Poll::Pending => Direct::Unflushed,
+    }
+}
+
+impl Outbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `message`: straight into the socket if nothing waits before it and the writer
+    /// task is idle, else through the writer task.
+    pub(crate) fn send(&self, message: Outgoing) -> Result<(), Closed> {
+        let mut guard = self.queue();
+        let queue = &mut *guard;
+        if queue.closed {
+            return Err(Closed);
+        }
+        let message = match queue.lent.as_mut() {
+            Some(socket) if queue.messages.is_empty() && !queue.unflushed => {
+                match write_now(socket, message) {
+                    Direct::Sent => return Ok(()),
+                    Direct::Unflushed => {
+                        queue.unflushed = true;
+                        None
+                    }
+                    Direct::Busy(message) => Some(message),
+                    Direct::Failed => {
+                        queue.closed = true;
+                        queue.messages.clear();
+                        drop(guard);
+                        self.0.ready.notify_one();
+                        return Err(Closed);
+                    }
+                }
+            }
+            _ => Some(message),
+        };
+        queue.messages.extend(message);
+        drop(guard);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Closes the outbox: what waits is still written, later sends fail.
+    pub(crate) fn close(&self) {
+        self.queue().closed = true;
+        self.0.ready.notify_one();
+    }
+}
+
+/// The socket's writer task: writes what waits in the outbox, flushing once per batch, and
+/// lends the socket to the outbox while nothing waits. Ends when the outbox is closed and
+/// empty (then closes the socket), or the socket fails (then closes the outbox).
+pub(crate) async fn write(socket: Socket, outbox: Outbox) {
+    let mut socket = Some(socket);
     let mut batch = VecDeque::new();
-    while outbox.take(&mut batch).await {
-        // A permit is returned once its message is in the socket's buffer.
+    loop {
+        // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
+        let ready = outbox.0.ready.notified();
+        let unflushed = {
+            let mut queue = outbox.queue();
+            if queue.messages.is_empty() && !queue.unflushed {
+                if queue.closed {
+                    socket = socket.or_else(|| queue.lent.take());
+                    break;
+                }
+                if let Some(socket) = socket.take() {
+                    queue.lent = Some(socket);
+                }
+                None
+            } else {
+                socket = socket.or_else(|| queue.lent.take());
+                std::mem::swap(&mut queue.messages, &mut batch);
+                Some(std::mem::take(&mut queue.unflushed))
+            }
+        };
+        let (Some(_), Some(writing)) = (unflushed, socket.as_mut()) else {
+            ready.await;
+            continue;
+        };
+        let mut failed = false;
         for (message, _permit) in batch.drain(..) {
-            if sink.feed(message).await.is_err() {
-                outbox.close();
-                return;
+            if writing.feed(message).await.is_err() {
+                failed = true;
+                break;
             }
         }
-        if sink.flush().await.is_err() {
+        if failed || writing.flush().await.is_err() {
             outbox.close();
             return;
         }
     }
-    let _ = sink.close().await;
+    if let Some(mut socket) = socket {
+        let _ = socket.close().await;
+    }
 }

@@ -21,7 +21,7 @@
 //! bounded by one call's transcript, which the replay holds in memory too.
 
 use super::{ApiContext, AppSchema, calls::SegmentNode};
-use crate::{audit::RequestId, events::EventHub};
+use crate::{audit::RequestId, events::EventHub, ws::Outbox};
 use async_graphql::{
     Request, Response, Variables, futures_util::StreamExt as _, http::WebSocketProtocols,
 };
@@ -29,83 +29,14 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use crm_domain::{CallId, CustomerScope, Principal};
 use crm_store::{calls, effects::Event};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
-
-/// A message for a socket's writer, with the permit that bounds how much of async-graphql's
-/// output may wait (none for a feed's frames, which one call's transcript bounds).
-pub(crate) type Outgoing = (Message, Option<OwnedSemaphorePermit>);
-
-/// Where a socket's messages wait, in order, for its writer. Lighter than a channel (tokio's
-/// allocates a 32-slot block per socket up front): an empty queue holds nothing.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Outbox(Arc<OutboxState>);
-
-#[derive(Debug, Default)]
-struct OutboxState {
-    queue: Mutex<Queue>,
-    ready: Notify,
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    messages: VecDeque<Outgoing>,
-    closed: bool,
-}
-
-/// The outbox was closed: its socket is gone.
-#[derive(Debug)]
-pub(crate) struct Closed;
-
-impl Outbox {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues `message` for the writer.
-    pub(crate) fn send(&self, message: Outgoing) -> Result<(), Closed> {
-        {
-            let mut queue = self.queue();
-            if queue.closed {
-                return Err(Closed);
-            }
-            queue.messages.push_back(message);
-        }
-        self.0.ready.notify_one();
-        Ok(())
-    }
-
-    /// Closes the outbox: what waits is still written, later sends fail.
-    pub(crate) fn close(&self) {
-        self.queue().closed = true;
-        self.0.ready.notify_one();
-    }
-
-    /// Moves everything waiting into `batch` (empty), waiting for something if need be;
-    /// `false` once the outbox is closed and empty.
-    pub(crate) async fn take(&self, batch: &mut VecDeque<Outgoing>) -> bool {
-        loop {
-            // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
-            let ready = self.0.ready.notified();
-            {
-                let mut queue = self.queue();
-                if !queue.messages.is_empty() {
-                    std::mem::swap(&mut queue.messages, batch);
-                    return true;
-                }
-                if queue.closed {
-                    return false;
-                }
-            }
-            ready.await;
-        }
-    }
-}
+use tokio::sync::{mpsc, oneshot};
 
 /// Tells `callTranscript` to render this one segment (a feed's shared render).
 #[derive(Debug)]
@@ -376,7 +307,11 @@ impl Feed {
                     None => break, // The last lease is gone.
                 },
                 event = events.next(), if !self.ended => match event {
-                    Some(event) => self.event(&event).await,
+                    // Outside tokio's cooperative budget: the fan-out writes to thousands of
+                    // sockets in one poll, and once the budget (128 operations) is spent, every
+                    // further write would report "not ready" and fall back to the socket's
+                    // writer task (a task wake-up per socket, which the direct write avoids).
+                    Some(event) => tokio::task::unconstrained(self.event(&event)).await,
                     None => self.end(),
                 },
             }
@@ -435,15 +370,21 @@ impl Feed {
         };
         let seq = segment.position();
         self.seen.push(segment.clone());
+        let (received, mut rendering, mut sent) =
+            (std::time::Instant::now(), Duration::ZERO, 0_usize);
         for group in self.groups.values_mut() {
-            let Some(payload) = group.renderer.render(segment.clone()).await else {
+            let render = std::time::Instant::now();
+            let rendered = group.renderer.render(segment.clone()).await;
+            rendering += render.elapsed();
+            let Some(payload) = rendered else {
                 continue;
             };
             // Usually every socket of a group chose the same operation id: one frame for all.
             let mut frames: Vec<(WebSocketProtocols, Arc<str>, Utf8Bytes)> = Vec::new();
-            group.subscribers.retain(|_, subscriber| {
+            let mut targets = Vec::with_capacity(group.subscribers.len());
+            for (token, subscriber) in &mut group.subscribers {
                 if subscriber.last >= seq {
-                    return true;
+                    continue;
                 }
                 subscriber.last = seq;
                 let frame = match frames
@@ -457,11 +398,24 @@ impl Feed {
                         frame
                     }
                 };
-                // A socket whose writer has gone leaves.
-                subscriber.outbox.send((Message::Text(frame), None)).is_ok()
-            });
+                targets.push((*token, subscriber.outbox.clone(), frame));
+            }
+            sent += targets.len();
+            // A socket whose writer has gone leaves.
+            for token in fan_out(targets).await {
+                group.subscribers.remove(&token);
+            }
         }
         self.groups.retain(|_, group| !group.subscribers.is_empty());
+        tracing::debug!(
+            call_id = %self.call,
+            seq,
+            sockets = sent,
+            since_commit_us = (chrono::Utc::now() - event.created_at).num_microseconds(),
+            render_us = rendering.as_micros(),
+            total_us = received.elapsed().as_micros(),
+            "Transcript segment fanned out."
+        );
     }
 
     /// The call ended (or the hub stopped): every subscription completes after what it was sent.
@@ -473,6 +427,45 @@ impl Feed {
             }
         }
     }
+}
+
+/// Below this many sockets a segment is written from the feed's own task alone.
+const SHARD_MIN: usize = 1024;
+
+/// Writes each frame to its socket (`(token, outbox, frame)`); returns the tokens whose
+/// socket has gone. Many sockets are written from every core at once: each write is a system
+/// call that, on a local network, also runs the receiving side's TCP, so 10,000 of them take
+/// tens of milliseconds on one core. The feed's task takes one share; the others go to
+/// blocking threads (a runtime worker's newest spawned task cannot be taken over by another
+/// worker while this one is busy).
+async fn fan_out(mut targets: Vec<(u64, Outbox, Utf8Bytes)>) -> Vec<u64> {
+    fn write(targets: Vec<(u64, Outbox, Utf8Bytes)>) -> Vec<u64> {
+        targets
+            .into_iter()
+            .filter_map(|(token, outbox, frame)| {
+                outbox
+                    .send((Message::Text(frame), None))
+                    .is_err()
+                    .then_some(token)
+            })
+            .collect()
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 || targets.len() < SHARD_MIN {
+        return write(targets);
+    }
+    let share = targets.len().div_ceil(cores);
+    let mut shards = Vec::with_capacity(cores - 1);
+    while targets.len() > share {
+        let shard = targets.split_off(targets.len() - share);
+        shards.push(tokio::task::spawn_blocking(move || write(shard)));
+    }
+    let mut gone = write(targets);
+    for shard in shards {
+        // A shard that panicked wrote what it could; its sockets stay until they fail again.
+        gone.extend(shard.await.unwrap_or_default());
+    }
+    gone
 }
 
 /// The `next` message (`data` in the older `graphql-ws` protocol) of operation `id` with a
