@@ -20,7 +20,7 @@ else
     target=${CARGO_TARGET_DIR:-target}
     server=$target/release/crm-server generator=$target/release/examples/fanout
 fi
-export CRM_DATABASE__URL="sqlite://$dir/crm.db" CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=warn
+export CRM_DATABASE__URL="sqlite://$dir/crm.db" CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=${CRM_LOG__FILTER:-warn}
 export CRM_AUTH__JWT_SECRET=bench-secret-0123456789-0123456789-0123 CRM_RATE_LIMIT__ENABLED=false
 # One call, placed whenever the benchmark runs: no pipeline calls, calling hours all week.
 export CRM_PIPELINE__START_ON_CREATE=false
