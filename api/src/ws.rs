@@ -35,7 +35,10 @@ use futures_util::{Sink, SinkExt as _, stream::SplitSink};
 use std::{
     collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -392,10 +395,19 @@ impl Outbox {
     /// Sends `message`: straight into the socket if nothing waits before it and the writer
     /// task is idle, else through the writer task.
     pub(crate) fn send(&self, message: Outgoing) -> Result<(), Closed> {
+        self.send_unless(message, &AtomicBool::new(false))
+    }
+
+    /// Sends `message` unless `left` is set, which is read under the outbox's lock: a
+    /// subscription that sets it before its socket sends `complete` gets nothing after that.
+    pub(crate) fn send_unless(&self, message: Outgoing, left: &AtomicBool) -> Result<(), Closed> {
         let mut guard = self.queue();
         let queue = &mut *guard;
         if queue.closed {
             return Err(Closed);
+        }
+        if left.load(Ordering::Acquire) {
+            return Ok(());
         }
         let message = match queue.lent.as_mut() {
             Some(socket) if queue.messages.is_empty() && !queue.unflushed => {

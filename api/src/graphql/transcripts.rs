@@ -32,7 +32,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -199,6 +199,8 @@ pub(crate) struct Subscriber {
     renderer: Arc<Renderer>,
     /// The last seq this subscriber has been sent.
     last: i32,
+    /// Set when the subscription ends on the socket's side (see [`Outbox::send_unless`]).
+    left: Arc<AtomicBool>,
     /// Dropped (or fired) when the feed is done with this subscriber.
     done: oneshot::Sender<()>,
 }
@@ -221,10 +223,12 @@ pub(crate) fn join(
     let renderer = Arc::new(renderer(joined.principal, &joined.scope));
     let token = TOKENS.fetch_add(1, Ordering::Relaxed);
     let (done, finished) = oneshot::channel();
+    let left = Arc::new(AtomicBool::new(false));
     let lease = Lease {
         key: renderer.key.clone(),
         token,
         feed: joined.feed,
+        left: left.clone(),
     };
     let subscriber = Subscriber {
         token,
@@ -233,6 +237,7 @@ pub(crate) fn join(
         outbox,
         renderer,
         last: joined.last,
+        left,
         done,
     };
     // A feed that stopped drops the subscriber, and with it `done`: the stream completes.
@@ -246,10 +251,14 @@ pub(crate) struct Lease {
     key: RenderKey,
     token: u64,
     feed: Arc<FeedHandle>,
+    left: Arc<AtomicBool>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        // Before the socket answers the client's `complete`: no segment follows it, even one
+        // the feed writes before it has read the `Leave`.
+        self.left.store(true, Ordering::Release);
         let _ = self.feed.commands.send(Command::Leave {
             key: self.key.clone(),
             token: self.token,
@@ -332,7 +341,7 @@ impl Feed {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
                 if subscriber
                     .outbox
-                    .send((Message::Text(frame), None))
+                    .send_unless((Message::Text(frame), None), &subscriber.left)
                     .is_err()
                 {
                     return;
@@ -398,7 +407,12 @@ impl Feed {
                         frame
                     }
                 };
-                targets.push((*token, subscriber.outbox.clone(), frame));
+                targets.push(Target {
+                    token: *token,
+                    outbox: subscriber.outbox.clone(),
+                    left: subscriber.left.clone(),
+                    frame,
+                });
             }
             sent += targets.len();
             // A socket whose writer has gone leaves.
@@ -429,24 +443,33 @@ impl Feed {
     }
 }
 
-/// Below this many sockets a segment is written from the feed's own task alone.
-const SHARD_MIN: usize = 1024;
+/// Below this many sockets a segment is written from the feed's own task alone. Debug builds
+/// (the test suite) share out from two sockets on, so that the tests run the sharded path.
+const SHARD_MIN: usize = if cfg!(debug_assertions) { 2 } else { 1024 };
 
-/// Writes each frame to its socket (`(token, outbox, frame)`); returns the tokens whose
-/// socket has gone. Many sockets are written from every core at once: each write is a system
+/// One socket's frame of a segment.
+struct Target {
+    token: u64,
+    outbox: Outbox,
+    left: Arc<AtomicBool>,
+    frame: Utf8Bytes,
+}
+
+/// Writes each frame to its socket; returns the tokens whose socket has gone. Many sockets are written from every core at once: each write is a system
 /// call that, on a local network, also runs the receiving side's TCP, so 10,000 of them take
 /// tens of milliseconds on one core. The feed's task takes one share; the others go to
 /// blocking threads (a runtime worker's newest spawned task cannot be taken over by another
 /// worker while this one is busy).
-async fn fan_out(mut targets: Vec<(u64, Outbox, Utf8Bytes)>) -> Vec<u64> {
-    fn write(targets: Vec<(u64, Outbox, Utf8Bytes)>) -> Vec<u64> {
+async fn fan_out(mut targets: Vec<Target>) -> Vec<u64> {
+    fn write(targets: Vec<Target>) -> Vec<u64> {
         targets
             .into_iter()
-            .filter_map(|(token, outbox, frame)| {
-                outbox
-                    .send((Message::Text(frame), None))
+            .filter_map(|target| {
+                target
+                    .outbox
+                    .send_unless((Message::Text(target.frame), None), &target.left)
                     .is_err()
-                    .then_some(token)
+                    .then_some(target.token)
             })
             .collect()
     }
