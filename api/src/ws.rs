@@ -315,7 +315,7 @@ type Socket = SplitSink<WebSocket, Message>;
 /// Everything one socket sends passes here, in order: async-graphql's messages and the frames
 /// of shared transcript feeds. While the socket's writer task has nothing to do, it lends the
 /// socket to the outbox, and a sender writes its message straight into the socket (no queue, no
-/// task wake-up: a feed's segment reaches 10,000 sockets as 10,000 writes from one loop). A
+/// task wake-up: a feed's segment reaches 10,000 sockets as 10,000 writes). A
 /// message that cannot go out at once (the socket's buffer is full, or its reader holds it for
 /// a moment) waits in the queue for the writer task, which waits for the socket to drain.
 #[derive(Debug, Clone, Default)]
@@ -419,8 +419,8 @@ impl Outbox {
                     }
                     Direct::Busy(message) => Some(message),
                     Direct::Failed => {
+                        // Nothing was queued (a direct write needs an empty queue).
                         queue.closed = true;
-                        queue.messages.clear();
                         drop(guard);
                         self.0.ready.notify_one();
                         return Err(Closed);

@@ -12,7 +12,8 @@
 //!   has seen, and renders each new segment once per [`RenderKey`]: the document, operation
 //!   name and variables, and the caller's role and row-level scope. Callers whose visibility
 //!   could differ therefore never share a render. The rendered `next` message is written, as
-//!   the same bytes, to the outbox of every socket subscribed with that key. When the call
+//!   the same bytes, to every socket subscribed with that key: straight into the socket from
+//!   the feed (see [`Outbox`]), split over the cores when there are many. When the call
 //!   ends, each subscription's stream ends, and the socket sends `complete` after the last
 //!   segment.
 //!
@@ -455,9 +456,9 @@ struct Target {
     frame: Utf8Bytes,
 }
 
-/// Writes each frame to its socket; returns the tokens whose socket has gone. Many sockets are written from every core at once: each write is a system
-/// call that, on a local network, also runs the receiving side's TCP, so 10,000 of them take
-/// tens of milliseconds on one core. The feed's task takes one share; the others go to
+/// Writes each frame to its socket; returns the tokens whose socket has gone. Many sockets
+/// are written from every core at once: each write is a system call that, on a local network,
+/// also runs the receiving side's TCP, so 10,000 of them take tens of milliseconds on one core. The feed's task takes one share; the others go to
 /// blocking threads (a runtime worker's newest spawned task cannot be taken over by another
 /// worker while this one is busy).
 async fn fan_out(mut targets: Vec<Target>) -> Vec<u64> {
