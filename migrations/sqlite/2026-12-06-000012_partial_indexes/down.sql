@@ -1,0 +1,10 @@
+DROP INDEX customers_owner_idx;
+CREATE INDEX customers_owner_idx ON customers (owner, created_at);
+DROP INDEX pipeline_runs_finished_idx;
+CREATE INDEX pipeline_runs_finished_idx ON pipeline_runs (finished_at);
+DROP INDEX jobs_dedupe_key_key;
+CREATE UNIQUE INDEX jobs_dedupe_key_key ON jobs (dedupe_key);
+DROP INDEX jobs_finished_idx;
+CREATE INDEX jobs_finished_idx ON jobs (finished_at);
+DROP INDEX jobs_lease_idx;
+CREATE INDEX jobs_lease_idx ON jobs (status, locked_until);
