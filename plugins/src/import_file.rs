@@ -695,10 +695,8 @@ struct Prepared {
 struct FastLead {
     customer: crm_domain::Customer,
     lead: RawLead,
-    runs: Vec<crm_store::pipeline::NewRun>,
-    events: Vec<crm_store::effects::NewEvent>,
-    audit: Option<crm_store::audit::NewAuditEntry>,
-    consents: Vec<crm_store::gdpr::NewConsent>,
+    /// Its rows, its run, audit entry and consents included (none in a dry run).
+    rows: Option<crm_store::customers::LeadRows>,
 }
 
 /// What an import has done so far, carried from batch to batch.
@@ -775,38 +773,42 @@ impl PrepareContext {
         Prepared { plans, now }
     }
 
-    /// The rows a new lead writes: its pipeline run and event, consents, audit entry.
+    /// The rows a new lead writes: the customer, its pipeline run and event, consents and
+    /// audit entry, built here so that the batch's writer only writes them.
     fn fast(
         &self,
         customer: crm_domain::Customer,
         lead: RawLead,
         now: chrono::DateTime<chrono::Utc>,
     ) -> FastLead {
-        let mut fast = FastLead {
-            audit: None,
-            runs: Vec::new(),
-            events: Vec::new(),
-            consents: Vec::new(),
-            customer,
-            lead,
-        };
         if self.options.dry_run {
-            return fast;
+            return FastLead {
+                customer,
+                lead,
+                rows: None,
+            };
         }
-        for effect in self.intake.run_effects(&fast.customer, "import", now) {
+        let (mut runs, mut events, mut consents) = (Vec::new(), Vec::new(), Vec::new());
+        for effect in self.intake.run_effects(&customer, "import", now) {
             match effect {
-                crm_store::effects::Effect::StartRun(run) => fast.runs.push(run),
-                crm_store::effects::Effect::Event(event) => fast.events.push(event),
+                crm_store::effects::Effect::StartRun(run) => runs.push(run),
+                crm_store::effects::Effect::Event(event) => events.push(event),
                 _ => {}
             }
         }
-        for effect in Intake::consent_effects(&fast.customer, "file import") {
+        for effect in Intake::consent_effects(&customer, "file import") {
             if let crm_store::effects::Effect::Consent(consent) = effect {
-                fast.consents.push(consent);
+                consents.push(consent);
             }
         }
-        fast.audit = self.audit.customer("customer.import", None, &fast.customer);
-        fast
+        let audit = self.audit.customer("customer.import", None, &customer);
+        let rows =
+            crm_store::customers::LeadRows::new(&customer, &runs, events, audit, &consents, now);
+        FastLead {
+            customer,
+            lead,
+            rows: Some(rows),
+        }
     }
 }
 
@@ -914,24 +916,14 @@ impl ImportFile {
         timings.lookup += looking.elapsed();
         if !options.dry_run {
             let inserting = std::time::Instant::now();
-            let mut leads = Vec::new();
-            let mut runs = Vec::new();
-            let mut events = Vec::new();
-            let mut audit = Vec::new();
-            let mut consents = Vec::new();
-            for (_, plan) in &mut plans {
-                if let Plan::Fast(fast) = plan {
-                    runs.append(&mut fast.runs);
-                    events.append(&mut fast.events);
-                    consents.append(&mut fast.consents);
-                    audit.extend(fast.audit.take());
-                    leads.push(fast.customer.clone());
-                }
-            }
-            let stored = crm_store::customers::insert_leads(
-                &self.db, &leads, &runs, &events, &audit, &consents, now,
-            )
-            .await?;
+            let leads: Vec<_> = plans
+                .iter_mut()
+                .filter_map(|(_, plan)| match plan {
+                    Plan::Fast(fast) => fast.rows.take(),
+                    _ => None,
+                })
+                .collect();
+            let stored = crm_store::customers::insert_leads(&self.db, leads, now).await?;
             if !stored {
                 // A concurrent writer took one of the contacts: store them one by one.
                 for (_, plan) in &mut plans {
@@ -944,12 +936,16 @@ impl ImportFile {
         }
         let one_by_one = std::time::Instant::now();
         let mut outcomes = Vec::with_capacity(plans.len());
+        // Freed on a blocking thread, not on the path the import waits on.
+        let mut stored = Vec::with_capacity(plans.len());
         for (row, plan) in plans {
             let outcome = match plan {
                 Plan::Done(outcome) => outcome,
-                Plan::Fast(fast) => Outcome::Created {
-                    customer_id: fast.customer.id,
-                },
+                Plan::Fast(fast) => {
+                    let customer_id = fast.customer.id;
+                    stored.push(fast);
+                    Outcome::Created { customer_id }
+                }
                 Plan::Slow(lead) => {
                     let outcome = self
                         .intake
@@ -971,6 +967,7 @@ impl ImportFile {
             outcomes.push((row, outcome));
         }
         timings.one_by_one += one_by_one.elapsed();
+        drop(tokio::task::spawn_blocking(move || drop(stored)));
         Ok(outcomes)
     }
 }

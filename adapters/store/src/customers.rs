@@ -834,19 +834,77 @@ pub async fn merge(
     }
 }
 
-/// Stores many new leads at once, each with its pipeline run (first step and job), their
-/// audit entries and events, in one transaction of multi-row statements: the fast path of file
-/// imports. `Ok(false)` if an email or phone is taken (by a concurrent writer): nothing was
-/// written, and the caller stores these leads one by one instead.
-pub async fn insert_leads(
-    db: &Db,
-    leads: &[Customer],
-    runs: &[crate::pipeline::NewRun],
-    events: &[crate::effects::NewEvent],
-    audit: &[NewAuditEntry],
-    consents: &[crate::gdpr::NewConsent],
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
+/// One new lead's rows as the import's fast path writes them: built away from the transaction
+/// that writes them (CPU only, on the thread that validated the lead), so that the batch's
+/// writer, which the whole import waits for, does only database work. Its audit entry is
+/// chained in the transaction, where the chain's head is read.
+pub struct LeadRows {
+    customer: CustomerRow,
+    tags: Vec<TagRow>,
+    runs: Vec<crate::pipeline::RunRow>,
+    steps: Vec<crate::pipeline::StepRow>,
+    jobs: Vec<crate::jobs::JobRow>,
+    events: Vec<crate::effects::NewEvent>,
+    audit: Option<NewAuditEntry>,
+    consents: Vec<crate::gdpr::ConsentRow>,
+}
+
+impl std::fmt::Debug for LeadRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadRows")
+            .field("customer", &self.customer.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeadRows {
+    /// The rows of `lead` with its pipeline runs (first step and job), events, audit entry
+    /// and consents, as stored at `now`.
+    pub fn new(
+        lead: &Customer,
+        runs: &[crate::pipeline::NewRun],
+        events: Vec<crate::effects::NewEvent>,
+        audit: Option<NewAuditEntry>,
+        consents: &[crate::gdpr::NewConsent],
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut rows = Self {
+            customer: CustomerRow::from(lead),
+            tags: tag_rows(lead),
+            runs: runs
+                .iter()
+                .map(|run| crate::pipeline::run_row(run, now))
+                .collect(),
+            steps: Vec::new(),
+            jobs: Vec::new(),
+            events,
+            audit,
+            consents: consents
+                .iter()
+                .map(|c| crate::gdpr::consent_row(c, now))
+                .collect(),
+        };
+        for run in runs {
+            for (position, step) in (0..).zip(&run.steps) {
+                let job_id = step.job.as_ref().map(|job| {
+                    let id = crm_domain::JobId::new();
+                    rows.jobs.push(crate::jobs::row(id, job, now));
+                    id
+                });
+                rows.steps.push(crate::pipeline::step_row(
+                    run.id, position, step, job_id, now,
+                ));
+            }
+        }
+        rows
+    }
+}
+
+/// Stores many new leads at once (their rows built by [`LeadRows::new`]) in one transaction
+/// of multi-row statements: the fast path of file imports. `Ok(false)` if an email or phone
+/// is taken (by a concurrent writer): nothing was written, and the caller stores these leads
+/// one by one instead.
+pub async fn insert_leads(db: &Db, leads: Vec<LeadRows>, now: DateTime<Utc>) -> StoreResult<bool> {
     use crate::schema::{
         consents as consents_table, events as events_table, jobs, pipeline_runs, pipeline_steps,
     };
@@ -854,26 +912,21 @@ pub async fn insert_leads(
         return Ok(true);
     }
     const CHUNK: usize = 1_000;
-    let rows: Vec<CustomerRow> = leads.iter().map(CustomerRow::from).collect();
-    let tags: Vec<TagRow> = leads.iter().flat_map(tag_rows).collect();
-    let run_rows: Vec<_> = runs
-        .iter()
-        .map(|run| crate::pipeline::run_row(run, now))
-        .collect();
-    let mut step_rows = Vec::new();
-    let mut job_rows = Vec::new();
-    for run in runs {
-        for (position, step) in (0..).zip(&run.steps) {
-            let job_id = step.job.as_ref().map(|job| {
-                let id = crm_domain::JobId::new();
-                job_rows.push(crate::jobs::row(id, job, now));
-                id
-            });
-            step_rows.push(crate::pipeline::step_row(
-                run.id, position, step, job_id, now,
-            ));
-        }
+    let mut rows = Vec::with_capacity(leads.len());
+    let (mut tags, mut run_rows, mut step_rows, mut job_rows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut events, mut audit, mut consent_rows) = (Vec::new(), Vec::new(), Vec::new());
+    for lead in leads {
+        rows.push(lead.customer);
+        tags.extend(lead.tags);
+        run_rows.extend(lead.runs);
+        step_rows.extend(lead.steps);
+        job_rows.extend(lead.jobs);
+        events.extend(lead.events);
+        audit.extend(lead.audit);
+        consent_rows.extend(lead.consents);
     }
+    let runs = !run_rows.is_empty();
     let at = to_db_time(now);
     let event_rows: Vec<_> = events
         .iter()
@@ -885,11 +938,6 @@ pub async fn insert_leads(
                 events_table::created_at.eq(at),
             )
         })
-        .collect();
-    let audit = audit.to_vec();
-    let consent_rows: Vec<_> = consents
-        .iter()
-        .map(|c| crate::gdpr::consent_row(c, now))
         .collect();
     let written = with_conn!(
         db,
@@ -929,13 +977,13 @@ pub async fn insert_leads(
                     .await?;
                     use crate::bulk::{Values as V, col};
                     crate::bulk::Columns::new("events")
-                        .with("topic", V::Text(col(events, |e| e.topic.clone())))
+                        .with("topic", V::Text(col(&events, |e| e.topic.clone())))
                         .with(
                             "customer_id",
-                            V::OptText(col(events, |e| e.customer_id.clone())),
+                            V::OptText(col(&events, |e| e.customer_id.clone())),
                         )
-                        .with("payload", V::Text(col(events, |e| e.payload.clone())))
-                        .with("created_at", V::Time(col(events, |_| at)))
+                        .with("payload", V::Text(col(&events, |e| e.payload.clone())))
+                        .with("created_at", V::Time(col(&events, |_| at)))
                         .insert(conn)
                         .await?;
                 }
@@ -999,7 +1047,7 @@ pub async fn insert_leads(
     );
     match written {
         Ok(()) => {
-            db.committed(!runs.is_empty(), !events.is_empty());
+            db.committed(runs, !events.is_empty());
             Ok(true)
         }
         Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
