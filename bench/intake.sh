@@ -2,7 +2,7 @@
 # Intake benchmarks (BENCHMARKS.md): signed webhook ingest with wrk, then a CSV file import,
 # against a database already holding CUSTOMERS customers.
 #   bench/intake.sh sqlite|postgres
-# Environment: CUSTOMERS (1000000), SKIP_SEED=1 to reuse the database of bench/run.sh,
+# Environment: CUSTOMERS (1000000), SKIP_SEED=1 to reuse the database of bench/run.sh, SERVER (a built binary),
 # DURATION (20s; 0 skips the webhook ingest), CONNECTIONS (32), ROWS (rows of the CSV import, 100000), CRM_LOG__FILTER (warn;
 # `warn,crm_plugins::import_file=debug` logs where an import's time went).
 set -euo pipefail
@@ -27,8 +27,11 @@ case "$backend" in
   *) echo "unknown backend $backend"; exit 2 ;;
 esac
 
-cargo build --release -p crm-api --bin crm-server
-server=target/release/crm-server
+# SERVER=path runs a binary built elsewhere (to compare two builds on the same database).
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release -p crm-api --bin crm-server
+fi
+server=${SERVER:-target/release/crm-server}
 secret="whsec_$(openssl rand -base64 32)"
 export CRM_DATABASE__URL=$url CRM_SERVER__BIND=127.0.0.1:$port CRM_LOG__FILTER=${CRM_LOG__FILTER:-warn}
 export CRM_AUTH__JWT_SECRET=bench-secret-0123456789-0123456789-0123 CRM_RATE_LIMIT__ENABLED=false
