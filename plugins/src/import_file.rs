@@ -45,7 +45,18 @@ pub const MAX_FIELD_LEN: usize = 10_000;
 /// file is refused instead of read into memory (an unclosed quote swallows the rest of a file).
 pub const MAX_RECORD_BYTES: u64 = 1024 * 1024;
 /// Rows per recorded batch.
-const BATCH: usize = 2_000;
+///
+/// PostgreSQL writes a batch while the one before it completes (see [`ImportFile::begin`]),
+/// so three batches are in memory at once there: smaller ones keep the peak RSS where two
+/// batches of 2,000 had it. SQLite, with one writer, writes one batch after the other.
+fn batch_size(backend: crm_store::Backend) -> usize {
+    match backend {
+        crm_store::Backend::Postgres => 1_000,
+        crm_store::Backend::Sqlite => 2_000,
+    }
+}
+/// How long a batch's transaction waits for the batch before it to complete.
+const WAIT_FOR_BATCH_BEFORE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A lead file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,28 +577,30 @@ impl JobHandler for ImportFile {
             scope: scope.clone(),
             import: (import.id.clone(), import.created_at),
         });
-        let mut records = Vec::with_capacity(BATCH);
+        let batch = batch_size(self.db.backend());
+        let mut records = Vec::with_capacity(batch);
         let mut preparing = None;
+        let mut writing: Option<InFlight> = None;
         let mut open = true;
         while open {
             match rx.recv().await {
                 Some(Record::Lead(row, _) | Record::Bad(row, _)) if row <= resume => continue,
                 Some(record) => {
                     records.push(record);
-                    if records.len() < BATCH {
+                    if records.len() < batch {
                         continue;
                     }
                 }
                 None => open = false,
             }
             let next = (!records.is_empty()).then(|| {
-                let records = std::mem::replace(&mut records, Vec::with_capacity(BATCH));
+                let records = std::mem::replace(&mut records, Vec::with_capacity(batch));
                 tokio::spawn(PrepareContext::prepare_halves(context.clone(), records))
             });
             let previous = std::mem::replace(&mut preparing, next);
             if let Some(previous) = previous
                 && !self
-                    .store_prepared(previous, &context, &runner, &mut state)
+                    .store_prepared(previous, &context, &runner, &mut state, &mut writing)
                     .await?
             {
                 return Ok(()); // Another worker took over (this one stalled): it goes on.
@@ -595,8 +608,13 @@ impl JobHandler for ImportFile {
         }
         if let Some(last) = preparing.take()
             && !self
-                .store_prepared(last, &context, &runner, &mut state)
+                .store_prepared(last, &context, &runner, &mut state, &mut writing)
                 .await?
+        {
+            return Ok(());
+        }
+        if let Some(last) = writing.take()
+            && !self.complete(last, &context, &runner, &mut state).await?
         {
             return Ok(());
         }
@@ -697,6 +715,18 @@ struct FastLead {
     lead: RawLead,
     /// Its rows, its run, audit entry and consents included (none in a dry run).
     rows: Option<crm_store::customers::LeadRows>,
+}
+
+/// A batch being written: its fast leads' transaction runs on a task of its own while the
+/// batch before it completes (see [`crm_store::customers::insert_leads`]).
+struct InFlight {
+    plans: Vec<(i32, Plan)>,
+    /// Every email and phone of its leads, stored or not yet: the next batch is looked up
+    /// before this one has committed, so a lead of the next batch that repeats one of these
+    /// goes the careful way.
+    contacts: std::collections::HashSet<String>,
+    /// The fast path's transaction (none in a dry run).
+    insert: Option<tokio::task::JoinHandle<Result<bool, crm_store::StoreError>>>,
 }
 
 /// What an import has done so far, carried from batch to batch.
@@ -813,7 +843,8 @@ impl PrepareContext {
 }
 
 impl ImportFile {
-    /// Waits for a prepared batch, stores it and records its progress. False if another
+    /// Waits for a prepared batch and starts writing it, then completes the batch before it
+    /// (its transaction, duplicates, progress) and lets this one commit. False if another
     /// worker took the import over.
     async fn store_prepared(
         &self,
@@ -821,6 +852,7 @@ impl ImportFile {
         context: &PrepareContext,
         runner: &str,
         state: &mut BatchState,
+        writing: &mut Option<InFlight>,
     ) -> Result<bool, JobError> {
         let waited = std::time::Instant::now();
         let prepared = prepared
@@ -828,8 +860,49 @@ impl ImportFile {
             .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?
             .map_err(|e| JobError::Retryable(format!("validating a batch failed: {e}")))?;
         state.timings.wait_prepare += waited.elapsed();
+        // Until it is sent, this batch's transaction does not append to the audit chain or
+        // commit; dropped unsent (the batch before failed, or this worker lost the import),
+        // it rolls back.
+        // SQLite has one writer: the batch before completes first, and this one is looked up
+        // after it (nothing to overlap but memory to spend).
+        if self.db.backend() == crm_store::Backend::Sqlite
+            && let Some(before) = writing.take()
+            && !self.complete(before, context, runner, state).await?
+        {
+            return Ok(false);
+        }
+        let (before_done, after) = tokio::sync::oneshot::channel::<()>();
+        let flight = self
+            .begin(
+                prepared,
+                context,
+                writing.as_ref().map(|w| &w.contacts),
+                after,
+                &mut state.timings,
+            )
+            .await
+            .map_err(|e| JobError::Retryable(e.to_string()))?;
+        if let Some(before) = writing.take()
+            && !self.complete(before, context, runner, state).await?
+        {
+            return Ok(false);
+        }
+        let _ = before_done.send(());
+        *writing = Some(flight);
+        Ok(true)
+    }
+
+    /// Completes a batch: waits for its transaction, stores its other leads one by one and
+    /// records its progress. False if another worker took the import over.
+    async fn complete(
+        &self,
+        flight: InFlight,
+        context: &PrepareContext,
+        runner: &str,
+        state: &mut BatchState,
+    ) -> Result<bool, JobError> {
         let outcomes = self
-            .import_batch(prepared, context, &mut state.timings)
+            .finish_batch(flight, context, &mut state.timings)
             .await
             .map_err(|e| JobError::Retryable(e.to_string()))?;
         let mut issues: Vec<RowIssue> = Vec::new();
@@ -868,20 +941,20 @@ impl ImportFile {
         Ok(kept)
     }
 
-    /// Stores one prepared batch; returns each row's outcome. The import (its id and start)
-    /// names the customers the batch creates, so a batch replayed after a crash (stored, but
-    /// its progress not yet recorded) recognizes them and counts them as created again rather
-    /// than as duplicates.
-    async fn import_batch(
+    /// Looks up a prepared batch's contacts and starts the transaction of its new, distinct
+    /// leads, which commits once `after` is sent. A lead whose email or phone is held already,
+    /// repeats one of the batch before (`before`: not committed yet) or of an earlier lead of
+    /// this batch, goes the careful way in [`ImportFile::finish_batch`].
+    async fn begin(
         &self,
         prepared: Prepared,
         context: &PrepareContext,
+        before: Option<&std::collections::HashSet<String>>,
+        after: tokio::sync::oneshot::Receiver<()>,
         timings: &mut Timings,
-    ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
+    ) -> Result<InFlight, crm_store::StoreError> {
         let Prepared { mut plans, now } = prepared;
-        let (options, scope, import) = (&context.options, &context.scope, context.import());
         let looking = std::time::Instant::now();
-        // Contacts held already, or repeated within the batch, go the careful way.
         let contacts = |c: &crm_domain::Customer| {
             [
                 c.email.as_ref().map(|e| e.as_str().to_owned()),
@@ -906,16 +979,19 @@ impl ImportFile {
         for (_, plan) in &mut plans {
             if let Plan::Fast(fast) = plan {
                 let keys = contacts(&fast.customer);
-                if keys.iter().any(|k| taken.contains(k) || seen.contains(k)) {
+                let held = keys.iter().any(|k| {
+                    taken.contains(k)
+                        || seen.contains(k)
+                        || before.is_some_and(|before| before.contains(k))
+                });
+                seen.extend(keys);
+                if held {
                     *plan = Plan::Slow(std::mem::take(&mut fast.lead));
-                } else {
-                    seen.extend(keys);
                 }
             }
         }
         timings.lookup += looking.elapsed();
-        if !options.dry_run {
-            let inserting = std::time::Instant::now();
+        let insert = (!context.options.dry_run).then(|| {
             let leads: Vec<_> = plans
                 .iter_mut()
                 .filter_map(|(_, plan)| match plan {
@@ -923,7 +999,45 @@ impl ImportFile {
                     _ => None,
                 })
                 .collect();
-            let stored = crm_store::customers::insert_leads(&self.db, leads, now).await?;
+            let db = self.db.clone();
+            // Bounded, so that no wait can close a cycle: the batch before's one-by-one leads
+            // could wait for a concurrent writer that waits for one of this batch's contacts.
+            // Past it, this batch rolls back and its leads go one by one.
+            let before_done = async {
+                tokio::time::timeout(WAIT_FOR_BATCH_BEFORE, after)
+                    .await
+                    .is_ok_and(|sent| sent.is_ok())
+            };
+            tokio::spawn(async move {
+                crm_store::customers::insert_leads(&db, leads, now, before_done).await
+            })
+        });
+        Ok(InFlight {
+            plans,
+            contacts: seen,
+            insert,
+        })
+    }
+
+    /// Waits for a batch's transaction and stores its other leads one by one; returns each
+    /// row's outcome. The import (its id and start) names the customers the batch creates, so
+    /// a batch replayed after a crash (stored, but its progress not yet recorded) recognizes
+    /// them and counts them as created again rather than as duplicates.
+    async fn finish_batch(
+        &self,
+        flight: InFlight,
+        context: &PrepareContext,
+        timings: &mut Timings,
+    ) -> Result<Vec<(i32, Outcome)>, crm_store::StoreError> {
+        let InFlight {
+            mut plans, insert, ..
+        } = flight;
+        let (options, scope, import) = (&context.options, &context.scope, context.import());
+        if let Some(insert) = insert {
+            let inserting = std::time::Instant::now();
+            let stored = insert.await.map_err(|e| {
+                crm_store::StoreError::Unavailable(format!("the batch's writer failed: {e}"))
+            })??;
             if !stored {
                 // A concurrent writer took one of the contacts: store them one by one.
                 for (_, plan) in &mut plans {

@@ -904,9 +904,30 @@ impl LeadRows {
 /// of multi-row statements: the fast path of file imports. `Ok(false)` if an email or phone
 /// is taken (by a concurrent writer): nothing was written, and the caller stores these leads
 /// one by one instead.
-pub async fn insert_leads(db: &Db, leads: Vec<LeadRows>, now: DateTime<Utc>) -> StoreResult<bool> {
+///
+/// `after` resolves when the batch before is complete. `false` (it failed, or it took too
+/// long) rolls this one back, and it returns `Ok(false)` like a taken contact. On PostgreSQL the rows are inserted before that, on a connection of their own, so
+/// that two batches keep both cores busy; the audit entries and events, which must follow
+/// the batch before in the chain and the stream, and the commit wait for it. On SQLite, which
+/// has one writer, nothing starts before it.
+pub async fn insert_leads(
+    db: &Db,
+    leads: Vec<LeadRows>,
+    now: DateTime<Utc>,
+    after: impl std::future::Future<Output = bool> + Send,
+) -> StoreResult<bool> {
     use crate::schema::{
         consents as consents_table, events as events_table, jobs, pipeline_runs, pipeline_steps,
+    };
+    let after = match db.backend() {
+        crate::Backend::Postgres => Some(after),
+        crate::Backend::Sqlite => {
+            // Before taking a connection: the batch before may need the writer to complete.
+            if !after.await {
+                return Ok(false);
+            }
+            None
+        }
     };
     if leads.is_empty() {
         return Ok(true);
@@ -967,6 +988,11 @@ pub async fn insert_leads(db: &Db, leads: Vec<LeadRows>, now: DateTime<Utc>) -> 
                 crate::gdpr::consent_columns(&consent_rows)
                     .insert(conn)
                     .await?;
+                if let Some(after) = after
+                    && !after.await
+                {
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
                 crate::audit::append_many_pg(conn, &audit).await?;
                 if !event_rows.is_empty() {
                     diesel::sql_query(format!(
@@ -1051,6 +1077,7 @@ pub async fn insert_leads(db: &Db, leads: Vec<LeadRows>, now: DateTime<Utc>) -> 
             Ok(true)
         }
         Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
+        Err(diesel::result::Error::RollbackTransaction) => Ok(false),
         Err(error) => Err(error.into()),
     }
 }
