@@ -564,11 +564,13 @@ impl JobHandler for ImportFile {
         };
         let started = std::time::Instant::now();
         // Records are taken in batches: a batch's new, distinct leads are stored together (one
-        // transaction of multi-row statements); the others, one by one. Batches overlap by one:
-        // the next batch is validated and its rows built on blocking threads while this one is
-        // written, so the two cores share the work (the database's lookups and writes stay in
-        // file order, one batch after the other, so a lead repeating one of the batch before
-        // is found as a duplicate).
+        // transaction of multi-row statements); the others, one by one. Batches overlap: the
+        // next batch is validated and its rows built on blocking threads while this one is
+        // written, so the two cores share the work. On PostgreSQL a batch's rows are also
+        // inserted while the batch before completes; its audit entries, events and commit
+        // wait for that one, so the chain, the event stream and the recorded progress stay in
+        // file order. A lead repeating one of an earlier batch is found as a duplicate: by the
+        // look-up once that batch has committed, by its contacts in memory before.
         let context = Arc::new(PrepareContext {
             intake: self.intake.clone(),
             audit: self.audit.clone(),
@@ -863,14 +865,6 @@ impl ImportFile {
         // Until it is sent, this batch's transaction does not append to the audit chain or
         // commit; dropped unsent (the batch before failed, or this worker lost the import),
         // it rolls back.
-        // SQLite has one writer: the batch before completes first, and this one is looked up
-        // after it (nothing to overlap but memory to spend).
-        if self.db.backend() == crm_store::Backend::Sqlite
-            && let Some(before) = writing.take()
-            && !self.complete(before, context, runner, state).await?
-        {
-            return Ok(false);
-        }
         let (before_done, after) = tokio::sync::oneshot::channel::<()>();
         let flight = self
             .begin(
@@ -888,6 +882,10 @@ impl ImportFile {
             return Ok(false);
         }
         let _ = before_done.send(());
+        if self.db.backend() == crm_store::Backend::Sqlite {
+            // One writer: nothing to overlap, only memory to spend (a third batch in flight).
+            return self.complete(flight, context, runner, state).await;
+        }
         *writing = Some(flight);
         Ok(true)
     }
