@@ -44,16 +44,17 @@ pub const MAX_FIELD_LEN: usize = 10_000;
 /// Most bytes one record (a CSV row, an NDJSON line, a JSON element) may take: beyond it the
 /// file is refused instead of read into memory (an unclosed quote swallows the rest of a file).
 pub const MAX_RECORD_BYTES: u64 = 1024 * 1024;
-/// Rows per recorded batch.
-///
-/// PostgreSQL writes a batch while the one before it completes (see [`ImportFile::begin`]),
-/// so three batches are in memory at once there: smaller ones keep the peak RSS where two
-/// batches of 2,000 had it. SQLite, with one writer, writes one batch after the other.
-fn batch_size(backend: crm_store::Backend) -> usize {
-    match backend {
-        crm_store::Backend::Postgres => 1_000,
-        crm_store::Backend::Sqlite => 2_000,
-    }
+/// Whether a batch is written while the one before it completes (see [`ImportFile::begin`]):
+/// on PostgreSQL, with connections to spare (the waiting batch holds one, the batch before
+/// needs others). SQLite has one writer: one batch after the other.
+fn overlapping(db: &crm_store::Db) -> bool {
+    db.backend() == crm_store::Backend::Postgres && db.max_connections() >= 4
+}
+
+/// Rows per recorded batch. Overlapping, three batches are in memory at once: smaller ones
+/// keep the peak RSS where two batches of 2,000 had it.
+fn batch_size(overlapping: bool) -> usize {
+    if overlapping { 1_000 } else { 2_000 }
 }
 /// How long a batch's transaction waits for the batch before it to complete.
 const WAIT_FOR_BATCH_BEFORE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -579,7 +580,7 @@ impl JobHandler for ImportFile {
             scope: scope.clone(),
             import: (import.id.clone(), import.created_at),
         });
-        let batch = batch_size(self.db.backend());
+        let batch = batch_size(overlapping(&self.db));
         let mut records = Vec::with_capacity(batch);
         let mut preparing = None;
         let mut writing: Option<InFlight> = None;
@@ -882,8 +883,7 @@ impl ImportFile {
             return Ok(false);
         }
         let _ = before_done.send(());
-        if self.db.backend() == crm_store::Backend::Sqlite {
-            // One writer: nothing to overlap, only memory to spend (a third batch in flight).
+        if !overlapping(&self.db) {
             return self.complete(flight, context, runner, state).await;
         }
         *writing = Some(flight);

@@ -280,6 +280,14 @@ impl Db {
         self.inner.notifier.as_ref()
     }
 
+    /// The most connections the pool holds (`database.max_connections`).
+    pub fn max_connections(&self) -> usize {
+        match &self.inner.pools {
+            Pools::Postgres(pool) => pool.status().max_size,
+            Pools::Sqlite(pool) => pool.status().max_size,
+        }
+    }
+
     pub(crate) fn pools(&self) -> &Pools {
         &self.inner.pools
     }

@@ -19,6 +19,7 @@ on_both_backends!(
     bad_files_and_uploads_are_refused_or_reported,
     a_batch_replayed_after_a_crash_counts_its_rows_as_before,
     a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit_and_consent,
+    a_file_of_several_batches_imports_on_a_pool_of_one_connection,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -888,4 +889,29 @@ async fn a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit
         0,
         "every consent is in the ledger"
     );
+}
+
+/// With fewer than four pooled connections, a batch may not hold one while the batch before
+/// needs one: PostgreSQL imports one batch after the other too, as SQLite always does. This
+/// runs that path on PostgreSQL (the deadlock it avoids needs a multi-threaded runtime, where
+/// the batch's writer task can take the only connection first: this test's runtime has one
+/// thread, so it would pass without the rule).
+async fn a_file_of_several_batches_imports_on_a_pool_of_one_connection(backend: TestBackend) {
+    const ROWS: u32 = 2_500;
+    let app = TestApp::spawn_with(backend, |c| c.database.max_connections = 1).await;
+    let mut csv = String::from("Name;E-Mail\n");
+    for i in 1..=ROWS {
+        // Row 2100 repeats row 1990, from the batch before.
+        let n = if i == 2100 { 1990 } else { i };
+        csv.push_str(&format!("Lead {i};lead{n}@one.example\n"));
+    }
+    let started = upload(&app, "one.csv", csv.as_bytes(), json!({}), Value::Null).await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    assert_eq!(app.runner().run_once().await.unwrap(), 1);
+    let report = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    let r = &report["leadImport"];
+    assert_eq!(r["status"], "completed", "{report:#}");
+    assert_eq!(r["rowsDone"], ROWS, "{report:#}");
+    assert_eq!(r["created"], ROWS - 1, "{report:#}");
+    assert_eq!(r["invalid"], 0, "{report:#}");
 }
