@@ -15,6 +15,7 @@ pub mod consent;
 pub mod customer;
 pub mod email;
 pub mod error;
+pub mod hex;
 pub mod ids;
 pub mod interaction;
 pub mod lead;

@@ -19,6 +19,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use crm_domain::hex::encode as hex;
 use crm_domain::{
     Clock, Customer, CustomerId, Direction, EmailSender, Interaction, InteractionId,
     InteractionKind, Mailbox, OutgoingEmail, SendError,
@@ -115,10 +116,6 @@ pub struct Draft {
     /// Makes queueing idempotent without a step: a second draft with the same key and
     /// template returns the first email (`nurture:{run}`).
     pub dedupe: Option<String>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Mailer {

@@ -579,8 +579,9 @@ impl JobHandler for ImportFile {
             options: stored.options.clone(),
             scope: scope.clone(),
             import: (import.id.clone(), import.created_at),
+            overlapping: overlapping(&self.db),
         });
-        let batch = batch_size(overlapping(&self.db));
+        let batch = batch_size(context.overlapping);
         let mut records = Vec::with_capacity(batch);
         let mut preparing = None;
         let mut writing: Option<InFlight> = None;
@@ -704,6 +705,8 @@ struct PrepareContext {
     scope: CustomerScope,
     /// The import's id and start (see [`row_customer_id`]).
     import: (String, chrono::DateTime<chrono::Utc>),
+    /// Whether batches are written while the one before completes ([`overlapping`]).
+    overlapping: bool,
 }
 
 /// A batch validated, with the rows of its leads built: what is left is database work.
@@ -883,7 +886,7 @@ impl ImportFile {
             return Ok(false);
         }
         let _ = before_done.send(());
-        if !overlapping(&self.db) {
+        if !context.overlapping {
             return self.complete(flight, context, runner, state).await;
         }
         *writing = Some(flight);
@@ -1049,13 +1052,13 @@ impl ImportFile {
         let one_by_one = std::time::Instant::now();
         let mut outcomes = Vec::with_capacity(plans.len());
         // Freed on a blocking thread, not on the path the import waits on.
-        let mut stored = Vec::with_capacity(plans.len());
+        let mut freed = Vec::with_capacity(plans.len());
         for (row, plan) in plans {
             let outcome = match plan {
                 Plan::Done(outcome) => outcome,
                 Plan::Fast(fast) => {
                     let customer_id = fast.customer.id;
-                    stored.push(fast);
+                    freed.push(fast);
                     Outcome::Created { customer_id }
                 }
                 Plan::Slow(lead) => {
@@ -1079,7 +1082,7 @@ impl ImportFile {
             outcomes.push((row, outcome));
         }
         timings.one_by_one += one_by_one.elapsed();
-        drop(tokio::task::spawn_blocking(move || drop(stored)));
+        drop(tokio::task::spawn_blocking(move || drop(freed)));
         Ok(outcomes)
     }
 }

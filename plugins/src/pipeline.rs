@@ -161,7 +161,7 @@ impl Pipeline {
         let canonical = serde_json::to_string(&(&rules, config.threshold))
             .map_err(|e| format!("scoring rules do not serialize: {e}"))?;
         let digest = Sha256::digest(canonical.as_bytes());
-        let version = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let version = crm_domain::hex::encode(&digest[..6]);
         Ok(Self {
             config,
             rules,

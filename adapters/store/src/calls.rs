@@ -897,7 +897,7 @@ fn segment_dedupe(
         Some(position) => format!("p{position}"),
         None => {
             let digest = Sha256::digest(format!("{role}\u{1f}{text}\u{1f}{offset:?}").as_bytes());
-            digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+            crm_domain::hex::encode(&digest[..12])
         }
     }
 }

@@ -906,10 +906,11 @@ impl LeadRows {
 /// one by one instead.
 ///
 /// `after` resolves when the batch before is complete. `false` (it failed, or it took too
-/// long) rolls this one back, and it returns `Ok(false)` like a taken contact. On PostgreSQL the rows are inserted before that, on a connection of their own, so
-/// that two batches keep both cores busy; the audit entries and events, which must follow
-/// the batch before in the chain and the stream, and the commit wait for it. On SQLite, which
-/// has one writer, nothing starts before it.
+/// long) rolls this one back, and it returns `Ok(false)` like a taken contact. On PostgreSQL
+/// the rows are inserted before that, on a connection of their own, so that two batches keep
+/// both cores busy; the audit entries and events, which must follow the batch before in the
+/// chain and the stream, and the commit wait for it. On SQLite, which has one writer, nothing
+/// starts before it.
 pub async fn insert_leads(
     db: &Db,
     leads: Vec<LeadRows>,
@@ -949,17 +950,6 @@ pub async fn insert_leads(
     }
     let runs = !run_rows.is_empty();
     let at = to_db_time(now);
-    let event_rows: Vec<_> = events
-        .iter()
-        .map(|e| {
-            (
-                events_table::topic.eq(e.topic.clone()),
-                events_table::customer_id.eq(e.customer_id.clone()),
-                events_table::payload.eq(e.payload.clone()),
-                events_table::created_at.eq(at),
-            )
-        })
-        .collect();
     let written = with_conn!(
         db,
         postgres | conn | {
@@ -994,7 +984,7 @@ pub async fn insert_leads(
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
                 crate::audit::append_many_pg(conn, &audit).await?;
-                if !event_rows.is_empty() {
+                if !events.is_empty() {
                     diesel::sql_query(format!(
                         "SELECT pg_advisory_xact_lock({})",
                         crate::effects::EVENT_LOCK
@@ -1018,6 +1008,17 @@ pub async fn insert_leads(
             .await
         },
         sqlite | conn | {
+            let event_rows: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    (
+                        events_table::topic.eq(e.topic.clone()),
+                        events_table::customer_id.eq(e.customer_id.clone()),
+                        events_table::payload.eq(e.payload.clone()),
+                        events_table::created_at.eq(at),
+                    )
+                })
+                .collect();
             // Row by row through cached prepared statements: SQLite runs in this process, so
             // there is no round trip to save, and compiling a 1,000-row `VALUES` statement
             // (about 9 ms for the customers') costs more than binding and stepping its rows

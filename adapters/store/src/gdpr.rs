@@ -241,7 +241,7 @@ pub fn identity_hash(key: &[u8], kind: &str, value: &str) -> String {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crm_domain::hex::encode(&h.finalize())
 }
 
 /// How the audit log names a phone number (a do-not-call entry) without holding it: its keyed

@@ -42,12 +42,7 @@ pub fn generate_key() -> Result<GeneratedKey, getrandom::Error> {
 
 /// SHA-256 of a key, hex.
 pub fn hash_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    crm_domain::hex::encode(&Sha256::digest(key.as_bytes()))
 }
 
 #[cfg(test)]
