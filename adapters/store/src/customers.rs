@@ -69,8 +69,8 @@ impl CustomerOrderField {
 
     fn cursor_for(self, row: &CustomerRow) -> String {
         let key = match self {
-            Self::CreatedAt => CursorKey::Time(row.created_at),
-            Self::UpdatedAt => CursorKey::Time(row.updated_at),
+            Self::CreatedAt => CursorKey::Time(row.created_at.0),
+            Self::UpdatedAt => CursorKey::Time(row.updated_at.0),
             Self::Name => CursorKey::Text(row.name.clone()),
         };
         Cursor {
@@ -1015,7 +1015,7 @@ pub async fn insert_leads(
                         events_table::topic.eq(e.topic.clone()),
                         events_table::customer_id.eq(e.customer_id.clone()),
                         events_table::payload.eq(e.payload.clone()),
-                        events_table::created_at.eq(at),
+                        events_table::created_at.eq(crate::rows::DbTime(at)),
                     )
                 })
                 .collect();
@@ -1067,9 +1067,15 @@ pub async fn insert_leads(
                     Ok(())
                 });
                 let _ = conn.batch_execute("PRAGMA cache_size = -2000");
-                written
+                // Freed elsewhere: the import waits for this thread, not for the frees.
+                let rows = (rows, tags, run_rows, step_rows, job_rows, consent_rows);
+                Ok((written, (rows, audit, event_rows)))
             })
             .await
+            .and_then(|(written, rows)| {
+                tokio::task::spawn_blocking(move || drop(rows));
+                written
+            })
         }
     );
     match written {
@@ -1104,9 +1110,12 @@ fn customer_columns(rows: &[CustomerRow]) -> crate::bulk::Columns {
         .with("consent_sms", V::Bool(col(rows, |r| r.consent_sms)))
         .with("notes", V::OptText(col(rows, |r| r.notes.clone())))
         .with("search_text", V::Text(col(rows, |r| r.search_text.clone())))
-        .with("created_at", V::Time(col(rows, |r| r.created_at)))
-        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
-        .with("deleted_at", V::OptTime(col(rows, |r| r.deleted_at)))
+        .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))
+        .with(
+            "deleted_at",
+            V::OptTime(col(rows, |r| r.deleted_at.map(|t| t.0))),
+        )
 }
 
 /// Which of these emails and phones customers (deleted ones too) hold already.

@@ -14,7 +14,7 @@ use crate::{
     effects::WriteEffects as _,
     error::{StoreError, StoreResult},
     pipeline::{RunStatus, StepStatus},
-    rows::{from_db_time, to_db_time},
+    rows::{DbTime, from_db_time, to_db_time},
     schema::{jobs, pipeline_runs, pipeline_steps},
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -119,15 +119,15 @@ pub(crate) struct JobRow {
     dedupe_key: Option<String>,
     priority: i32,
     status: String,
-    run_at: NaiveDateTime,
+    run_at: DbTime,
     attempts: i32,
     max_attempts: i32,
     locked_by: Option<String>,
-    locked_until: Option<NaiveDateTime>,
+    locked_until: Option<DbTime>,
     last_error: Option<String>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-    finished_at: Option<NaiveDateTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    finished_at: Option<DbTime>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -205,14 +205,14 @@ pub(crate) fn row(id: JobId, new: &NewJob, now: DateTime<Utc>) -> JobRow {
         dedupe_key: new.dedupe_key.clone(),
         priority: new.priority,
         status: JobStatus::Queued.as_str().to_owned(),
-        run_at: to_db_time(new.run_at),
+        run_at: DbTime(to_db_time(new.run_at)),
         attempts: 0,
         max_attempts: new.max_attempts.max(1),
         locked_by: None,
         locked_until: None,
         last_error: None,
-        created_at: to_db_time(now),
-        updated_at: to_db_time(now),
+        created_at: DbTime(to_db_time(now)),
+        updated_at: DbTime(to_db_time(now)),
         finished_at: None,
     }
 }
@@ -230,18 +230,24 @@ pub(crate) fn columns(rows: &[JobRow]) -> crate::bulk::Columns {
         )
         .with("priority", V::Int(col(rows, |r| r.priority)))
         .with("status", V::Text(col(rows, |r| r.status.clone())))
-        .with("run_at", V::Time(col(rows, |r| r.run_at)))
+        .with("run_at", V::Time(col(rows, |r| r.run_at.0)))
         .with("attempts", V::Int(col(rows, |r| r.attempts)))
         .with("max_attempts", V::Int(col(rows, |r| r.max_attempts)))
         .with("locked_by", V::OptText(col(rows, |r| r.locked_by.clone())))
-        .with("locked_until", V::OptTime(col(rows, |r| r.locked_until)))
+        .with(
+            "locked_until",
+            V::OptTime(col(rows, |r| r.locked_until.map(|t| t.0))),
+        )
         .with(
             "last_error",
             V::OptText(col(rows, |r| r.last_error.clone())),
         )
-        .with("created_at", V::Time(col(rows, |r| r.created_at)))
-        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
-        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+        .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))
+        .with(
+            "finished_at",
+            V::OptTime(col(rows, |r| r.finished_at.map(|t| t.0))),
+        )
 }
 
 /// A stored job id.

@@ -12,11 +12,11 @@ use crate::{
     effects::{Effect, WriteEffects as _},
     error::{StoreError, StoreResult},
     jobs::NewJob,
-    rows::{from_db_time, to_db_time},
+    rows::{DbTime, from_db_time, to_db_time},
     schema::{lead_scores, pipeline_runs, pipeline_steps},
     scores::{NewScore, ScoreRow},
 };
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use crm_domain::{CustomerId, CustomerScope, JobId, RunId, StepId};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -179,9 +179,9 @@ pub(crate) struct RunRow {
     status: String,
     branch: Option<String>,
     error: Option<String>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-    finished_at: Option<NaiveDateTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    finished_at: Option<DbTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -194,8 +194,8 @@ pub(crate) struct StepRow {
     status: String,
     job_id: Option<String>,
     detail: Option<String>,
-    created_at: NaiveDateTime,
-    finished_at: Option<NaiveDateTime>,
+    created_at: DbTime,
+    finished_at: Option<DbTime>,
 }
 
 fn corrupt(entity: &'static str, id: &str, reason: impl fmt::Display) -> StoreError {
@@ -265,8 +265,8 @@ pub(crate) fn run_row(run: &NewRun, now: DateTime<Utc>) -> RunRow {
         status: RunStatus::Running.as_str().to_owned(),
         branch: None,
         error: None,
-        created_at: now,
-        updated_at: now,
+        created_at: DbTime(now),
+        updated_at: DbTime(now),
         finished_at: None,
     }
 }
@@ -287,8 +287,8 @@ pub(crate) fn step_row(
         status: step.status.as_str().to_owned(),
         job_id: job_id.map(|id| id.to_string()),
         detail: step.detail.clone(),
-        created_at: to_db_time(now),
-        finished_at: finished.then(|| to_db_time(now)),
+        created_at: DbTime(to_db_time(now)),
+        finished_at: finished.then(|| DbTime(to_db_time(now))),
     }
 }
 
@@ -302,9 +302,12 @@ pub(crate) fn run_columns(rows: &[RunRow]) -> crate::bulk::Columns {
         .with("status", V::Text(col(rows, |r| r.status.clone())))
         .with("branch", V::OptText(col(rows, |r| r.branch.clone())))
         .with("error", V::OptText(col(rows, |r| r.error.clone())))
-        .with("created_at", V::Time(col(rows, |r| r.created_at)))
-        .with("updated_at", V::Time(col(rows, |r| r.updated_at)))
-        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+        .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
+        .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))
+        .with(
+            "finished_at",
+            V::OptTime(col(rows, |r| r.finished_at.map(|t| t.0))),
+        )
 }
 
 /// Step rows as columns, for [`crate::bulk`].
@@ -318,8 +321,11 @@ pub(crate) fn step_columns(rows: &[StepRow]) -> crate::bulk::Columns {
         .with("status", V::Text(col(rows, |r| r.status.clone())))
         .with("job_id", V::OptText(col(rows, |r| r.job_id.clone())))
         .with("detail", V::OptText(col(rows, |r| r.detail.clone())))
-        .with("created_at", V::Time(col(rows, |r| r.created_at)))
-        .with("finished_at", V::OptTime(col(rows, |r| r.finished_at)))
+        .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
+        .with(
+            "finished_at",
+            V::OptTime(col(rows, |r| r.finished_at.map(|t| t.0))),
+        )
 }
 
 /// How a run changes when a step finishes.

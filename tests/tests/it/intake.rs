@@ -915,3 +915,43 @@ async fn a_file_of_several_batches_imports_on_a_pool_of_one_connection(backend: 
     assert_eq!(r["created"], ROWS - 1, "{report:#}");
     assert_eq!(r["invalid"], 0, "{report:#}");
 }
+
+/// SQLite: a file import's commits do not copy the WAL into the database file themselves (that
+/// fell on the one writer the import waits for): a background checkpoint does, soon after. The
+/// pool's own threshold (10,000 pages) is far above what this import writes, so without the
+/// background checkpoint the database file would not grow until the pool closed.
+#[tokio::test]
+async fn sqlite_checkpoints_the_wal_in_the_background() {
+    const ROWS: u32 = 2_500;
+    let app = TestApp::spawn(TestBackend::Sqlite).await;
+    let path = app
+        .config
+        .database
+        .url
+        .trim_start_matches("sqlite://")
+        .to_owned();
+    let wal = format!("{path}-wal");
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let before = size(&path);
+    let mut csv = String::from("Name;E-Mail\n");
+    for i in 1..=ROWS {
+        csv.push_str(&format!("Lead {i};lead{i}@wal.example\n"));
+    }
+    let started = upload(&app, "wal.csv", csv.as_bytes(), json!({}), Value::Null).await;
+    let id = started["data"]["importLeadsFile"]["id"].clone();
+    assert_eq!(app.runner().run_once().await.unwrap(), 1);
+    let report = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
+    assert_eq!(report["leadImport"]["created"], ROWS, "{report:#}");
+    assert!(size(&wal) > 1 << 20, "the import went through the WAL");
+    // Polled, with a generous bound: the checkpoint runs on a thread every 100 ms.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while size(&path) < before + (1 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes (WAL: {} bytes)",
+            size(&path),
+            size(&wal)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
