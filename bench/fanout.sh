@@ -5,6 +5,9 @@
 #   bench/fanout.sh
 #   FANOUT_BIN=/tmp/fanout-bin bench/fanout.sh   # run copies of crm-server and fanout instead of
 #                                                # building (a shared target dir may be rebuilt)
+#   GENERATOR_IDLE=1 bench/fanout.sh              # the generator at SCHED_IDLE: it reads only
+#       while the server has nothing to run, as clients on other hosts would not take the
+#       server's cores (the latency to the kernel receive timestamp is then the server's alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-8099}
@@ -32,5 +35,7 @@ ulimit -n 20000 || true
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+idle=()
+[ -z "${GENERATOR_IDLE:-}" ] || idle=(chrt --idle 0)
 CRM_URL=http://127.0.0.1:$port CRM_TOKEN=$token SUBSCRIBERS=$subscribers SERVER_PID=$pid \
-    "$generator"
+    "${idle[@]}" "$generator"
