@@ -164,6 +164,7 @@ pub async fn receive(
     };
     let job = job(&row.id);
     let key = row.idempotency_key.clone();
+    let lane = db.sqlite_write_lane().await;
     let stored: Option<InboxRow> = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
             let inserted = diesel::insert_into(inbox::table)
@@ -184,6 +185,7 @@ pub async fn receive(
         })
         .await?
     });
+    drop(lane);
     match stored {
         None => {
             db.committed(true, false);
