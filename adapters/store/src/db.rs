@@ -272,6 +272,7 @@ impl Db {
     pub async fn connect(options: &DbOptions) -> StoreResult<Self> {
         let (backend, path) = parse_url(&options.url)?;
         let statements = Arc::new(AtomicU64::new(0));
+        let mut checkpointer = None;
         let pools = match backend {
             Backend::Postgres => {
                 let counter = statements.clone();
@@ -336,19 +337,16 @@ impl Db {
                     .runtime(deadpool_runtime())
                     .build()
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                checkpointer = Some(Checkpointer::spawn(
+                    path.to_string_lossy().into_owned(),
+                    busy_ms,
+                ));
                 Pools::Sqlite(pool)
             }
         };
         let notifier = match &pools {
             Pools::Postgres(pool) => Some(crate::effects::Notifier::spawn(pool.clone())),
             Pools::Sqlite(_) => None,
-        };
-        let checkpointer = match (&pools, parse_url(&options.url)?.1) {
-            (Pools::Sqlite(_), Some(path)) => Some(Checkpointer::spawn(
-                path.to_string_lossy().into_owned(),
-                options.sqlite_busy_timeout.as_millis(),
-            )),
-            _ => None,
         };
         Ok(Self {
             inner: Arc::new(Inner {
