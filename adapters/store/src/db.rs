@@ -81,8 +81,8 @@ struct Inner {
     pub(crate) notifier: Option<Arc<crate::effects::Notifier>>,
     /// SQLite: copies the WAL into the database file on a thread of its own.
     checkpointer: Option<Checkpointer>,
-    /// SQLite: the queue of this process's hot writers (see [`Db::sqlite_write_lane`]).
-    write_lane: Option<tokio::sync::Mutex<()>>,
+    /// Lead deliveries waiting to be stored together (see [`crate::inbox::receive`]).
+    inbox: crate::inbox::Queue,
 }
 
 impl Drop for Inner {
@@ -356,7 +356,7 @@ impl Db {
                 url: options.url.clone(),
                 notifier,
                 checkpointer,
-                write_lane: (backend == Backend::Sqlite).then(|| tokio::sync::Mutex::new(())),
+                inbox: crate::inbox::Queue::default(),
             }),
         })
     }
@@ -373,16 +373,9 @@ impl Db {
         self.inner.backend
     }
 
-    /// SQLite: taken before a write transaction that many requests run at once (a webhook
-    /// delivery's inbox row and job). SQLite has one writer; without the lane, concurrent
-    /// writers wait for its lock in SQLite's busy handler, which sleeps in steps of up to
-    /// 100 ms, so 32 concurrent deliveries had a p99 near a second. The lane queues them in
-    /// order instead (tokio's mutex is fair). `None` on PostgreSQL.
-    pub(crate) async fn sqlite_write_lane(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.inner.write_lane {
-            Some(lane) => Some(lane.lock().await),
-            None => None,
-        }
+    /// The deliveries waiting for the inbox writer.
+    pub(crate) fn inbox_queue(&self) -> &crate::inbox::Queue {
+        &self.inner.inbox
     }
 
     pub(crate) fn notifier(&self) -> Option<&Arc<crate::effects::Notifier>> {

@@ -7,14 +7,20 @@ use crate::{
     db::{Db, with_conn},
     effects::WriteEffects as _,
     error::{StoreError, StoreResult},
-    jobs::NewJob,
+    jobs::{self, JobRow, NewJob},
     rows::{from_db_time, to_db_time},
     schema::inbox,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
+use crm_domain::JobId;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use std::{fmt, str::FromStr};
+use std::{
+    collections::{HashMap, HashSet, VecDeque, hash_map::Entry},
+    fmt,
+    str::FromStr,
+};
+use tokio::sync::oneshot;
 
 /// Where an inbox entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +150,13 @@ pub enum Received {
 
 /// Stores a delivery and queues `job(id)` to process it, in one transaction; a delivery whose
 /// idempotency key is known returns the first one instead.
+///
+/// Deliveries are stored by group commit: those that arrive while a transaction is being
+/// written wait in the [`Queue`] and are stored together in the next one, so a burst of
+/// deliveries costs one transaction (and one flush to disk) per batch instead of one each.
+/// Each caller's answer comes after the transaction holding its delivery committed. If a
+/// batch cannot be stored, its deliveries are stored one by one, so one bad delivery fails
+/// only itself.
 pub async fn receive(
     db: &Db,
     new: NewInboxEntry,
@@ -163,36 +176,326 @@ pub async fn receive(
         processed_at: None,
     };
     let job = job(&row.id);
-    let key = row.idempotency_key.clone();
-    let lane = db.sqlite_write_lane().await;
-    let stored: Option<InboxRow> = with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let inserted = diesel::insert_into(inbox::table)
-                .values(&row)
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 1 {
-                conn.enqueue_jobs(std::slice::from_ref(&job), now).await?;
-                return Ok::<_, diesel::result::Error>(None);
-            }
-            let first = inbox::table
-                .filter(inbox::idempotency_key.eq(&key))
-                .select(InboxRow::as_select())
-                .first(conn)
-                .await?;
-            Ok(Some(first))
-        })
-        .await?
-    });
-    drop(lane);
-    match stored {
-        None => {
-            db.committed(true, false);
-            Ok(Received::New(row.try_into()?))
-        }
-        Some(first) => Ok(Received::Repeat(first.try_into()?)),
+    let (reply, stored) = oneshot::channel();
+    let delivery = Delivery {
+        row,
+        job,
+        now,
+        reply,
+    };
+    if db.inbox_queue().push(delivery) {
+        tokio::spawn(write_queued(db.clone()));
     }
+    stored.await.map_err(|_| {
+        StoreError::Unavailable("the inbox writer stopped before storing the delivery".into())
+    })?
+}
+
+/// Most deliveries one transaction stores.
+const BATCH_MAX: usize = 256;
+/// Most payload bytes one transaction stores (a larger delivery goes alone).
+const BATCH_MAX_BYTES: usize = 8 << 20;
+
+/// A delivery waiting for the writer, with the caller's answer.
+struct Delivery {
+    row: InboxRow,
+    job: NewJob,
+    now: DateTime<Utc>,
+    reply: oneshot::Sender<StoreResult<Received>>,
+}
+
+/// The deliveries waiting to be stored, and whether a writer is at work on them. One writer
+/// at a time: on PostgreSQL, four in flight were no faster than one (BENCHMARKS.md).
+#[derive(Default)]
+pub(crate) struct Queue(std::sync::Mutex<Waiting>);
+
+#[derive(Default)]
+struct Waiting {
+    deliveries: VecDeque<Delivery>,
+    writing: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a delivery; true if no writer is at work, so the caller must start one.
+    fn push(&self, delivery: Delivery) -> bool {
+        let mut waiting = self.lock();
+        waiting.deliveries.push_back(delivery);
+        !std::mem::replace(&mut waiting.writing, true)
+    }
+
+    /// The next batch, in arrival order; empty, with the writer done, if none waits.
+    fn take(&self) -> Vec<Delivery> {
+        let mut waiting = self.lock();
+        let mut bytes = 0;
+        let count = waiting
+            .deliveries
+            .iter()
+            .take(BATCH_MAX)
+            .take_while(|d| {
+                bytes += d.row.payload.len();
+                bytes <= BATCH_MAX_BYTES
+            })
+            .count()
+            .max(1)
+            .min(waiting.deliveries.len());
+        if count == 0 {
+            waiting.writing = false;
+        }
+        waiting.deliveries.drain(..count).collect()
+    }
+
+    /// The writer stopped before the queue ran empty (cancelled with its runtime, or it
+    /// panicked): the deliveries still waiting are answered with an error (their senders
+    /// retry), and the next delivery starts a new writer.
+    fn abandon(&self) {
+        let mut waiting = self.lock();
+        waiting.writing = false;
+        waiting.deliveries.clear();
+    }
+}
+
+/// Stores batches until no delivery waits.
+async fn write_queued(db: Db) {
+    /// Abandons the queue if the writer stops before it ran empty.
+    struct Writer {
+        db: Db,
+        done: bool,
+    }
+    impl Drop for Writer {
+        fn drop(&mut self) {
+            if !self.done {
+                self.db.inbox_queue().abandon();
+            }
+        }
+    }
+    let mut writer = Writer { db, done: false };
+    loop {
+        let batch = writer.db.inbox_queue().take();
+        if batch.is_empty() {
+            writer.done = true;
+            return;
+        }
+        store_batch(&writer.db, batch).await;
+    }
+}
+
+/// Stores a batch in one transaction and answers each delivery; if that fails, stores them one
+/// by one.
+async fn store_batch(db: &Db, batch: Vec<Delivery>) {
+    if batch.len() > 1 {
+        match store(db, &batch).await {
+            Ok(outcomes) => {
+                db.committed(true, false);
+                for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = delivery.reply.send(Ok(outcome));
+                }
+                return;
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                deliveries = batch.len(),
+                "Cannot store a batch of deliveries in one transaction; storing each alone."
+            ),
+        }
+    }
+    for delivery in batch {
+        let outcome = store(db, std::slice::from_ref(&delivery))
+            .await
+            .and_then(|outcomes| {
+                outcomes.into_iter().next().ok_or_else(|| {
+                    StoreError::Unavailable("the inbox writer stored nothing".into())
+                })
+            });
+        if matches!(outcome, Ok(Received::New(_))) {
+            db.committed(true, false);
+        }
+        let _ = delivery.reply.send(outcome);
+    }
+}
+
+/// Stores the deliveries that are new, with their jobs, in one transaction; each delivery's
+/// outcome, in order. A delivery whose idempotency key is stored already, or was used by an
+/// earlier delivery of the batch, is a repeat of that first one.
+async fn store(db: &Db, batch: &[Delivery]) -> StoreResult<Vec<Received>> {
+    // The first delivery of each key in the batch is written; later ones repeat it.
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let repeats: Vec<Option<usize>> = (0..)
+        .zip(batch)
+        .map(|(i, d)| {
+            let key = d.row.idempotency_key.as_deref()?;
+            match first_of.entry(key) {
+                Entry::Occupied(first) => Some(*first.get()),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    None
+                }
+            }
+        })
+        .collect();
+    let written: Vec<&Delivery> = batch
+        .iter()
+        .zip(&repeats)
+        .filter(|(_, repeat)| repeat.is_none())
+        .map(|(d, _)| d)
+        .collect();
+    let inserted: HashSet<String> = with_conn!(
+        db,
+        postgres | conn | insert_postgres(conn, &written).await?,
+        sqlite | conn | {
+            conn.transaction(async |conn| {
+                let mut inserted = HashSet::new();
+                for d in &written {
+                    let rows = diesel::insert_into(inbox::table)
+                        .values(&d.row)
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    if rows == 1 {
+                        conn.enqueue_jobs(std::slice::from_ref(&d.job), d.now)
+                            .await?;
+                        inserted.insert(d.row.id.clone());
+                    }
+                }
+                Ok::<_, diesel::result::Error>(inserted)
+            })
+            .await?
+        }
+    );
+    // The entries stored before under the keys of deliveries that were not inserted.
+    let known: Vec<&str> = written
+        .iter()
+        .filter(|d| !inserted.contains(&d.row.id))
+        .filter_map(|d| d.row.idempotency_key.as_deref())
+        .collect();
+    let mut stored: HashMap<String, InboxEntry> = HashMap::new();
+    if !known.is_empty() {
+        let rows: Vec<InboxRow> = with_conn!(db, |conn| {
+            inbox::table
+                .filter(inbox::idempotency_key.eq_any(&known))
+                .select(InboxRow::as_select())
+                .load(conn)
+                .await?
+        });
+        for row in rows {
+            let key = row.idempotency_key.clone().unwrap_or_default();
+            stored.insert(key, row.try_into()?);
+        }
+    }
+    let first_entry = |d: &Delivery| -> StoreResult<InboxEntry> {
+        if inserted.contains(&d.row.id) {
+            return d.row.clone().try_into();
+        }
+        let key = d.row.idempotency_key.as_deref().unwrap_or_default();
+        stored
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "inbox entry",
+                id: key.to_owned(),
+            })
+    };
+    batch
+        .iter()
+        .zip(&repeats)
+        .map(|(d, repeat)| match repeat {
+            Some(first) => Ok(Received::Repeat(first_entry(&batch[*first])?)),
+            None if inserted.contains(&d.row.id) => Ok(Received::New(first_entry(d)?)),
+            None => Ok(Received::Repeat(first_entry(d)?)),
+        })
+        .collect()
+}
+
+/// PostgreSQL: stores the entries whose idempotency key is new, with their jobs, in one
+/// statement (atomic on its own: no `BEGIN` and `COMMIT` round trips) over one array per
+/// column; returns the ids of the entries stored.
+async fn insert_postgres(
+    conn: &mut diesel_async::AsyncPgConnection,
+    written: &[&Delivery],
+) -> QueryResult<HashSet<String>> {
+    use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    const SQL: &str = "WITH entries AS ( \
+           INSERT INTO inbox (id, channel, source, idempotency_key, content_type, payload, \
+             status, received_at) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::timestamp[]) \
+           ON CONFLICT DO NOTHING RETURNING id), \
+         queued AS ( \
+           INSERT INTO jobs (id, kind, payload, dedupe_key, priority, status, run_at, attempts, \
+             max_attempts, created_at, updated_at) \
+           SELECT j.id, j.kind, j.payload, j.dedupe_key, j.priority, j.status, j.run_at, \
+             j.attempts, j.max_attempts, j.created_at, j.updated_at \
+           FROM UNNEST($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+             $14::int4[], $15::text[], $16::timestamp[], $17::int4[], $18::int4[], \
+             $19::timestamp[], $20::timestamp[]) \
+             AS j(entry, id, kind, payload, dedupe_key, priority, status, run_at, attempts, \
+               max_attempts, created_at, updated_at) \
+           WHERE j.entry IN (SELECT id FROM entries) \
+           ON CONFLICT DO NOTHING) \
+         SELECT id FROM entries";
+    let rows =
+        |f: fn(&InboxRow) -> String| -> Vec<String> { written.iter().map(|d| f(&d.row)).collect() };
+    let jobs: Vec<JobRow> = written
+        .iter()
+        .map(|d| jobs::row(JobId::new(), &d.job, d.now))
+        .collect();
+    let job_text = |f: fn(&JobRow) -> String| -> Vec<String> { jobs.iter().map(f).collect() };
+    let job_int = |f: fn(&JobRow) -> i32| -> Vec<i32> { jobs.iter().map(f).collect() };
+    let job_time =
+        |f: fn(&JobRow) -> NaiveDateTime| -> Vec<NaiveDateTime> { jobs.iter().map(f).collect() };
+    let stored: Vec<Stored> = diesel::sql_query(SQL)
+        .bind::<Array<Text>, _>(rows(|r| r.id.clone()))
+        .bind::<Array<Text>, _>(rows(|r| r.channel.clone()))
+        .bind::<Array<Text>, _>(rows(|r| r.source.clone()))
+        .bind::<Array<Nullable<Text>>, _>(
+            written
+                .iter()
+                .map(|d| d.row.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            written
+                .iter()
+                .map(|d| d.row.content_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(rows(|r| r.payload.clone()))
+        .bind::<Array<Text>, _>(rows(|r| r.status.clone()))
+        .bind::<Array<Timestamp>, _>(
+            written
+                .iter()
+                .map(|d| d.row.received_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(rows(|r| r.id.clone()))
+        .bind::<Array<Text>, _>(job_text(|j| j.id.clone()))
+        .bind::<Array<Text>, _>(job_text(|j| j.kind.clone()))
+        .bind::<Array<Text>, _>(job_text(|j| j.payload.clone()))
+        .bind::<Array<Nullable<Text>>, _>(
+            jobs.iter()
+                .map(|j| j.dedupe_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(job_int(|j| j.priority))
+        .bind::<Array<Text>, _>(job_text(|j| j.status.clone()))
+        .bind::<Array<Timestamp>, _>(job_time(|j| j.run_at.0))
+        .bind::<Array<Integer>, _>(job_int(|j| j.attempts))
+        .bind::<Array<Integer>, _>(job_int(|j| j.max_attempts))
+        .bind::<Array<Timestamp>, _>(job_time(|j| j.created_at.0))
+        .bind::<Array<Timestamp>, _>(job_time(|j| j.updated_at.0))
+        .load(conn)
+        .await?;
+    Ok(stored.into_iter().map(|s| s.id).collect())
 }
 
 /// The entry with this id.

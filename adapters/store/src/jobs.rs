@@ -113,21 +113,21 @@ pub struct Job {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
 #[diesel(table_name = jobs, treat_none_as_default_value = false)]
 pub(crate) struct JobRow {
-    id: String,
-    kind: String,
-    payload: String,
-    dedupe_key: Option<String>,
-    priority: i32,
-    status: String,
-    run_at: DbTime,
-    attempts: i32,
-    max_attempts: i32,
-    locked_by: Option<String>,
-    locked_until: Option<DbTime>,
-    last_error: Option<String>,
-    created_at: DbTime,
-    updated_at: DbTime,
-    finished_at: Option<DbTime>,
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) payload: String,
+    pub(crate) dedupe_key: Option<String>,
+    pub(crate) priority: i32,
+    pub(crate) status: String,
+    pub(crate) run_at: DbTime,
+    pub(crate) attempts: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) locked_by: Option<String>,
+    pub(crate) locked_until: Option<DbTime>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: DbTime,
+    pub(crate) updated_at: DbTime,
+    pub(crate) finished_at: Option<DbTime>,
 }
 
 impl TryFrom<JobRow> for Job {

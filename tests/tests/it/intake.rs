@@ -13,6 +13,8 @@ on_both_backends!(
     a_signed_lead_is_stored_before_the_ack_and_imported_by_its_job,
     bad_signatures_old_timestamps_and_unknown_sources_are_refused,
     a_rotated_secret_and_repeated_deliveries_are_handled,
+    deliveries_arriving_together_are_stored_together_each_once,
+    a_delivery_that_cannot_be_stored_fails_alone,
     duplicates_merge_into_the_customer_they_duplicate,
     import_leads_reports_every_lead,
     a_messy_csv_file_gives_exactly_the_expected_report,
@@ -294,6 +296,136 @@ async fn a_rotated_secret_and_repeated_deliveries_are_handled(backend: TestBacke
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+async fn deliveries_arriving_together_are_stored_together_each_once(backend: TestBackend) {
+    let app = app(backend).await;
+    // 20 deliveries, each sent three times at once (senders retry), all arriving together.
+    let sends = (0..60).map(|i| {
+        let app = &app;
+        async move {
+            let id = format!("burst-{}", i % 20);
+            let body = json!({ "email": format!("burst{}@example.com", i % 20), "name": "Burst" });
+            let answer = deliver(app, "/webhooks/leads/website", &id, NEW, 0, &body).await;
+            (id, answer)
+        }
+    });
+    let mut answers: std::collections::BTreeMap<String, Vec<(StatusCode, Value)>> =
+        std::collections::BTreeMap::new();
+    for (id, answer) in futures_util::future::join_all(sends).await {
+        answers.entry(id).or_default().push(answer);
+    }
+    assert_eq!(answers.len(), 20);
+    for (id, answers) in &answers {
+        let firsts: Vec<&Value> = answers
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            1,
+            "{id}: one delivery is the first: {answers:?}"
+        );
+        for (status, body) in answers {
+            if *status != StatusCode::ACCEPTED {
+                assert_eq!(*status, StatusCode::OK, "{id}: {body}");
+                assert_eq!(body["repeated"], true, "{id}: {body}");
+                assert_eq!(body["id"], firsts[0]["id"], "{id}: the first's entry");
+            }
+        }
+    }
+    app.run_jobs().await;
+    for (id, answers) in &answers {
+        let first = answers
+            .iter()
+            .find(|(status, _)| *status == StatusCode::ACCEPTED)
+            .map(|(_, body)| body["id"].as_str().unwrap().to_owned())
+            .unwrap();
+        let entry = inbox::get(&app.db, &first).await.unwrap().unwrap();
+        assert_eq!(entry.status, InboxStatus::Processed, "{id}: its job ran");
+    }
+    assert_eq!(customers(&app).await.len(), 20, "each lead once");
+
+    // Stored straight through the store, 40 deliveries that arrive at once share
+    // transactions. One at a time, each costs four statements (BEGIN, two inserts, COMMIT);
+    // together, SQLite needs its two inserts per delivery and PostgreSQL one statement.
+    let before = app.db.statement_count();
+    let receives = (0..40).map(|i| {
+        let new = inbox::NewInboxEntry {
+            channel: "webhook".into(),
+            source: "website".into(),
+            idempotency_key: Some(format!("webhook:website:together-{i}")),
+            content_type: None,
+            payload: json!({ "name": "Together", "email": format!("together{i}@example.com") })
+                .to_string(),
+        };
+        let job = |id: &str| {
+            crm_plugins::intake::import_lead_job(id, Default::default(), app.clock.now())
+        };
+        inbox::receive(&app.db, new, job, app.clock.now())
+    });
+    let received = futures_util::future::join_all(receives).await;
+    let statements = app.db.statement_count() - before;
+    assert!(
+        statements < 3 * 40,
+        "{statements} statements for 40 deliveries"
+    );
+    app.run_jobs().await;
+    for received in received {
+        let Ok(inbox::Received::New(entry)) = received else {
+            panic!("{received:?}");
+        };
+        let entry = inbox::get(&app.db, &entry.id).await.unwrap().unwrap();
+        assert_eq!(entry.status, InboxStatus::Processed);
+    }
+    let all = app
+        .graphql_ok("{ customers(first: 100) { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(all["customers"]["nodes"].as_array().unwrap().len(), 60);
+}
+
+async fn a_delivery_that_cannot_be_stored_fails_alone(backend: TestBackend) {
+    let app = app(backend).await;
+    // PostgreSQL cannot store a NUL character in text; SQLite can. On PostgreSQL the batch
+    // holding it fails, and its deliveries are then stored one by one.
+    let receives = (0..10).map(|i| {
+        let payload = if i == 4 {
+            "{\"name\": \"Nul\", \"email\": \"nul\u{0}@example.com\"}".to_owned()
+        } else {
+            json!({ "name": "Fine", "email": format!("fine{i}@example.com") }).to_string()
+        };
+        let new = inbox::NewInboxEntry {
+            channel: "webhook".into(),
+            source: "website".into(),
+            idempotency_key: Some(format!("webhook:website:alone-{i}")),
+            content_type: None,
+            payload,
+        };
+        let job = |id: &str| {
+            crm_plugins::intake::import_lead_job(id, Default::default(), app.clock.now())
+        };
+        inbox::receive(&app.db, new, job, app.clock.now())
+    });
+    let received = futures_util::future::join_all(receives).await;
+    app.run_jobs().await;
+    for (i, received) in (0..).zip(received) {
+        match (i, backend, received) {
+            (4, TestBackend::Postgres, received) => assert!(received.is_err(), "{received:?}"),
+            (_, _, Ok(inbox::Received::New(entry))) => {
+                let entry = inbox::get(&app.db, &entry.id).await.unwrap().unwrap();
+                // The NUL delivery is stored on SQLite; its job finds no valid email.
+                let status = if i == 4 {
+                    InboxStatus::Failed
+                } else {
+                    InboxStatus::Processed
+                };
+                assert_eq!(entry.status, status, "{i}: its job ran");
+            }
+            (_, _, received) => panic!("{i}: {received:?}"),
+        }
+    }
+    assert_eq!(customers(&app).await.len(), 9, "the nine good leads");
 }
 
 async fn duplicates_merge_into_the_customer_they_duplicate(backend: TestBackend) {
