@@ -184,7 +184,11 @@ pub async fn receive(
         reply,
     };
     if db.inbox_queue().push(delivery) {
-        tokio::spawn(write_queued(db.clone()));
+        let writer = Writer {
+            db: db.clone(),
+            done: false,
+        };
+        tokio::spawn(write_queued(writer));
     }
     stored.await.map_err(|_| {
         StoreError::Unavailable("the inbox writer stopped before storing the delivery".into())
@@ -232,6 +236,9 @@ impl Queue {
     /// The next batch, in arrival order; empty, with the writer done, if none waits.
     fn take(&self) -> Vec<Delivery> {
         let mut waiting = self.lock();
+        // A caller that gave up (its request timed out or its client left) got no answer: its
+        // sender delivers again, so its delivery is not stored now.
+        waiting.deliveries.retain(|d| !d.reply.is_closed());
         let mut bytes = 0;
         let count = waiting
             .deliveries
@@ -260,21 +267,23 @@ impl Queue {
     }
 }
 
-/// Stores batches until no delivery waits.
-async fn write_queued(db: Db) {
-    /// Abandons the queue if the writer stops before it ran empty.
-    struct Writer {
-        db: Db,
-        done: bool,
-    }
-    impl Drop for Writer {
-        fn drop(&mut self) {
-            if !self.done {
-                self.db.inbox_queue().abandon();
-            }
+/// The running writer. Dropped before the queue ran empty (its task cancelled, even before its
+/// first poll, or panicked), it abandons the queue.
+struct Writer {
+    db: Db,
+    done: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            self.db.inbox_queue().abandon();
         }
     }
-    let mut writer = Writer { db, done: false };
+}
+
+/// Stores batches until no delivery waits.
+async fn write_queued(mut writer: Writer) {
     loop {
         let batch = writer.db.inbox_queue().take();
         if batch.is_empty() {
@@ -285,15 +294,19 @@ async fn write_queued(db: Db) {
     }
 }
 
-/// Stores a batch in one transaction and answers each delivery; if that fails, stores them one
-/// by one.
+/// Stores a batch in one transaction and answers each delivery. A batch the database refuses
+/// is stored again one delivery at a time, so that a bad delivery fails only itself; a
+/// database that cannot be reached fails the batch at once (each delivery would wait for it
+/// again).
 async fn store_batch(db: &Db, batch: Vec<Delivery>) {
     if batch.len() > 1 {
-        match store(db, &batch).await {
-            Ok(outcomes) => {
-                db.committed(true, false);
-                for (delivery, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = delivery.reply.send(Ok(outcome));
+        match insert(db, &batch).await {
+            Ok(inserted) => return answer(db, batch, &inserted).await,
+            Err(StoreError::Unavailable(reason)) => {
+                for delivery in batch {
+                    let _ = delivery
+                        .reply
+                        .send(Err(StoreError::Unavailable(reason.clone())));
                 }
                 return;
             }
@@ -305,27 +318,23 @@ async fn store_batch(db: &Db, batch: Vec<Delivery>) {
         }
     }
     for delivery in batch {
-        let outcome = store(db, std::slice::from_ref(&delivery))
-            .await
-            .and_then(|outcomes| {
-                outcomes.into_iter().next().ok_or_else(|| {
-                    StoreError::Unavailable("the inbox writer stored nothing".into())
-                })
-            });
-        if matches!(outcome, Ok(Received::New(_))) {
-            db.committed(true, false);
+        let one = vec![delivery];
+        match insert(db, &one).await {
+            Ok(inserted) => answer(db, one, &inserted).await,
+            Err(error) => {
+                if let Some(delivery) = one.into_iter().next() {
+                    let _ = delivery.reply.send(Err(error));
+                }
+            }
         }
-        let _ = delivery.reply.send(outcome);
     }
 }
 
-/// Stores the deliveries that are new, with their jobs, in one transaction; each delivery's
-/// outcome, in order. A delivery whose idempotency key is stored already, or was used by an
-/// earlier delivery of the batch, is a repeat of that first one.
-async fn store(db: &Db, batch: &[Delivery]) -> StoreResult<Vec<Received>> {
-    // The first delivery of each key in the batch is written; later ones repeat it.
+/// For each delivery of a batch, the earlier delivery with the same idempotency key, if any:
+/// only the first of each key is written, later ones repeat it.
+fn repeats(batch: &[Delivery]) -> Vec<Option<usize>> {
     let mut first_of: HashMap<&str, usize> = HashMap::new();
-    let repeats: Vec<Option<usize>> = (0..)
+    (0..)
         .zip(batch)
         .map(|(i, d)| {
             let key = d.row.idempotency_key.as_deref()?;
@@ -337,10 +346,15 @@ async fn store(db: &Db, batch: &[Delivery]) -> StoreResult<Vec<Received>> {
                 }
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Stores the deliveries whose idempotency key is new, with their jobs, in one transaction;
+/// returns the ids of the entries stored.
+async fn insert(db: &Db, batch: &[Delivery]) -> StoreResult<HashSet<String>> {
     let written: Vec<&Delivery> = batch
         .iter()
-        .zip(&repeats)
+        .zip(repeats(batch))
         .filter(|(_, repeat)| repeat.is_none())
         .map(|(d, _)| d)
         .collect();
@@ -367,14 +381,26 @@ async fn store(db: &Db, batch: &[Delivery]) -> StoreResult<Vec<Received>> {
             .await?
         }
     );
-    // The entries stored before under the keys of deliveries that were not inserted.
-    let known: Vec<&str> = written
+    Ok(inserted)
+}
+
+/// Answers each delivery of a stored batch: new, or a repeat of the entry stored first under
+/// its key (in this batch or before). Runs after the commit: a failure to read an earlier
+/// entry fails only the repeats that need it.
+async fn answer(db: &Db, batch: Vec<Delivery>, inserted: &HashSet<String>) {
+    if !inserted.is_empty() {
+        db.committed(true, false);
+    }
+    let repeats = repeats(&batch);
+    let known: Vec<&str> = batch
         .iter()
         .filter(|d| !inserted.contains(&d.row.id))
         .filter_map(|d| d.row.idempotency_key.as_deref())
         .collect();
-    let mut stored: HashMap<String, InboxEntry> = HashMap::new();
-    if !known.is_empty() {
+    let stored: StoreResult<HashMap<String, InboxRow>> = async {
+        if known.is_empty() {
+            return Ok(HashMap::new());
+        }
         let rows: Vec<InboxRow> = with_conn!(db, |conn| {
             inbox::table
                 .filter(inbox::idempotency_key.eq_any(&known))
@@ -382,33 +408,43 @@ async fn store(db: &Db, batch: &[Delivery]) -> StoreResult<Vec<Received>> {
                 .load(conn)
                 .await?
         });
-        for row in rows {
-            let key = row.idempotency_key.clone().unwrap_or_default();
-            stored.insert(key, row.try_into()?);
-        }
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.idempotency_key.clone().unwrap_or_default(), row))
+            .collect())
     }
+    .await;
     let first_entry = |d: &Delivery| -> StoreResult<InboxEntry> {
         if inserted.contains(&d.row.id) {
             return d.row.clone().try_into();
         }
         let key = d.row.idempotency_key.as_deref().unwrap_or_default();
-        stored
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "inbox entry",
-                id: key.to_owned(),
-            })
+        match &stored {
+            Ok(stored) => stored
+                .get(key)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: "inbox entry",
+                    id: key.to_owned(),
+                })?
+                .try_into(),
+            Err(error) => Err(StoreError::Unavailable(format!(
+                "cannot read the first delivery of `{key}`: {error}"
+            ))),
+        }
     };
-    batch
+    let outcomes: Vec<StoreResult<Received>> = batch
         .iter()
         .zip(&repeats)
         .map(|(d, repeat)| match repeat {
-            Some(first) => Ok(Received::Repeat(first_entry(&batch[*first])?)),
-            None if inserted.contains(&d.row.id) => Ok(Received::New(first_entry(d)?)),
-            None => Ok(Received::Repeat(first_entry(d)?)),
+            Some(first) => first_entry(&batch[*first]).map(Received::Repeat),
+            None if inserted.contains(&d.row.id) => first_entry(d).map(Received::New),
+            None => first_entry(d).map(Received::Repeat),
         })
-        .collect()
+        .collect();
+    for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+        let _ = delivery.reply.send(outcome);
+    }
 }
 
 /// PostgreSQL: stores the entries whose idempotency key is new, with their jobs, in one
