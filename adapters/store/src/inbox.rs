@@ -300,8 +300,9 @@ async fn write_queued(mut writer: Writer) {
 /// again).
 async fn store_batch(db: &Db, batch: Vec<Delivery>) {
     if batch.len() > 1 {
-        match insert(db, &batch).await {
-            Ok(inserted) => return answer(db, batch, &inserted).await,
+        let repeats = repeats(&batch);
+        match insert(db, &batch, &repeats).await {
+            Ok(inserted) => return answer(db, batch, &repeats, &inserted).await,
             Err(StoreError::Unavailable(reason)) => {
                 for delivery in batch {
                     let _ = delivery
@@ -319,8 +320,8 @@ async fn store_batch(db: &Db, batch: Vec<Delivery>) {
     }
     for delivery in batch {
         let one = vec![delivery];
-        match insert(db, &one).await {
-            Ok(inserted) => answer(db, one, &inserted).await,
+        match insert(db, &one, &[None]).await {
+            Ok(inserted) => answer(db, one, &[None], &inserted).await,
             Err(error) => {
                 if let Some(delivery) = one.into_iter().next() {
                     let _ = delivery.reply.send(Err(error));
@@ -349,12 +350,16 @@ fn repeats(batch: &[Delivery]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Stores the deliveries whose idempotency key is new, with their jobs, in one transaction;
-/// returns the ids of the entries stored.
-async fn insert(db: &Db, batch: &[Delivery]) -> StoreResult<HashSet<String>> {
+/// Stores the deliveries that repeat no earlier one of the batch and whose idempotency key is
+/// new, with their jobs, in one transaction; returns the ids of the entries stored.
+async fn insert(
+    db: &Db,
+    batch: &[Delivery],
+    repeats: &[Option<usize>],
+) -> StoreResult<HashSet<String>> {
     let written: Vec<&Delivery> = batch
         .iter()
-        .zip(repeats(batch))
+        .zip(repeats)
         .filter(|(_, repeat)| repeat.is_none())
         .map(|(d, _)| d)
         .collect();
@@ -387,11 +392,15 @@ async fn insert(db: &Db, batch: &[Delivery]) -> StoreResult<HashSet<String>> {
 /// Answers each delivery of a stored batch: new, or a repeat of the entry stored first under
 /// its key (in this batch or before). Runs after the commit: a failure to read an earlier
 /// entry fails only the repeats that need it.
-async fn answer(db: &Db, batch: Vec<Delivery>, inserted: &HashSet<String>) {
+async fn answer(
+    db: &Db,
+    batch: Vec<Delivery>,
+    repeats: &[Option<usize>],
+    inserted: &HashSet<String>,
+) {
     if !inserted.is_empty() {
         db.committed(true, false);
     }
-    let repeats = repeats(&batch);
     let known: Vec<&str> = batch
         .iter()
         .filter(|d| !inserted.contains(&d.row.id))
@@ -435,7 +444,7 @@ async fn answer(db: &Db, batch: Vec<Delivery>, inserted: &HashSet<String>) {
     };
     let outcomes: Vec<StoreResult<Received>> = batch
         .iter()
-        .zip(&repeats)
+        .zip(repeats)
         .map(|(d, repeat)| match repeat {
             Some(first) => first_entry(&batch[*first]).map(Received::Repeat),
             None if inserted.contains(&d.row.id) => first_entry(d).map(Received::New),
@@ -454,6 +463,7 @@ async fn insert_postgres(
     conn: &mut diesel_async::AsyncPgConnection,
     written: &[&Delivery],
 ) -> QueryResult<HashSet<String>> {
+    use crate::bulk::col;
     use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
     #[derive(QueryableByName)]
     struct Stored {
@@ -479,56 +489,31 @@ async fn insert_postgres(
            WHERE j.entry IN (SELECT id FROM entries) \
            ON CONFLICT DO NOTHING) \
          SELECT id FROM entries";
-    let rows =
-        |f: fn(&InboxRow) -> String| -> Vec<String> { written.iter().map(|d| f(&d.row)).collect() };
     let jobs: Vec<JobRow> = written
         .iter()
         .map(|d| jobs::row(JobId::new(), &d.job, d.now))
         .collect();
-    let job_text = |f: fn(&JobRow) -> String| -> Vec<String> { jobs.iter().map(f).collect() };
-    let job_int = |f: fn(&JobRow) -> i32| -> Vec<i32> { jobs.iter().map(f).collect() };
-    let job_time =
-        |f: fn(&JobRow) -> NaiveDateTime| -> Vec<NaiveDateTime> { jobs.iter().map(f).collect() };
     let stored: Vec<Stored> = diesel::sql_query(SQL)
-        .bind::<Array<Text>, _>(rows(|r| r.id.clone()))
-        .bind::<Array<Text>, _>(rows(|r| r.channel.clone()))
-        .bind::<Array<Text>, _>(rows(|r| r.source.clone()))
-        .bind::<Array<Nullable<Text>>, _>(
-            written
-                .iter()
-                .map(|d| d.row.idempotency_key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            written
-                .iter()
-                .map(|d| d.row.content_type.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(rows(|r| r.payload.clone()))
-        .bind::<Array<Text>, _>(rows(|r| r.status.clone()))
-        .bind::<Array<Timestamp>, _>(
-            written
-                .iter()
-                .map(|d| d.row.received_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(rows(|r| r.id.clone()))
-        .bind::<Array<Text>, _>(job_text(|j| j.id.clone()))
-        .bind::<Array<Text>, _>(job_text(|j| j.kind.clone()))
-        .bind::<Array<Text>, _>(job_text(|j| j.payload.clone()))
-        .bind::<Array<Nullable<Text>>, _>(
-            jobs.iter()
-                .map(|j| j.dedupe_key.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Integer>, _>(job_int(|j| j.priority))
-        .bind::<Array<Text>, _>(job_text(|j| j.status.clone()))
-        .bind::<Array<Timestamp>, _>(job_time(|j| j.run_at.0))
-        .bind::<Array<Integer>, _>(job_int(|j| j.attempts))
-        .bind::<Array<Integer>, _>(job_int(|j| j.max_attempts))
-        .bind::<Array<Timestamp>, _>(job_time(|j| j.created_at.0))
-        .bind::<Array<Timestamp>, _>(job_time(|j| j.updated_at.0))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.id.clone()))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.channel.clone()))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.source.clone()))
+        .bind::<Array<Nullable<Text>>, _>(col(written, |d| d.row.idempotency_key.clone()))
+        .bind::<Array<Nullable<Text>>, _>(col(written, |d| d.row.content_type.clone()))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.payload.clone()))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.status.clone()))
+        .bind::<Array<Timestamp>, _>(col(written, |d| d.row.received_at))
+        .bind::<Array<Text>, _>(col(written, |d| d.row.id.clone()))
+        .bind::<Array<Text>, _>(col(&jobs, |j| j.id.clone()))
+        .bind::<Array<Text>, _>(col(&jobs, |j| j.kind.clone()))
+        .bind::<Array<Text>, _>(col(&jobs, |j| j.payload.clone()))
+        .bind::<Array<Nullable<Text>>, _>(col(&jobs, |j| j.dedupe_key.clone()))
+        .bind::<Array<Integer>, _>(col(&jobs, |j| j.priority))
+        .bind::<Array<Text>, _>(col(&jobs, |j| j.status.clone()))
+        .bind::<Array<Timestamp>, _>(col(&jobs, |j| j.run_at.0))
+        .bind::<Array<Integer>, _>(col(&jobs, |j| j.attempts))
+        .bind::<Array<Integer>, _>(col(&jobs, |j| j.max_attempts))
+        .bind::<Array<Timestamp>, _>(col(&jobs, |j| j.created_at.0))
+        .bind::<Array<Timestamp>, _>(col(&jobs, |j| j.updated_at.0))
         .load(conn)
         .await?;
     Ok(stored.into_iter().map(|s| s.id).collect())
