@@ -18,6 +18,7 @@ on_both_backends!(
     duplicates_merge_into_the_customer_they_duplicate,
     import_leads_reports_every_lead,
     a_messy_csv_file_gives_exactly_the_expected_report,
+    a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real,
     bad_files_and_uploads_are_refused_or_reported,
     a_batch_replayed_after_a_crash_counts_its_rows_as_before,
     a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit_and_consent,
@@ -826,6 +827,91 @@ async fn bad_files_and_uploads_are_refused_or_reported(backend: TestBackend) {
 /// A worker that dies after a batch was stored but before its progress was recorded leaves the
 /// import to be resumed from the last recorded row: the replayed rows find the customers they
 /// created and count as created again, not as duplicates.
+/// Leads that repeat customers held before the import: a dry run finds them by looking their
+/// contacts up, the import itself (on SQLite, by its writer's unique indexes) leaves them to
+/// the careful way, and nothing of theirs (customer, run, tag, audit entry) is written twice.
+async fn a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real(
+    backend: TestBackend,
+) {
+    let app = app(backend).await;
+    app.create_customer(json!({ "name": "Alt Kunde", "email": "alt@known.example" }))
+        .await;
+    app.create_customer(json!({ "name": "Telefon Kunde", "phone": "+49 30 999999" }))
+        .await;
+    let csv = "Name;E-Mail;Telefon;Land\n\
+        Neu Eins;eins@new.example;;DE\n\
+        Alt K.;ALT@Known.Example;;DE\n\
+        Neu Zwei;zwei@new.example;030 111111;DE\n\
+        Telefon K.;;030 999999;DE\n\
+        Neu Drei;drei@new.example;;DE\n";
+    let options = |dry: bool| json!({ "dryRun": dry, "onDuplicate": "SKIP", "tags": ["messe"] });
+    let report = |id: Value| {
+        let app = &app;
+        async move {
+            app.run_jobs().await;
+            app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await["leadImport"].clone()
+        }
+    };
+    let counts = |r: &Value| {
+        [
+            "rowsDone", "created", "updated", "merged", "skipped", "invalid",
+        ]
+        .map(|k| r[k].as_i64().unwrap())
+    };
+
+    let dry = upload(
+        &app,
+        "leads.csv",
+        csv.as_bytes(),
+        options(true),
+        Value::Null,
+    )
+    .await;
+    let dry = report(dry["data"]["importLeadsFile"]["id"].clone()).await;
+    assert_eq!(dry["status"], "completed", "{dry:#}");
+    assert_eq!(counts(&dry), [5, 3, 0, 0, 2, 0], "{dry:#}");
+    assert_eq!(customers(&app).await.len(), 2, "a dry run stores nothing");
+
+    let real = upload(
+        &app,
+        "leads.csv",
+        csv.as_bytes(),
+        options(false),
+        Value::Null,
+    )
+    .await;
+    let real = report(real["data"]["importLeadsFile"]["id"].clone()).await;
+    assert_eq!(real["status"], "completed", "{real:#}");
+    assert_eq!(counts(&real), [5, 3, 0, 0, 2, 0], "{real:#}");
+    let all = customers(&app).await;
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(
+        all.iter().any(|c| c["name"] == "Alt Kunde"),
+        "left as it was"
+    );
+    assert!(all.iter().any(|c| c["name"] == "Telefon Kunde"));
+    let count = |sql: &'static str| {
+        let db = app.db.clone();
+        async move { db.count_raw(sql).await.unwrap() }
+    };
+    assert_eq!(
+        count("SELECT count(*) AS n FROM pipeline_runs WHERE cause = 'import'").await,
+        3
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM customer_tags WHERE tag = 'messe'").await,
+        3
+    );
+    assert_eq!(
+        count("SELECT count(*) AS n FROM audit_log WHERE action = 'customer.import'").await,
+        3
+    );
+    assert!(matches!(
+        crm_store::audit::verify(&app.db).await.unwrap(),
+        crm_store::audit::Verification::Intact { .. }
+    ));
+}
+
 async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestBackend) {
     let app = app(backend).await;
     let csv = "Name;E-Mail;Telefon\n\
