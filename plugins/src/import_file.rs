@@ -732,9 +732,7 @@ struct InFlight {
     /// goes the careful way.
     contacts: std::collections::HashSet<String>,
     /// The fast path's transaction (none in a dry run).
-    insert: Option<
-        tokio::task::JoinHandle<Result<crm_store::customers::LeadsStored, crm_store::StoreError>>,
-    >,
+    insert: Option<tokio::task::JoinHandle<Result<bool, crm_store::StoreError>>>,
 }
 
 /// What an import has done so far, carried from batch to batch.
@@ -975,16 +973,7 @@ impl ImportFile {
                 phones.extend(c.phone.as_ref().map(|p| p.as_str().to_owned()));
             }
         }
-        // On SQLite the writer finds held contacts itself, by inserting each customer `ON
-        // CONFLICT DO NOTHING` (see `insert_leads`): the look-up, which would run on the
-        // import's critical path there, is left out. A dry run writes nothing, so it looks up.
-        let writer_checks =
-            self.db.backend() == crm_store::Backend::Sqlite && !context.options.dry_run;
-        let mut taken = if writer_checks {
-            std::collections::HashSet::new()
-        } else {
-            crm_store::customers::taken_contacts(&self.db, &emails, &phones).await?
-        };
+        let mut taken = crm_store::customers::taken_contacts(&self.db, &emails, &phones).await?;
         // Erased people go the careful way too, where intake refuses them.
         taken.extend(crm_store::gdpr::erased_among(&self.db, &emails, &phones, now).await?);
         let mut seen = std::collections::HashSet::new();
@@ -1050,19 +1039,12 @@ impl ImportFile {
             let stored = insert.await.map_err(|e| {
                 crm_store::StoreError::Unavailable(format!("the batch's writer failed: {e}"))
             })??;
-            use crm_store::customers::LeadsStored;
-            let one_by_one = |fast: &FastLead| match &stored {
-                LeadsStored::All => false,
-                // A concurrent writer took one of the contacts: all of them one by one.
-                LeadsStored::None => true,
-                // Held already (SQLite's writer looks up as it writes): these one by one.
-                LeadsStored::AllBut(held) => held.contains(&fast.customer.id.to_string()),
-            };
-            for (_, plan) in &mut plans {
-                if let Plan::Fast(fast) = plan
-                    && one_by_one(fast)
-                {
-                    *plan = Plan::Slow(std::mem::take(&mut fast.lead));
+            if !stored {
+                // A concurrent writer took one of the contacts: store them one by one.
+                for (_, plan) in &mut plans {
+                    if let Plan::Fast(fast) = plan {
+                        *plan = Plan::Slow(std::mem::take(&mut fast.lead));
+                    }
                 }
             }
             timings.insert += inserting.elapsed();

@@ -900,88 +900,40 @@ impl LeadRows {
     }
 }
 
-/// What [`insert_leads`] stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeadsStored {
-    /// Every lead.
-    All,
-    /// Every lead but these customers (ids), whose id, email or phone is held already: none of
-    /// their rows was written, and the caller stores them one by one. Only SQLite's writer,
-    /// which finds them as it writes, leaves some out.
-    AllBut(std::collections::HashSet<String>),
-    /// None: an email or phone is taken (by a concurrent writer), or the batch before failed.
-    /// The caller stores these leads one by one.
-    None,
-}
-
-/// Stores many new leads at once (their rows built by [`LeadRows::new`]) in one transaction:
-/// the fast path of file imports.
+/// Stores many new leads at once (their rows built by [`LeadRows::new`]) in one transaction
+/// of multi-row statements: the fast path of file imports. `Ok(false)` if an email or phone
+/// is taken (by a concurrent writer): nothing was written, and the caller stores these leads
+/// one by one instead.
 ///
 /// `after` resolves when the batch before is complete. `false` (it failed, or it took too
-/// long) rolls this one back, and it returns [`LeadsStored::None`]. On PostgreSQL the rows
-/// are inserted before that, on a connection of their own, so that two batches keep both
-/// cores busy; the audit entries and events, which must follow the batch before in the chain
-/// and the stream, and the commit wait for it. A taken contact rolls the whole batch back
-/// there. On SQLite, which has one writer, nothing starts before `after`, and each lead's
-/// customer row is inserted `ON CONFLICT DO NOTHING`: the unique indexes are the look-up, and
-/// a lead whose id, email or phone is held already is left out ([`LeadsStored::AllBut`]).
+/// long) rolls this one back, and it returns `Ok(false)` like a taken contact. On PostgreSQL
+/// the rows are inserted before that, on a connection of their own, so that two batches keep
+/// both cores busy; the audit entries and events, which must follow the batch before in the
+/// chain and the stream, and the commit wait for it. On SQLite, which has one writer, nothing
+/// starts before it.
 pub async fn insert_leads(
     db: &Db,
     leads: Vec<LeadRows>,
     now: DateTime<Utc>,
     after: impl std::future::Future<Output = bool> + Send,
-) -> StoreResult<LeadsStored> {
+) -> StoreResult<bool> {
+    use crate::schema::{
+        consents as consents_table, events as events_table, jobs, pipeline_runs, pipeline_steps,
+    };
     let after = match db.backend() {
         crate::Backend::Postgres => Some(after),
         crate::Backend::Sqlite => {
             // Before taking a connection: the batch before may need the writer to complete.
             if !after.await {
-                return Ok(LeadsStored::None);
+                return Ok(false);
             }
             None
         }
     };
     if leads.is_empty() {
-        return Ok(LeadsStored::All);
+        return Ok(true);
     }
-    let at = to_db_time(now);
-    let written = with_conn!(
-        db,
-        postgres | conn | insert_leads_pg(conn, leads, at, after).await,
-        sqlite | conn | {
-            conn.spawn_blocking(move |conn| {
-                let mut written = Vec::with_capacity(leads.len());
-                let result = insert_leads_sqlite(conn, leads, at, &mut written);
-                Ok((result, written))
-            })
-            .await
-            .and_then(|(result, written)| {
-                // Freed elsewhere: the import waits for the writer, not for the frees.
-                tokio::task::spawn_blocking(move || drop(written));
-                result
-            })
-        }
-    );
-    match written {
-        Ok((stored, runs, events)) => {
-            db.committed(runs, events);
-            Ok(stored)
-        }
-        Err(error) if StoreError::is_unique_violation(&error) => Ok(LeadsStored::None),
-        Err(diesel::result::Error::RollbackTransaction) => Ok(LeadsStored::None),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// [`insert_leads`] on PostgreSQL: one statement per table whatever the batch's size (see
-/// `crate::bulk`). Returns what was stored and whether runs and events were written.
-async fn insert_leads_pg(
-    conn: &mut diesel_async::AsyncPgConnection,
-    leads: Vec<LeadRows>,
-    at: chrono::NaiveDateTime,
-    after: Option<impl std::future::Future<Output = bool> + Send>,
-) -> diesel::QueryResult<(LeadsStored, bool, bool)> {
-    const CHUNK: usize = 10_000;
+    const CHUNK: usize = 1_000;
     let mut rows = Vec::with_capacity(leads.len());
     let (mut tags, mut run_rows, mut step_rows, mut job_rows) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -996,139 +948,145 @@ async fn insert_leads_pg(
         audit.extend(lead.audit);
         consent_rows.extend(lead.consents);
     }
-    conn.transaction(async |conn| {
-        // The commit does not wait for the WAL flush; the WAL writer flushes it while the next
-        // batch is built. Safe: any later synchronous commit (a runner claiming one of these
-        // jobs, the import's end) flushes the WAL up to itself, so nothing acts on a batch that
-        // a crash could lose; a lost batch is replayed from the last recorded progress, and
-        // its rows, found by their ids, count as created.
-        diesel::sql_query("SET LOCAL synchronous_commit = off")
-            .execute(conn)
-            .await?;
-        customer_columns(&rows).insert(conn).await?;
-        for chunk in tags.chunks(CHUNK) {
-            diesel::insert_into(customer_tags::table)
-                .values(chunk)
-                .execute(conn)
-                .await?;
+    let runs = !run_rows.is_empty();
+    let at = to_db_time(now);
+    let written = with_conn!(
+        db,
+        postgres | conn | {
+            conn.transaction(async |conn| {
+                // The commit does not wait for the WAL flush; the WAL writer flushes it while
+                // the next batch is built. Safe: any later synchronous commit (a runner claiming
+                // one of these jobs, the import's end) flushes the WAL up to itself, so nothing
+                // acts on a batch that a crash could lose; a lost batch is replayed from the
+                // last recorded progress, and its rows, found by their ids, count as created.
+                diesel::sql_query("SET LOCAL synchronous_commit = off")
+                    .execute(conn)
+                    .await?;
+                // One statement per table whatever the batch's size (see `crate::bulk`).
+                customer_columns(&rows).insert(conn).await?;
+                for chunk in tags.chunks(CHUNK * 10) {
+                    diesel::insert_into(customer_tags::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                crate::pipeline::run_columns(&run_rows).insert(conn).await?;
+                crate::pipeline::step_columns(&step_rows)
+                    .insert(conn)
+                    .await?;
+                crate::jobs::columns(&job_rows).insert(conn).await?;
+                crate::gdpr::consent_columns(&consent_rows)
+                    .insert(conn)
+                    .await?;
+                if let Some(after) = after
+                    && !after.await
+                {
+                    return Err(diesel::result::Error::RollbackTransaction);
+                }
+                crate::audit::append_many_pg(conn, &audit).await?;
+                if !events.is_empty() {
+                    diesel::sql_query(format!(
+                        "SELECT pg_advisory_xact_lock({})",
+                        crate::effects::EVENT_LOCK
+                    ))
+                    .execute(conn)
+                    .await?;
+                    use crate::bulk::{Values as V, col};
+                    crate::bulk::Columns::new("events")
+                        .with("topic", V::Text(col(&events, |e| e.topic.clone())))
+                        .with(
+                            "customer_id",
+                            V::OptText(col(&events, |e| e.customer_id.clone())),
+                        )
+                        .with("payload", V::Text(col(&events, |e| e.payload.clone())))
+                        .with("created_at", V::Time(col(&events, |_| at)))
+                        .insert(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await
+        },
+        sqlite | conn | {
+            let event_rows: Vec<_> = events
+                .iter()
+                .map(|e| {
+                    (
+                        events_table::topic.eq(e.topic.clone()),
+                        events_table::customer_id.eq(e.customer_id.clone()),
+                        events_table::payload.eq(e.payload.clone()),
+                        events_table::created_at.eq(crate::rows::DbTime(at)),
+                    )
+                })
+                .collect();
+            // Row by row through cached prepared statements: SQLite runs in this process, so
+            // there is no round trip to save, and compiling a 1,000-row `VALUES` statement
+            // (about 9 ms for the customers') costs more than binding and stepping its rows
+            // one by one. Tags and consents (few rows, optional columns) keep `VALUES` lists.
+            conn.spawn_blocking(move |conn| {
+                use diesel::connection::SimpleConnection as _;
+                // For this transaction only, a page cache that holds the batch's pages: with the
+                // default 2 MB, SQLite spills dirty pages to the WAL and reads them back
+                // mid-transaction. Back to the default after. (A larger WAL checkpoint threshold
+                // here would not help: the next commit on another connection, this import's
+                // progress, checkpoints at the default threshold.)
+                conn.batch_execute("PRAGMA cache_size = -32768")?;
+                let written = diesel::Connection::transaction(conn, |conn| {
+                    use diesel::RunQueryDsl as R;
+                    for row in &rows {
+                        R::execute(diesel::insert_into(customers::table).values(row), conn)?;
+                    }
+                    for chunk in tags.chunks(CHUNK * 10) {
+                        R::execute(
+                            diesel::insert_into(customer_tags::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    for row in &run_rows {
+                        R::execute(diesel::insert_into(pipeline_runs::table).values(row), conn)?;
+                    }
+                    for row in &step_rows {
+                        R::execute(diesel::insert_into(pipeline_steps::table).values(row), conn)?;
+                    }
+                    for row in &job_rows {
+                        R::execute(diesel::insert_into(jobs::table).values(row), conn)?;
+                    }
+                    for chunk in consent_rows.chunks(CHUNK) {
+                        R::execute(
+                            diesel::insert_into(consents_table::table).values(chunk),
+                            conn,
+                        )?;
+                    }
+                    crate::audit::append_many_sync(conn, &audit)?;
+                    for row in &event_rows {
+                        R::execute(
+                            diesel::insert_into(events_table::table).values(row.clone()),
+                            conn,
+                        )?;
+                    }
+                    Ok(())
+                });
+                let _ = conn.batch_execute("PRAGMA cache_size = -2000");
+                // Freed elsewhere: the import waits for this thread, not for the frees.
+                let rows = (rows, tags, run_rows, step_rows, job_rows, consent_rows);
+                Ok((written, (rows, audit, event_rows)))
+            })
+            .await
+            .and_then(|(written, rows)| {
+                tokio::task::spawn_blocking(move || drop(rows));
+                written
+            })
         }
-        crate::pipeline::run_columns(&run_rows).insert(conn).await?;
-        crate::pipeline::step_columns(&step_rows)
-            .insert(conn)
-            .await?;
-        crate::jobs::columns(&job_rows).insert(conn).await?;
-        crate::gdpr::consent_columns(&consent_rows)
-            .insert(conn)
-            .await?;
-        if let Some(after) = after
-            && !after.await
-        {
-            return Err(diesel::result::Error::RollbackTransaction);
+    );
+    match written {
+        Ok(()) => {
+            db.committed(runs, !events.is_empty());
+            Ok(true)
         }
-        crate::audit::append_many_pg(conn, &audit).await?;
-        if !events.is_empty() {
-            diesel::sql_query(format!(
-                "SELECT pg_advisory_xact_lock({})",
-                crate::effects::EVENT_LOCK
-            ))
-            .execute(conn)
-            .await?;
-            use crate::bulk::{Values as V, col};
-            crate::bulk::Columns::new("events")
-                .with("topic", V::Text(col(&events, |e| e.topic.clone())))
-                .with(
-                    "customer_id",
-                    V::OptText(col(&events, |e| e.customer_id.clone())),
-                )
-                .with("payload", V::Text(col(&events, |e| e.payload.clone())))
-                .with("created_at", V::Time(col(&events, |_| at)))
-                .insert(conn)
-                .await?;
-        }
-        Ok((LeadsStored::All, !run_rows.is_empty(), !events.is_empty()))
-    })
-    .await
-}
-
-/// [`insert_leads`] on SQLite: row by row through cached prepared statements. SQLite runs in
-/// this process, so there is no round trip to save, and compiling a 1,000-row `VALUES`
-/// statement (about 9 ms for the customers') costs more than binding and stepping its rows
-/// one by one. The leads end up in `written` (to be freed off the writer's thread).
-fn insert_leads_sqlite(
-    conn: &mut diesel::SqliteConnection,
-    leads: Vec<LeadRows>,
-    at: chrono::NaiveDateTime,
-    written: &mut Vec<LeadRows>,
-) -> diesel::QueryResult<(LeadsStored, bool, bool)> {
-    use crate::schema::{consents, events, jobs, pipeline_runs, pipeline_steps};
-    use diesel::{RunQueryDsl as R, connection::SimpleConnection as _};
-    // For this transaction only, a page cache that holds the batch's pages: with the default
-    // 2 MB, SQLite spills dirty pages to the WAL and reads them back mid-transaction. Back to
-    // the default after. (A larger WAL checkpoint threshold here would not help: the next
-    // commit on another connection, this import's progress, checkpoints at the default
-    // threshold.)
-    conn.batch_execute("PRAGMA cache_size = -32768")?;
-    let mut held = std::collections::HashSet::new();
-    let result = diesel::Connection::transaction(conn, |conn| {
-        let (mut audit, mut event_rows, mut runs) = (Vec::new(), Vec::new(), false);
-        for mut lead in leads {
-            // The unique indexes are the look-up: a customer whose id (a replayed batch),
-            // email or phone is held already is not written, nor is anything of its lead.
-            let stored = R::execute(
-                diesel::insert_into(customers::table)
-                    .values(&lead.customer)
-                    .on_conflict_do_nothing(),
-                conn,
-            )?;
-            if stored == 0 {
-                held.insert(lead.customer.id.clone());
-                written.push(lead);
-                continue;
-            }
-            for tag in &lead.tags {
-                R::execute(
-                    diesel::insert_into(customer_tags::table).values(tag.clone()),
-                    conn,
-                )?;
-            }
-            for row in &lead.runs {
-                R::execute(diesel::insert_into(pipeline_runs::table).values(row), conn)?;
-            }
-            runs |= !lead.runs.is_empty();
-            for row in &lead.steps {
-                R::execute(diesel::insert_into(pipeline_steps::table).values(row), conn)?;
-            }
-            for row in &lead.jobs {
-                R::execute(diesel::insert_into(jobs::table).values(row), conn)?;
-            }
-            for row in &lead.consents {
-                R::execute(diesel::insert_into(consents::table).values(row), conn)?;
-            }
-            audit.extend(lead.audit.take());
-            event_rows.extend(std::mem::take(&mut lead.events).into_iter().map(|e| {
-                (
-                    events::topic.eq(e.topic),
-                    events::customer_id.eq(e.customer_id),
-                    events::payload.eq(e.payload),
-                    events::created_at.eq(crate::rows::DbTime(at)),
-                )
-            }));
-            written.push(lead);
-        }
-        crate::audit::append_many_sync(conn, &audit)?;
-        for row in &event_rows {
-            R::execute(diesel::insert_into(events::table).values(row), conn)?;
-        }
-        Ok::<_, diesel::result::Error>((runs, !event_rows.is_empty()))
-    });
-    let _ = conn.batch_execute("PRAGMA cache_size = -2000");
-    let (runs, events) = result?;
-    let stored = if held.is_empty() {
-        LeadsStored::All
-    } else {
-        LeadsStored::AllBut(held)
-    };
-    Ok((stored, runs, events))
+        Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
+        Err(diesel::result::Error::RollbackTransaction) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Customer rows as columns, for [`crate::bulk`].
