@@ -566,12 +566,13 @@ impl JobHandler for ImportFile {
         let started = std::time::Instant::now();
         // Records are taken in batches: a batch's new, distinct leads are stored together (one
         // transaction of multi-row statements); the others, one by one. Batches overlap: the
-        // next batch is validated and its rows built on blocking threads while this one is
-        // written, so the two cores share the work. On PostgreSQL a batch's rows are also
-        // inserted while the batch before completes; its audit entries, events and commit
-        // wait for that one, so the chain, the event stream and the recorded progress stay in
-        // file order. A lead repeating one of an earlier batch is found as a duplicate: by the
-        // look-up once that batch has committed, by its contacts in memory before.
+        // next batch is validated and its rows built on the import's two threads
+        // ([`Preparers`]) while this one is written, so the two cores share the work. On
+        // PostgreSQL a batch's rows are also inserted while the batch before completes; its
+        // audit entries, events and commit wait for that one, so the chain, the event stream
+        // and the recorded progress stay in file order. A lead repeating one of an earlier
+        // batch is found as a duplicate: by the look-up once that batch has committed, by its
+        // contacts in memory before.
         let context = Arc::new(PrepareContext {
             intake: self.intake.clone(),
             audit: self.audit.clone(),
@@ -581,6 +582,8 @@ impl JobHandler for ImportFile {
             import: (import.id.clone(), import.created_at),
             overlapping: overlapping(&self.db),
         });
+        let preparers = Preparers::start(&context)
+            .map_err(|e| JobError::Retryable(format!("cannot start the import's threads: {e}")))?;
         let batch = batch_size(context.overlapping);
         let mut records = Vec::with_capacity(batch);
         let mut preparing = None;
@@ -599,7 +602,7 @@ impl JobHandler for ImportFile {
             }
             let next = (!records.is_empty()).then(|| {
                 let records = std::mem::replace(&mut records, Vec::with_capacity(batch));
-                tokio::spawn(PrepareContext::prepare_halves(context.clone(), records))
+                tokio::spawn(preparers.prepare(context.clock.now(), records))
             });
             let previous = std::mem::replace(&mut preparing, next);
             if let Some(previous) = previous
@@ -709,6 +712,65 @@ struct PrepareContext {
     overlapping: bool,
 }
 
+/// The import's two threads that validate batches and build their rows
+/// ([`PrepareContext::prepare`]), each taking half of every batch (validation, phone numbers
+/// above all, is the costly part). Threads of the import's own rather than tokio's blocking
+/// pool: the rows are the bulk of what an import allocates, and glibc keeps freed memory in
+/// the arena of the thread that allocated it. Built on whichever blocking threads were idle,
+/// batches spread over a dozen arenas that each kept one (about 70 MiB of SQLite's peak RSS,
+/// see BENCHMARKS.md); built here, they stay in two. The threads end with the import.
+struct Preparers([std::sync::mpsc::Sender<PrepareWork>; 2]);
+
+/// Half a batch to prepare, and where to send it prepared.
+type PrepareWork = (
+    Vec<Record>,
+    chrono::DateTime<chrono::Utc>,
+    tokio::sync::oneshot::Sender<Prepared>,
+);
+
+impl Preparers {
+    fn start(context: &Arc<PrepareContext>) -> std::io::Result<Self> {
+        let start = || {
+            let (tx, rx) = std::sync::mpsc::channel::<PrepareWork>();
+            let context = context.clone();
+            std::thread::Builder::new()
+                .name("crm-import".into())
+                .spawn(move || {
+                    for (records, now, reply) in rx {
+                        let _ = reply.send(context.prepare(records, now));
+                    }
+                })?;
+            Ok::<_, std::io::Error>(tx)
+        };
+        Ok(Self([start()?, start()?]))
+    }
+
+    /// Prepares `records`, half on each thread.
+    fn prepare(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        mut records: Vec<Record>,
+    ) -> impl std::future::Future<Output = Result<Prepared, String>> + Send + use<> {
+        let second = records.split_off(records.len() / 2);
+        let mut replies = Vec::with_capacity(2);
+        for (sender, half) in self.0.iter().zip([records, second]) {
+            let (reply, prepared) = tokio::sync::oneshot::channel();
+            let _ = sender.send((half, now, reply));
+            replies.push(prepared);
+        }
+        async move {
+            let mut plans = Vec::new();
+            for prepared in replies {
+                let prepared = prepared
+                    .await
+                    .map_err(|_| "an import thread stopped".to_owned())?;
+                plans.extend(prepared.plans);
+            }
+            Ok(Prepared { plans, now })
+        }
+    }
+}
+
 /// A batch validated, with the rows of its leads built: what is left is database work.
 struct Prepared {
     plans: Vec<(i32, Plan)>,
@@ -760,22 +822,6 @@ struct Timings {
 impl PrepareContext {
     fn import(&self) -> (&str, chrono::DateTime<chrono::Utc>) {
         (&self.import.0, self.import.1)
-    }
-
-    /// [`PrepareContext::prepare`] with the batch split in two halves, one on each of two
-    /// blocking threads (validation, phone numbers above all, is the costly part).
-    async fn prepare_halves(
-        context: Arc<Self>,
-        mut records: Vec<Record>,
-    ) -> Result<Prepared, tokio::task::JoinError> {
-        let now = context.clock.now();
-        let second = records.split_off(records.len() / 2);
-        let other = context.clone();
-        let first = tokio::task::spawn_blocking(move || context.prepare(records, now));
-        let second = tokio::task::spawn_blocking(move || other.prepare(second, now));
-        let (mut first, second) = (first.await?, second.await?);
-        first.plans.extend(second.plans);
-        Ok(first)
     }
 
     /// Validates records and builds what their new leads write (CPU only: no database).
@@ -854,7 +900,7 @@ impl ImportFile {
     /// worker took the import over.
     async fn store_prepared(
         &self,
-        prepared: tokio::task::JoinHandle<Result<Prepared, tokio::task::JoinError>>,
+        prepared: tokio::task::JoinHandle<Result<Prepared, String>>,
         context: &PrepareContext,
         runner: &str,
         state: &mut BatchState,

@@ -827,9 +827,9 @@ async fn bad_files_and_uploads_are_refused_or_reported(backend: TestBackend) {
 /// A worker that dies after a batch was stored but before its progress was recorded leaves the
 /// import to be resumed from the last recorded row: the replayed rows find the customers they
 /// created and count as created again, not as duplicates.
-/// Leads that repeat customers held before the import: a dry run finds them by looking their
-/// contacts up, the import itself (on SQLite, by its writer's unique indexes) leaves them to
-/// the careful way, and nothing of theirs (customer, run, tag, audit entry) is written twice.
+/// Leads that repeat customers held before the import: a dry run and the import itself find
+/// them by looking their contacts up and leave them to the careful way, and nothing of theirs
+/// (customer, run, tag, audit entry) is written twice.
 async fn a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real(
     backend: TestBackend,
 ) {
