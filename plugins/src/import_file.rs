@@ -566,13 +566,13 @@ impl JobHandler for ImportFile {
         let started = std::time::Instant::now();
         // Records are taken in batches: a batch's new, distinct leads are stored together (one
         // transaction of multi-row statements); the others, one by one. Batches overlap: the
-        // next batch is validated and its rows built on the import's two threads
-        // ([`Preparers`]) while this one is written, so the two cores share the work. On
-        // PostgreSQL a batch's rows are also inserted while the batch before completes; its
-        // audit entries, events and commit wait for that one, so the chain, the event stream
-        // and the recorded progress stay in file order. A lead repeating one of an earlier
-        // batch is found as a duplicate: by the look-up once that batch has committed, by its
-        // contacts in memory before.
+        // next batch is validated and its rows built on two threads ([`Preparers`]) while
+        // this one is written, so the two cores share the work. On PostgreSQL a batch's rows
+        // are also inserted while the batch before completes; its audit entries, events and
+        // commit wait for that one, so the chain, the event stream and the recorded progress
+        // stay in file order. A lead repeating one of an earlier batch is found as a
+        // duplicate: by the look-up once that batch has committed, by its contacts in memory
+        // before.
         let context = Arc::new(PrepareContext {
             intake: self.intake.clone(),
             audit: self.audit.clone(),
@@ -582,7 +582,7 @@ impl JobHandler for ImportFile {
             import: (import.id.clone(), import.created_at),
             overlapping: overlapping(&self.db),
         });
-        let preparers = Preparers::start(&context)
+        let preparers = Preparers::start(&context, self.db.backend())
             .map_err(|e| JobError::Retryable(format!("cannot start the import's threads: {e}")))?;
         let batch = batch_size(context.overlapping);
         let mut records = Vec::with_capacity(batch);
@@ -712,14 +712,20 @@ struct PrepareContext {
     overlapping: bool,
 }
 
-/// The import's two threads that validate batches and build their rows
-/// ([`PrepareContext::prepare`]), each taking half of every batch (validation, phone numbers
-/// above all, is the costly part). Threads of the import's own rather than tokio's blocking
-/// pool: the rows are the bulk of what an import allocates, and glibc keeps freed memory in
-/// the arena of the thread that allocated it. Built on whichever blocking threads were idle,
-/// batches spread over a dozen arenas that each kept one (about 70 MiB of SQLite's peak RSS,
-/// see BENCHMARKS.md); built here, they stay in two. The threads end with the import.
-struct Preparers([std::sync::mpsc::Sender<PrepareWork>; 2]);
+/// Where an import validates batches and builds their rows ([`PrepareContext::prepare`]),
+/// half of each batch on each of two threads (validation, phone numbers above all, is the
+/// costly part).
+enum Preparers {
+    /// SQLite: two threads of the import's own, which end with it. The rows are the bulk of
+    /// what an import allocates, and glibc keeps freed memory in the arena of the thread that
+    /// allocated it: built on whichever blocking threads were idle, batches spread over a
+    /// dozen arenas that each kept one (about 30 MiB of SQLite's peak RSS at 1,000,000 rows,
+    /// see BENCHMARKS.md); built here, they stay in two. The import is a little slower.
+    Own([std::sync::mpsc::Sender<PrepareWork>; 2]),
+    /// PostgreSQL: tokio's blocking pool. Its peak RSS is far from the limit, and its own
+    /// threads measured 17 % slower there.
+    Pool(Arc<PrepareContext>),
+}
 
 /// Half a batch to prepare, and where to send it prepared.
 type PrepareWork = (
@@ -729,7 +735,10 @@ type PrepareWork = (
 );
 
 impl Preparers {
-    fn start(context: &Arc<PrepareContext>) -> std::io::Result<Self> {
+    fn start(context: &Arc<PrepareContext>, backend: crm_store::Backend) -> std::io::Result<Self> {
+        if backend == crm_store::Backend::Postgres {
+            return Ok(Self::Pool(context.clone()));
+        }
         let start = || {
             let (tx, rx) = std::sync::mpsc::channel::<PrepareWork>();
             let context = context.clone();
@@ -742,7 +751,7 @@ impl Preparers {
                 })?;
             Ok::<_, std::io::Error>(tx)
         };
-        Ok(Self([start()?, start()?]))
+        Ok(Self::Own([start()?, start()?]))
     }
 
     /// Prepares `records`, half on each thread.
@@ -752,19 +761,34 @@ impl Preparers {
         mut records: Vec<Record>,
     ) -> impl std::future::Future<Output = Result<Prepared, String>> + Send + use<> {
         let second = records.split_off(records.len() / 2);
-        let mut replies = Vec::with_capacity(2);
-        for (sender, half) in self.0.iter().zip([records, second]) {
-            let (reply, prepared) = tokio::sync::oneshot::channel();
-            let _ = sender.send((half, now, reply));
-            replies.push(prepared);
-        }
+        let halves: Vec<futures_util::future::BoxFuture<'static, Result<Prepared, String>>> =
+            match self {
+                Self::Own(threads) => threads
+                    .iter()
+                    .zip([records, second])
+                    .map(|(thread, half)| {
+                        let (reply, prepared) = tokio::sync::oneshot::channel();
+                        let _ = thread.send((half, now, reply));
+                        Box::pin(async move {
+                            prepared
+                                .await
+                                .map_err(|_| "an import thread stopped".to_owned())
+                        }) as _
+                    })
+                    .collect(),
+                Self::Pool(context) => [records, second]
+                    .into_iter()
+                    .map(|half| {
+                        let context = context.clone();
+                        let task = tokio::task::spawn_blocking(move || context.prepare(half, now));
+                        Box::pin(async move { task.await.map_err(|e| e.to_string()) }) as _
+                    })
+                    .collect(),
+            };
         async move {
             let mut plans = Vec::new();
-            for prepared in replies {
-                let prepared = prepared
-                    .await
-                    .map_err(|_| "an import thread stopped".to_owned())?;
-                plans.extend(prepared.plans);
+            for half in halves {
+                plans.extend(half.await?.plans);
             }
             Ok(Prepared { plans, now })
         }
