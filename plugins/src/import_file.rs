@@ -719,7 +719,7 @@ enum Preparers {
     /// SQLite: two threads of the import's own, which end with it. The rows are the bulk of
     /// what an import allocates, and glibc keeps freed memory in the arena of the thread that
     /// allocated it: built on whichever blocking threads were idle, batches spread over a
-    /// dozen arenas that each kept one (about 30 MiB of SQLite's peak RSS at 1,000,000 rows,
+    /// dozen arenas that each kept one (10–30 MiB of SQLite's peak RSS at 1,000,000 rows,
     /// see BENCHMARKS.md); built here, they stay in two. The import is a little slower.
     Own([std::sync::mpsc::Sender<PrepareWork>; 2]),
     /// PostgreSQL: tokio's blocking pool. Its peak RSS is far from the limit, and its own
