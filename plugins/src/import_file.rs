@@ -761,34 +761,33 @@ impl Preparers {
         mut records: Vec<Record>,
     ) -> impl std::future::Future<Output = Result<Prepared, String>> + Send + use<> {
         let second = records.split_off(records.len() / 2);
-        let halves: Vec<futures_util::future::BoxFuture<'static, Result<Prepared, String>>> =
-            match self {
-                Self::Own(threads) => threads
-                    .iter()
-                    .zip([records, second])
-                    .map(|(thread, half)| {
-                        let (reply, prepared) = tokio::sync::oneshot::channel();
-                        let _ = thread.send((half, now, reply));
-                        Box::pin(async move {
-                            prepared
-                                .await
-                                .map_err(|_| "an import thread stopped".to_owned())
-                        }) as _
-                    })
-                    .collect(),
-                Self::Pool(context) => [records, second]
-                    .into_iter()
-                    .map(|half| {
+        // Either way a half comes back through a oneshot, dropped unsent if its thread failed.
+        let replies: Vec<tokio::sync::oneshot::Receiver<Prepared>> = [records, second]
+            .into_iter()
+            .enumerate()
+            .map(|(i, half)| {
+                let (reply, prepared) = tokio::sync::oneshot::channel();
+                match self {
+                    Self::Own(threads) => {
+                        let _ = threads[i].send((half, now, reply));
+                    }
+                    Self::Pool(context) => {
                         let context = context.clone();
-                        let task = tokio::task::spawn_blocking(move || context.prepare(half, now));
-                        Box::pin(async move { task.await.map_err(|e| e.to_string()) }) as _
-                    })
-                    .collect(),
-            };
+                        tokio::task::spawn_blocking(move || {
+                            let _ = reply.send(context.prepare(half, now));
+                        });
+                    }
+                }
+                prepared
+            })
+            .collect();
         async move {
             let mut plans = Vec::new();
-            for half in halves {
-                plans.extend(half.await?.plans);
+            for prepared in replies {
+                let prepared = prepared
+                    .await
+                    .map_err(|_| "a thread preparing the batch stopped".to_owned())?;
+                plans.extend(prepared.plans);
             }
             Ok(Prepared { plans, now })
         }
