@@ -1131,16 +1131,18 @@ impl ImportFile {
                     Outcome::Created { customer_id }
                 }
                 Plan::Slow(lead) => {
+                    // Created one by one, the row's customer has the id it has in a batch.
+                    let id = row_customer_id(import, row);
                     let outcome = self
                         .intake
-                        .import_reported(&lead, options, scope, self.audit.as_ref())
+                        .import_reported(&lead, options, scope, self.audit.as_ref(), Some(id))
                         .await;
                     match outcome {
                         // This import created it, in a batch whose progress a crash lost.
                         Outcome::Updated { customer_id }
                         | Outcome::Merged { customer_id }
                         | Outcome::Skipped { customer_id, .. }
-                            if customer_id == row_customer_id(import, row) =>
+                            if customer_id == id =>
                         {
                             Outcome::Created { customer_id }
                         }

@@ -213,7 +213,8 @@ impl Intake {
     /// starts a pipeline run for every lead created or changed. `finish` is written with the
     /// change (an inbox entry's result). Nothing is written on a dry run.
     /// `scope` is the caller's row-level rule: a duplicate of a customer outside it is skipped,
-    /// never changed (and not named).
+    /// never changed (and not named). `id`, if given, is the id of the customer it creates (a
+    /// file import's row names its own, so that a replay of the row finds it).
     pub async fn import(
         &self,
         lead: &RawLead,
@@ -221,12 +222,16 @@ impl Intake {
         scope: &CustomerScope,
         audit: &dyn CustomerAudit,
         finish: Option<&str>,
+        id: Option<CustomerId>,
     ) -> Result<Outcome, StoreError> {
         let now = self.clock.now();
-        let new = match self.parse(lead, options, now) {
+        let mut new = match self.parse(lead, options, now) {
             Ok(customer) => customer,
             Err(issues) => return self.done(Outcome::Invalid { issues }, finish, now).await,
         };
+        if let Some(id) = id {
+            new.id = id;
+        }
         if crm_store::gdpr::is_erased(
             &self.db,
             new.email.as_ref().map(|e| e.as_str()),
@@ -391,10 +396,11 @@ impl Intake {
         options: &ImportOptions,
         scope: &CustomerScope,
         audit: &dyn CustomerAudit,
+        id: Option<CustomerId>,
     ) -> Outcome {
         let mut last = None;
         for _ in 0..2 {
-            match self.import(lead, options, scope, audit, None).await {
+            match self.import(lead, options, scope, audit, None, id).await {
                 Ok(outcome) => return outcome,
                 Err(error) => last = Some(error),
             }
@@ -676,6 +682,7 @@ impl JobHandler for ImportLead {
                 &CustomerScope::All,
                 self.audit.as_ref(),
                 Some(&entry.id),
+                None,
             )
             .await
             .map_err(|e| JobError::Retryable(e.to_string()))?;

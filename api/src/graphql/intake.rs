@@ -301,7 +301,7 @@ impl IntakeMutation {
                 },
                 None => {
                     api.intake
-                        .import_reported(&lead, &options, &scope, &auditor)
+                        .import_reported(&lead, &options, &scope, &auditor, None)
                         .await
                 }
             };
