@@ -88,6 +88,9 @@ end=$(date +%s.%N)
 echo "$status"
 python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'import: {s:.1f} s, {int(sys.argv[3])/s:.0f} rows/s')" "$start" "$end" "$rows"
 grep VmHWM "/proc/$pid/status"
+# The server's CPU time (user + system) since it started: what the import cost this process,
+# steadier than the wall time on a machine whose speed drifts.
+awk -v hz="$(getconf CLK_TCK)" '{ printf "server CPU: %.1f s user, %.1f s system\n", $14 / hz, $15 / hz }' "/proc/$pid/stat"
 # The runner goes on with the imported leads' qualify jobs; a graceful stop would wait for all.
 kill -9 $pid; wait $pid 2>/dev/null || true
 # What the import left behind: its leads, their runs and qualify jobs (queued; a few done

@@ -125,6 +125,14 @@ impl fmt::Display for PhoneRegion {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Phone(String);
 
+/// The E.164 text of a valid number: what `number.format().mode(Mode::E164)` writes, without
+/// the formatter's look-up of a national format pattern (regular expressions run on every
+/// call, which E.164 never uses: a fifth of a file import's validation).
+fn e164(number: &phonenumber::PhoneNumber) -> String {
+    // The national number's `Display` writes its leading zeros (Italy's `06…`) first.
+    format!("+{}{}", number.code().value(), number.national())
+}
+
 impl Phone {
     /// Parses a number as people write it (`+49 30 123456`, `0049 30 123456`, `030/123456`,
     /// `(650) 253-0000`), reading national numbers in `region`.
@@ -166,9 +174,7 @@ impl Phone {
         if !number.is_valid() {
             return Err(invalid());
         }
-        Ok(Self(
-            number.format().mode(phonenumber::Mode::E164).to_string(),
-        ))
+        Ok(Self(e164(&number)))
     }
 
     /// Rebuilds a number that was parsed before it was stored.
@@ -542,6 +548,35 @@ mod tests {
                 "input {raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn e164_text_is_the_formatters() {
+        let cases = [
+            ("DE", "030 123456"),
+            ("DE", "+49 (0)151 23456789"),
+            ("US", "(650) 253-0000"),
+            ("BA", "033 250 300"),
+            ("RS", "011 1234567"),
+            ("AT", "01 234567"),
+            ("CH", "044 668 18 00"),
+            ("IT", "06 1234 5678"),
+            ("IT", "+39 02 1234 5678"),
+            ("GB", "020 7946 0018"),
+            ("DE", "030 123456 ext. 12"),
+        ];
+        for (region, raw) in cases {
+            let region = PhoneRegion::parse(region).unwrap();
+            let number = phonenumber::parse(Some(region.0), raw).unwrap();
+            assert!(number.is_valid(), "input {raw:?}");
+            assert_eq!(
+                e164(&number),
+                number.format().mode(phonenumber::Mode::E164).to_string(),
+                "input {raw:?}"
+            );
+        }
+        let it = Phone::parse("06 1234 5678", PhoneRegion::parse("IT").unwrap()).unwrap();
+        assert_eq!(it.as_str(), "+390612345678", "the leading zero stays");
     }
 
     #[test]

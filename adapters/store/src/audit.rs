@@ -221,31 +221,34 @@ pub(crate) fn chain_many(
 }
 
 /// Chained entries as columns, for [`crate::bulk`].
-fn columns(rows: &[AuditEntry]) -> crate::bulk::Columns {
+fn columns(rows: &[AuditEntry]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("audit_log")
         .with("seq", V::BigInt(col(rows, |r| r.seq)))
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
         .with("at", V::Time(col(rows, |r| r.at)))
-        .with("actor_kind", V::Text(col(rows, |r| r.actor_kind.clone())))
-        .with("actor", V::Text(col(rows, |r| r.actor.clone())))
-        .with("action", V::Text(col(rows, |r| r.action.clone())))
+        .with("actor_kind", V::Text(col(rows, |r| r.actor_kind.as_str())))
+        .with("actor", V::Text(col(rows, |r| r.actor.as_str())))
+        .with("action", V::Text(col(rows, |r| r.action.as_str())))
         .with(
             "target_type",
-            V::OptText(col(rows, |r| r.target_type.clone())),
+            V::OptText(col(rows, |r| r.target_type.as_deref())),
         )
-        .with("target_id", V::OptText(col(rows, |r| r.target_id.clone())))
+        .with(
+            "target_id",
+            V::OptText(col(rows, |r| r.target_id.as_deref())),
+        )
         .with(
             "request_id",
-            V::OptText(col(rows, |r| r.request_id.clone())),
+            V::OptText(col(rows, |r| r.request_id.as_deref())),
         )
-        .with("payload", V::OptText(col(rows, |r| r.payload.clone())))
+        .with("payload", V::OptText(col(rows, |r| r.payload.as_deref())))
         .with(
             "payload_hash",
-            V::Text(col(rows, |r| r.payload_hash.clone())),
+            V::Text(col(rows, |r| r.payload_hash.as_str())),
         )
-        .with("prev_hash", V::Text(col(rows, |r| r.prev_hash.clone())))
-        .with("hash", V::Text(col(rows, |r| r.hash.clone())))
+        .with("prev_hash", V::Text(col(rows, |r| r.prev_hash.as_str())))
+        .with("hash", V::Text(col(rows, |r| r.hash.as_str())))
 }
 
 /// Appends many entries with one head read and multi-row inserts, on PostgreSQL (inside the

@@ -14,10 +14,11 @@ use diesel::{
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-/// One column's values, in row order.
-pub(crate) enum Values {
-    Text(Vec<String>),
-    OptText(Vec<Option<String>>),
+/// One column's values, in row order. Text is borrowed from the rows: it is copied once, into
+/// the statement's parameter.
+pub(crate) enum Values<'a> {
+    Text(Vec<&'a str>),
+    OptText(Vec<Option<&'a str>>),
     Time(Vec<NaiveDateTime>),
     OptTime(Vec<Option<NaiveDateTime>>),
     Bool(Vec<bool>),
@@ -25,7 +26,7 @@ pub(crate) enum Values {
     BigInt(Vec<i64>),
 }
 
-impl Values {
+impl Values<'_> {
     fn len(&self) -> usize {
         match self {
             Self::Text(v) => v.len(),
@@ -51,17 +52,17 @@ impl Values {
 }
 
 /// The columns of the rows to insert into one table.
-pub(crate) struct Columns {
+pub(crate) struct Columns<'a> {
     table: &'static str,
-    columns: Vec<(&'static str, Values)>,
+    columns: Vec<(&'static str, Values<'a>)>,
 }
 
 /// One column of `rows`, read with `f`.
-pub(crate) fn col<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+pub(crate) fn col<'a, R, T>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(f).collect()
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     /// No columns yet, for `table`.
     pub(crate) fn new(table: &'static str) -> Self {
         Self {
@@ -71,7 +72,7 @@ impl Columns {
     }
 
     /// Adds a column.
-    pub(crate) fn with(mut self, name: &'static str, values: Values) -> Self {
+    pub(crate) fn with(mut self, name: &'static str, values: Values<'a>) -> Self {
         self.columns.push((name, values));
         self
     }

@@ -948,7 +948,7 @@ pub async fn insert_leads(
         audit.extend(lead.audit);
         consent_rows.extend(lead.consents);
     }
-    let runs = !run_rows.is_empty();
+    let (runs, has_events) = (!run_rows.is_empty(), !events.is_empty());
     let at = to_db_time(now);
     let written = with_conn!(
         db,
@@ -993,12 +993,12 @@ pub async fn insert_leads(
                     .await?;
                     use crate::bulk::{Values as V, col};
                     crate::bulk::Columns::new("events")
-                        .with("topic", V::Text(col(&events, |e| e.topic.clone())))
+                        .with("topic", V::Text(col(&events, |e| e.topic.as_str())))
                         .with(
                             "customer_id",
-                            V::OptText(col(&events, |e| e.customer_id.clone())),
+                            V::OptText(col(&events, |e| e.customer_id.as_deref())),
                         )
-                        .with("payload", V::Text(col(&events, |e| e.payload.clone())))
+                        .with("payload", V::Text(col(&events, |e| e.payload.as_str())))
                         .with("created_at", V::Time(col(&events, |_| at)))
                         .insert(conn)
                         .await?;
@@ -1008,17 +1008,6 @@ pub async fn insert_leads(
             .await
         },
         sqlite | conn | {
-            let event_rows: Vec<_> = events
-                .iter()
-                .map(|e| {
-                    (
-                        events_table::topic.eq(e.topic.clone()),
-                        events_table::customer_id.eq(e.customer_id.clone()),
-                        events_table::payload.eq(e.payload.clone()),
-                        events_table::created_at.eq(crate::rows::DbTime(at)),
-                    )
-                })
-                .collect();
             // Row by row through cached prepared statements: SQLite runs in this process, so
             // there is no round trip to save, and compiling a 1,000-row `VALUES` statement
             // (about 9 ms for the customers') costs more than binding and stepping its rows
@@ -1058,18 +1047,21 @@ pub async fn insert_leads(
                         )?;
                     }
                     crate::audit::append_many_sync(conn, &audit)?;
-                    for row in &event_rows {
-                        R::execute(
-                            diesel::insert_into(events_table::table).values(row.clone()),
-                            conn,
-                        )?;
+                    for e in &events {
+                        let row = (
+                            events_table::topic.eq(e.topic.as_str()),
+                            events_table::customer_id.eq(e.customer_id.as_deref()),
+                            events_table::payload.eq(e.payload.as_str()),
+                            events_table::created_at.eq(crate::rows::DbTime(at)),
+                        );
+                        R::execute(diesel::insert_into(events_table::table).values(row), conn)?;
                     }
                     Ok(())
                 });
                 let _ = conn.batch_execute("PRAGMA cache_size = -2000");
                 // Freed elsewhere: the import waits for this thread, not for the frees.
                 let rows = (rows, tags, run_rows, step_rows, job_rows, consent_rows);
-                Ok((written, (rows, audit, event_rows)))
+                Ok((written, (rows, audit, events)))
             })
             .await
             .and_then(|(written, rows)| {
@@ -1080,7 +1072,7 @@ pub async fn insert_leads(
     );
     match written {
         Ok(()) => {
-            db.committed(runs, !events.is_empty());
+            db.committed(runs, has_events);
             Ok(true)
         }
         Err(error) if StoreError::is_unique_violation(&error) => Ok(false),
@@ -1090,26 +1082,32 @@ pub async fn insert_leads(
 }
 
 /// Customer rows as columns, for [`crate::bulk`].
-fn customer_columns(rows: &[CustomerRow]) -> crate::bulk::Columns {
+fn customer_columns(rows: &[CustomerRow]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("customers")
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
-        .with("name", V::Text(col(rows, |r| r.name.clone())))
-        .with("email", V::OptText(col(rows, |r| r.email.clone())))
-        .with("phone", V::OptText(col(rows, |r| r.phone.clone())))
-        .with("company", V::OptText(col(rows, |r| r.company.clone())))
-        .with("status", V::Text(col(rows, |r| r.status.clone())))
-        .with("source", V::OptText(col(rows, |r| r.source.clone())))
-        .with("language", V::OptText(col(rows, |r| r.language.clone())))
-        .with("country", V::OptText(col(rows, |r| r.country.clone())))
-        .with("time_zone", V::OptText(col(rows, |r| r.time_zone.clone())))
-        .with("owner", V::OptText(col(rows, |r| r.owner.clone())))
-        .with("tags", V::Text(col(rows, |r| r.tags.clone())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
+        .with("name", V::Text(col(rows, |r| r.name.as_str())))
+        .with("email", V::OptText(col(rows, |r| r.email.as_deref())))
+        .with("phone", V::OptText(col(rows, |r| r.phone.as_deref())))
+        .with("company", V::OptText(col(rows, |r| r.company.as_deref())))
+        .with("status", V::Text(col(rows, |r| r.status.as_str())))
+        .with("source", V::OptText(col(rows, |r| r.source.as_deref())))
+        .with("language", V::OptText(col(rows, |r| r.language.as_deref())))
+        .with("country", V::OptText(col(rows, |r| r.country.as_deref())))
+        .with(
+            "time_zone",
+            V::OptText(col(rows, |r| r.time_zone.as_deref())),
+        )
+        .with("owner", V::OptText(col(rows, |r| r.owner.as_deref())))
+        .with("tags", V::Text(col(rows, |r| r.tags.as_str())))
         .with("consent_email", V::Bool(col(rows, |r| r.consent_email)))
         .with("consent_call", V::Bool(col(rows, |r| r.consent_call)))
         .with("consent_sms", V::Bool(col(rows, |r| r.consent_sms)))
-        .with("notes", V::OptText(col(rows, |r| r.notes.clone())))
-        .with("search_text", V::Text(col(rows, |r| r.search_text.clone())))
+        .with("notes", V::OptText(col(rows, |r| r.notes.as_deref())))
+        .with(
+            "search_text",
+            V::Text(col(rows, |r| r.search_text.as_str())),
+        )
         .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
         .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))
         .with(

@@ -118,18 +118,24 @@ pub(crate) fn consent_row(new: &NewConsent, now: DateTime<Utc>) -> ConsentRow {
 }
 
 /// Consent rows as columns, for [`crate::bulk`].
-pub(crate) fn consent_columns(rows: &[ConsentRow]) -> crate::bulk::Columns {
+pub(crate) fn consent_columns(rows: &[ConsentRow]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("consents")
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
-        .with("customer_id", V::Text(col(rows, |r| r.customer_id.clone())))
-        .with("channel", V::Text(col(rows, |r| r.channel.to_owned())))
-        .with("purpose", V::Text(col(rows, |r| r.purpose.to_owned())))
-        .with("basis", V::Text(col(rows, |r| r.basis.to_owned())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
+        .with(
+            "customer_id",
+            V::Text(col(rows, |r| r.customer_id.as_str())),
+        )
+        .with("channel", V::Text(col(rows, |r| r.channel)))
+        .with("purpose", V::Text(col(rows, |r| r.purpose)))
+        .with("basis", V::Text(col(rows, |r| r.basis)))
         .with("granted", V::Bool(col(rows, |r| r.granted)))
-        .with("source", V::Text(col(rows, |r| r.source.to_owned())))
-        .with("evidence", V::OptText(col(rows, |r| r.evidence.clone())))
-        .with("recorded_by", V::Text(col(rows, |r| r.recorded_by.clone())))
+        .with("source", V::Text(col(rows, |r| r.source)))
+        .with("evidence", V::OptText(col(rows, |r| r.evidence.as_deref())))
+        .with(
+            "recorded_by",
+            V::Text(col(rows, |r| r.recorded_by.as_str())),
+        )
         .with("at", V::Time(col(rows, |r| r.at)))
 }
 

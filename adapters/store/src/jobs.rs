@@ -218,29 +218,32 @@ pub(crate) fn row(id: JobId, new: &NewJob, now: DateTime<Utc>) -> JobRow {
 }
 
 /// Job rows as columns, for [`crate::bulk`].
-pub(crate) fn columns(rows: &[JobRow]) -> crate::bulk::Columns {
+pub(crate) fn columns(rows: &[JobRow]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("jobs")
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
-        .with("kind", V::Text(col(rows, |r| r.kind.clone())))
-        .with("payload", V::Text(col(rows, |r| r.payload.clone())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
+        .with("kind", V::Text(col(rows, |r| r.kind.as_str())))
+        .with("payload", V::Text(col(rows, |r| r.payload.as_str())))
         .with(
             "dedupe_key",
-            V::OptText(col(rows, |r| r.dedupe_key.clone())),
+            V::OptText(col(rows, |r| r.dedupe_key.as_deref())),
         )
         .with("priority", V::Int(col(rows, |r| r.priority)))
-        .with("status", V::Text(col(rows, |r| r.status.clone())))
+        .with("status", V::Text(col(rows, |r| r.status.as_str())))
         .with("run_at", V::Time(col(rows, |r| r.run_at.0)))
         .with("attempts", V::Int(col(rows, |r| r.attempts)))
         .with("max_attempts", V::Int(col(rows, |r| r.max_attempts)))
-        .with("locked_by", V::OptText(col(rows, |r| r.locked_by.clone())))
+        .with(
+            "locked_by",
+            V::OptText(col(rows, |r| r.locked_by.as_deref())),
+        )
         .with(
             "locked_until",
             V::OptTime(col(rows, |r| r.locked_until.map(|t| t.0))),
         )
         .with(
             "last_error",
-            V::OptText(col(rows, |r| r.last_error.clone())),
+            V::OptText(col(rows, |r| r.last_error.as_deref())),
         )
         .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
         .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))

@@ -293,15 +293,18 @@ pub(crate) fn step_row(
 }
 
 /// Run rows as columns, for [`crate::bulk`].
-pub(crate) fn run_columns(rows: &[RunRow]) -> crate::bulk::Columns {
+pub(crate) fn run_columns(rows: &[RunRow]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("pipeline_runs")
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
-        .with("customer_id", V::Text(col(rows, |r| r.customer_id.clone())))
-        .with("cause", V::Text(col(rows, |r| r.cause.clone())))
-        .with("status", V::Text(col(rows, |r| r.status.clone())))
-        .with("branch", V::OptText(col(rows, |r| r.branch.clone())))
-        .with("error", V::OptText(col(rows, |r| r.error.clone())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
+        .with(
+            "customer_id",
+            V::Text(col(rows, |r| r.customer_id.as_str())),
+        )
+        .with("cause", V::Text(col(rows, |r| r.cause.as_str())))
+        .with("status", V::Text(col(rows, |r| r.status.as_str())))
+        .with("branch", V::OptText(col(rows, |r| r.branch.as_deref())))
+        .with("error", V::OptText(col(rows, |r| r.error.as_deref())))
         .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
         .with("updated_at", V::Time(col(rows, |r| r.updated_at.0)))
         .with(
@@ -311,16 +314,16 @@ pub(crate) fn run_columns(rows: &[RunRow]) -> crate::bulk::Columns {
 }
 
 /// Step rows as columns, for [`crate::bulk`].
-pub(crate) fn step_columns(rows: &[StepRow]) -> crate::bulk::Columns {
+pub(crate) fn step_columns(rows: &[StepRow]) -> crate::bulk::Columns<'_> {
     use crate::bulk::{Values as V, col};
     crate::bulk::Columns::new("pipeline_steps")
-        .with("id", V::Text(col(rows, |r| r.id.clone())))
-        .with("run_id", V::Text(col(rows, |r| r.run_id.clone())))
+        .with("id", V::Text(col(rows, |r| r.id.as_str())))
+        .with("run_id", V::Text(col(rows, |r| r.run_id.as_str())))
         .with("position", V::Int(col(rows, |r| r.position)))
-        .with("name", V::Text(col(rows, |r| r.name.clone())))
-        .with("status", V::Text(col(rows, |r| r.status.clone())))
-        .with("job_id", V::OptText(col(rows, |r| r.job_id.clone())))
-        .with("detail", V::OptText(col(rows, |r| r.detail.clone())))
+        .with("name", V::Text(col(rows, |r| r.name.as_str())))
+        .with("status", V::Text(col(rows, |r| r.status.as_str())))
+        .with("job_id", V::OptText(col(rows, |r| r.job_id.as_deref())))
+        .with("detail", V::OptText(col(rows, |r| r.detail.as_deref())))
         .with("created_at", V::Time(col(rows, |r| r.created_at.0)))
         .with(
             "finished_at",
