@@ -95,6 +95,31 @@ pub(crate) fn changes(
     out
 }
 
+/// The [`changes`] of a create (no `before`) as JSON text: every field with its `after` value,
+/// in the key order of `serde_json`'s map. Written straight into the text, without building the
+/// map's objects or cloning the values (a file import writes one per lead).
+fn created(after: &Fields, redact: &[String]) -> Option<String> {
+    let mut fields: Vec<&(&'static str, Value)> = after.iter().collect();
+    fields.sort_unstable_by_key(|(name, _)| *name);
+    let mut out = Vec::with_capacity(64 * fields.len());
+    for (name, value) in fields {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut out, name).ok()?;
+        out.extend_from_slice(b":{\"after\":");
+        if !value.is_null() && redact.iter().any(|r| r == name) {
+            out.extend_from_slice(b"\"[redacted]\"");
+        } else {
+            serde_json::to_writer(&mut out, value).ok()?;
+        }
+        out.push(b'}');
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
 /// Builds the audit entries of one request: who (from the principal), when, which request.
 /// The store appends them in the same transaction as the change they describe.
 #[derive(Debug, Clone)]
@@ -174,6 +199,18 @@ impl Auditor {
         target_id: String,
         changed: Map<String, Value>,
     ) -> NewAuditEntry {
+        let payload = (!changed.is_empty()).then(|| Value::Object(changed).to_string());
+        self.entry_with(action, target_type, target_id, payload)
+    }
+
+    /// An entry with the changes as JSON text.
+    fn entry_with(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: String,
+        payload: Option<String>,
+    ) -> NewAuditEntry {
         NewAuditEntry {
             at: self.at,
             actor_kind: self.actor_kind,
@@ -182,7 +219,7 @@ impl Auditor {
             target_type: Some(target_type.to_owned()),
             target_id: Some(target_id),
             request_id: self.request_id.clone(),
-            payload: (!changed.is_empty()).then(|| Value::Object(changed).to_string()),
+            payload,
         }
     }
 
@@ -193,8 +230,12 @@ impl Auditor {
         before: Option<&Customer>,
         after: &Customer,
     ) -> Option<NewAuditEntry> {
+        let Some(before) = before else {
+            let payload = created(&customer_fields(after), &self.redact);
+            return Some(self.entry_with(action, "customer", after.id.to_string(), payload));
+        };
         let changed = changes(
-            before.map(customer_fields).as_ref(),
+            Some(&customer_fields(before)),
             Some(&customer_fields(after)),
             &self.redact,
         );
@@ -275,5 +316,33 @@ mod tests {
         );
         let created = changes(None, Some(&after), &[]);
         assert_eq!(created["name"], json!({ "after": "Ana" }));
+    }
+
+    #[test]
+    fn a_create_is_written_as_the_changes_map_would_be() {
+        let mut customer = crm_domain::NewCustomer::parse(
+            crm_domain::CustomerDraft {
+                name: "Ана \"Хоџић\"".into(),
+                email: Some("Ana@Firma.ba".into()),
+                phone: Some("033 250 300".into()),
+                tags: Some(vec!["messe".into(), "b2b".into()]),
+                notes: Some("Ruft zurück \u{1F4DE}".into()),
+                ..Default::default()
+            },
+            crm_domain::PhoneRegion::parse("BA").unwrap(),
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .0;
+        for redact in [vec![], vec!["email".to_owned(), "notes".to_owned()]] {
+            let fields = customer_fields(&customer);
+            let expected = Value::Object(changes(None, Some(&fields), &redact)).to_string();
+            assert_eq!(created(&fields, &redact).unwrap(), expected);
+        }
+        customer.owner = Some("bob".into());
+        let fields = customer_fields(&customer);
+        let expected = Value::Object(changes(None, Some(&fields), &[])).to_string();
+        assert_eq!(created(&fields, &[]).unwrap(), expected);
+        assert!(created(&Vec::new(), &[]).is_none());
     }
 }
