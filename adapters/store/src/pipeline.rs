@@ -364,18 +364,31 @@ pub fn event(
     run_status: RunStatus,
     detail: serde_json::Value,
 ) -> Effect {
+    /// The payload, with its keys in the order `json!` wrote them (sorted), so that the text
+    /// is what it was; serialized without building a map (a file import writes one per lead).
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload<'a> {
+        customer_id: &'a str,
+        detail: serde_json::Value,
+        run_id: String,
+        run_status: &'a str,
+        status: &'a str,
+        step: &'a str,
+    }
+    let customer = customer_id.to_string();
+    let payload = Payload {
+        customer_id: &customer,
+        detail,
+        run_id: run_id.to_string(),
+        run_status: run_status.as_str(),
+        status: status.as_str(),
+        step,
+    };
     Effect::Event(crate::effects::NewEvent {
         topic: TOPIC.to_owned(),
-        customer_id: Some(customer_id.to_string()),
-        payload: serde_json::json!({
-            "runId": run_id.to_string(),
-            "customerId": customer_id.to_string(),
-            "step": step,
-            "status": status.as_str(),
-            "runStatus": run_status.as_str(),
-            "detail": detail,
-        })
-        .to_string(),
+        payload: serde_json::to_string(&payload).unwrap_or_default(),
+        customer_id: Some(customer),
     })
 }
 
@@ -603,4 +616,37 @@ pub async fn steps_of(db: &Db, runs: &[RunId]) -> StoreResult<Vec<Step>> {
             .await?
     });
     rows.into_iter().map(Step::try_from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_payload_is_the_text_json_wrote() {
+        let (run, customer) = (RunId::new(), CustomerId::new());
+        let detail = serde_json::json!({ "cause": "import", "score": 72 });
+        let Effect::Event(event) = event(
+            run,
+            customer,
+            "qualify-lead",
+            StepStatus::Pending,
+            RunStatus::Running,
+            detail.clone(),
+        ) else {
+            panic!("not an event");
+        };
+        let expected = serde_json::json!({
+            "runId": run.to_string(),
+            "customerId": customer.to_string(),
+            "step": "qualify-lead",
+            "status": "pending",
+            "runStatus": "running",
+            "detail": detail,
+        })
+        .to_string();
+        assert_eq!(event.payload, expected);
+        assert_eq!(event.customer_id, Some(customer.to_string()));
+        assert_eq!(event.topic, TOPIC);
+    }
 }
