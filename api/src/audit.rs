@@ -334,7 +334,11 @@ mod tests {
         )
         .unwrap()
         .0;
-        for redact in [vec![], vec!["email".to_owned(), "notes".to_owned()]] {
+        // `owner` and `company` are null here: a null is never redacted.
+        let redacted = ["email", "notes", "owner", "company"]
+            .map(str::to_owned)
+            .to_vec();
+        for redact in [vec![], redacted] {
             let fields = customer_fields(&customer);
             let expected = Value::Object(changes(None, Some(&fields), &redact)).to_string();
             assert_eq!(created(&fields, &redact).unwrap(), expected);
