@@ -58,6 +58,15 @@ pub(crate) fn interaction_fields(i: &Interaction) -> Fields {
     ]
 }
 
+/// What a redacted value is written as.
+const REDACTED: &str = "[redacted]";
+
+/// Whether `value` of field `name` is written as [`REDACTED`]: a value of a field configured
+/// as redacted, unless it is null (the fact that it is unset stays visible).
+fn hidden(value: &Value, name: &str, redact: &[String]) -> bool {
+    !value.is_null() && redact.iter().any(|r| r == name)
+}
+
 /// `{"field": {"before": …, "after": …}}` for every field that differs; a create has no
 /// `before`, a hard delete no `after`. Redacted fields keep the fact that they changed.
 pub(crate) fn changes(
@@ -79,9 +88,8 @@ pub(crate) fn changes(
             continue;
         }
         let hide = |value: Option<Value>| match value {
-            Some(Value::Null) | None => value,
-            Some(_) if redact.iter().any(|r| r == name) => Some(json!("[redacted]")),
-            some => some,
+            Some(value) if hidden(&value, name, redact) => Some(json!(REDACTED)),
+            value => value,
         };
         let mut change = Map::new();
         if let Some(old) = hide(old) {
@@ -106,8 +114,8 @@ fn created(after: &Fields, redact: &[String]) -> Option<String> {
         out.push(if out.is_empty() { b'{' } else { b',' });
         serde_json::to_writer(&mut out, name).ok()?;
         out.extend_from_slice(b":{\"after\":");
-        if !value.is_null() && redact.iter().any(|r| r == name) {
-            out.extend_from_slice(b"\"[redacted]\"");
+        if hidden(value, name, redact) {
+            serde_json::to_writer(&mut out, REDACTED).ok()?;
         } else {
             serde_json::to_writer(&mut out, value).ok()?;
         }

@@ -984,7 +984,7 @@ pub async fn insert_leads(
                     return Err(diesel::result::Error::RollbackTransaction);
                 }
                 crate::audit::append_many_pg(conn, &audit).await?;
-                if !events.is_empty() {
+                if has_events {
                     diesel::sql_query(format!(
                         "SELECT pg_advisory_xact_lock({})",
                         crate::effects::EVENT_LOCK
