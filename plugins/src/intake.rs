@@ -321,9 +321,22 @@ impl Intake {
             let entry = audit.customer("customer.import", None, &new);
             return match customers::insert(&self.db, NewCustomer(new), entry, &effects).await {
                 Ok(_) => Ok(outcome),
-                // Created by a concurrent delivery between the look-up and the insert: the
-                // next attempt of the job finds it and merges.
-                Err(error @ StoreError::Duplicate { .. }) => Err(error),
+                // The customer with the id asked for exists: a replay of the file import that
+                // created it, after its contacts were edited or it was merged away (so the
+                // look-up by contact missed it). Created already, not stored twice.
+                Err(error @ (StoreError::Duplicate { .. } | StoreError::Conflict { .. })) => {
+                    match id {
+                        Some(id) if customers::get(&self.db, id).await?.is_some() => {
+                            Ok(Outcome::Skipped {
+                                customer_id: id,
+                                reason: "created by this import already".into(),
+                            })
+                        }
+                        // Created by a concurrent delivery between the look-up and the
+                        // insert: the next attempt of the job finds it and merges.
+                        _ => Err(error),
+                    }
+                }
                 Err(error) => Err(error),
             };
         };

@@ -967,6 +967,18 @@ async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestB
         ))
         .await
         .unwrap();
+    // Before the replay, someone changes Ana's email and phone: the replay cannot find her by
+    // her contacts, only by the id her row gave her.
+    let ana = customers(&app)
+        .await
+        .into_iter()
+        .find(|c| c["email"] == "ana@firma.ba")
+        .unwrap();
+    app.graphql_ok(
+        "mutation($id: ID!) { updateCustomer(id: $id, input: { email: \"ana@neu.ba\", phone: \"+387 33 999 999\" }) { id } }",
+        json!({ "id": ana["id"] }),
+    )
+    .await;
     std::fs::write(app.config.intake.import_dir.join(&id), csv).unwrap();
     let now = crm_domain::Clock::now(app.clock.as_ref());
     crm_store::jobs::enqueue(
@@ -986,7 +998,7 @@ async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestB
     app.run_jobs().await;
     let replayed = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await;
     assert_eq!(replayed["leadImport"]["status"], "completed");
-    // Row 6 included: it was created by this import, so it counts as created again.
+    // Rows 2 and 6 included: this import created them, so they count as created again.
     assert_eq!(counts(&replayed), counts(&first), "{replayed:#}");
     assert_eq!(customers(&app).await.len(), 4, "nothing stored twice");
 }
