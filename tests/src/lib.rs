@@ -247,6 +247,25 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("cannot start a sibling app: {e:#}"))
     }
 
+    /// Runs `sql` on the PostgreSQL server as its admin, with `{db}` replaced by this app's
+    /// database name (to take the database away from the app and give it back). Panics on
+    /// SQLite.
+    pub async fn postgres_admin(&self, sql: &str) {
+        let Some(pg) = self._pg.as_ref() else {
+            panic!("postgres_admin needs an app on PostgreSQL");
+        };
+        let (client, connection) = tokio_postgres::connect(&pg.admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("an admin connection: {e}"));
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(&sql.replace("{db}", &pg.name))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        drop(client);
+        let _ = connection.await;
+    }
+
     /// A job runner with the server's registry (every agent this build runs), on the app's
     /// database and clock.
     pub fn runner(&self) -> crm_plugins::Runner {

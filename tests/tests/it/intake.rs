@@ -15,6 +15,7 @@ on_both_backends!(
     a_rotated_secret_and_repeated_deliveries_are_handled,
     deliveries_arriving_together_are_stored_together_each_once,
     a_delivery_that_cannot_be_stored_fails_alone,
+    deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_again,
     duplicates_merge_into_the_customer_they_duplicate,
     import_leads_reports_every_lead,
     a_messy_csv_file_gives_exactly_the_expected_report,
@@ -384,6 +385,65 @@ async fn deliveries_arriving_together_are_stored_together_each_once(backend: Tes
         .graphql_ok("{ customers(first: 100) { nodes { id } } }", json!({}))
         .await;
     assert_eq!(all["customers"]["nodes"].as_array().unwrap().len(), 60);
+}
+
+/// While the database is unreachable, no delivery is acknowledged: each gets a 503, so its
+/// sender delivers it again; once the database is back, the inbox writer starts anew and the
+/// repeated deliveries are stored, each once. (On PostgreSQL only: an embedded SQLite database
+/// cannot be taken away from a running server.)
+async fn deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_again(
+    backend: TestBackend,
+) {
+    if backend == TestBackend::Sqlite {
+        return;
+    }
+    let app = TestApp::spawn_with(backend, |c| {
+        c.intake
+            .webhook_secrets
+            .insert("website".into(), secret(NEW).into());
+        c.database.acquire_timeout_ms = 1_000;
+    })
+    .await;
+    let lead =
+        |i: usize| json!({ "name": format!("Away {i}"), "email": format!("away{i}@example.com") });
+    let (status, body) = deliver(&app, "/webhooks/leads", "away-0", NEW, 0, &lead(0)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    app.postgres_admin(
+        "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid();",
+    )
+    .await;
+    let away = futures_util::future::join_all((1..=5).map(|i| {
+        let (app, lead) = (&app, lead(i));
+        async move { deliver(app, "/webhooks/leads", &format!("away-{i}"), NEW, 0, &lead).await }
+    }))
+    .await;
+    for (status, body) in &away {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+
+    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")
+        .await;
+    for i in 1..=5 {
+        let id = format!("away-{i}");
+        let (status, body) = deliver(&app, "/webhooks/leads", &id, NEW, 0, &lead(i)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{id}: {body}");
+    }
+    let (status, body) = deliver(&app, "/webhooks/leads", "away-3", NEW, 0, &lead(3)).await;
+    assert_eq!(status, StatusCode::OK, "a repeat: {body}");
+    app.run_jobs().await;
+    let mut names: Vec<String> = customers(&app)
+        .await
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["Away 0", "Away 1", "Away 2", "Away 3", "Away 4", "Away 5"]
+    );
 }
 
 async fn a_delivery_that_cannot_be_stored_fails_alone(backend: TestBackend) {
