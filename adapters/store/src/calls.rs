@@ -158,7 +158,7 @@ pub struct StoredSegment {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = calls)]
 #[diesel(treat_none_as_null = true)]
-struct CallRow {
+pub(crate) struct CallRow {
     id: String,
     customer_id: String,
     first_call_id: String,

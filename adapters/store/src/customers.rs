@@ -682,15 +682,19 @@ pub async fn candidates(
 pub struct Moved {
     /// Interactions now on the primary.
     pub interactions: usize,
-    /// Scorings and pipeline runs now on the primary.
+    /// Scorings, pipeline runs, calls, emails, tasks and nurture enrolments now on the
+    /// primary.
     pub history: usize,
 }
 
 /// Merges `duplicates` into `primary` (its new state, read at `read_version`), in one
 /// transaction: the duplicates are soft-deleted with their email and phone cleared (so the
-/// primary can take them), their interactions, scorings and pipeline runs move to the primary,
-/// and `audit` and `effects` are written with it. A concurrent change to any of them fails the
-/// merge with [`StoreError::Conflict`].
+/// primary can take them), their interactions and history (scorings, pipeline runs, calls,
+/// emails, tasks, nurture enrolments) move to the primary, and `audit` and `effects` are
+/// written with it. What the duplicates still had pending ends with the merge: open runs and
+/// their queued steps, queued calls (canceled, each with its call event) and active nurture
+/// enrolments. Their consent ledger stays with them, as the evidence it was recorded as. A
+/// concurrent change to any of them fails the merge with [`StoreError::Conflict`].
 pub async fn merge(
     db: &Db,
     primary: &Customer,
@@ -699,7 +703,10 @@ pub async fn merge(
     audit: &[NewAuditEntry],
     effects: &[Effect],
 ) -> StoreResult<Moved> {
-    use crate::schema::{interactions, jobs, lead_scores, pipeline_runs, pipeline_steps};
+    use crate::schema::{
+        calls, emails, interactions, jobs, lead_scores, nurture_enrollments, pipeline_runs,
+        pipeline_steps, tasks,
+    };
     let row = CustomerRow::from(primary);
     let key = row.id.clone();
     let dups: Vec<String> = duplicates.iter().map(|(id, _)| id.to_string()).collect();
@@ -807,20 +814,81 @@ pub async fn merge(
             .set(pipeline_runs::customer_id.eq(&key))
             .execute(conn)
             .await?;
+            // Queued calls to a duplicate are canceled (their dial jobs then find nothing to
+            // dial); calls under way end as they will, on the primary.
+            let merged_into = format!("merged into {key}");
+            let canceled: Vec<crate::calls::CallRow> = diesel::update(
+                calls::table
+                    .filter(calls::customer_id.eq_any(&dups))
+                    .filter(calls::status.eq(crm_domain::CallStatus::Queued.as_str())),
+            )
+            .set((
+                calls::status.eq(crm_domain::CallStatus::Ended.as_str()),
+                calls::disposition.eq(crm_domain::Disposition::Canceled.as_str()),
+                calls::reason.eq(&merged_into),
+                calls::final_attempt.eq(true),
+                calls::ended_at.eq(now),
+                calls::updated_at.eq(now),
+                calls::customer_id.eq(&key),
+            ))
+            .returning(crate::calls::CallRow::as_returning())
+            .get_results(conn)
+            .await?;
+            let calls = diesel::update(calls::table.filter(calls::customer_id.eq_any(&dups)))
+                .set(calls::customer_id.eq(&key))
+                .execute(conn)
+                .await?;
+            let emails = diesel::update(emails::table.filter(emails::customer_id.eq_any(&dups)))
+                .set(emails::customer_id.eq(&key))
+                .execute(conn)
+                .await?;
+            let tasks = diesel::update(tasks::table.filter(tasks::customer_id.eq_any(&dups)))
+                .set(tasks::customer_id.eq(&key))
+                .execute(conn)
+                .await?;
+            diesel::update(
+                nurture_enrollments::table
+                    .filter(nurture_enrollments::customer_id.eq_any(&dups))
+                    .filter(nurture_enrollments::status.eq("active")),
+            )
+            .set((
+                nurture_enrollments::status.eq("exited"),
+                nurture_enrollments::exit_reason.eq(Some(&merged_into)),
+                nurture_enrollments::next_at.eq(None::<chrono::NaiveDateTime>),
+                nurture_enrollments::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+            // Keyed by (customer, run): the runs are the duplicates' own, so no key collides.
+            let enrollments = diesel::update(
+                nurture_enrollments::table.filter(nurture_enrollments::customer_id.eq_any(&dups)),
+            )
+            .set(nurture_enrollments::customer_id.eq(&key))
+            .execute(conn)
+            .await?;
             for entry in audit {
                 conn.append_audit(entry).await?;
             }
-            conn.apply_effects(effects, primary.updated_at).await?;
-            Ok::<_, diesel::result::Error>(Moved {
-                interactions,
-                history: scores + runs,
-            })
+            let mut effects = effects.to_vec();
+            for row in canceled {
+                let call = crate::calls::Call::try_from(row)
+                    .map_err(|e| diesel::result::Error::DeserializationError(e.into()))?;
+                effects.push(crate::calls::event(&call));
+            }
+            conn.apply_effects(&effects, primary.updated_at).await?;
+            Ok::<_, diesel::result::Error>((
+                Moved {
+                    interactions,
+                    history: scores + runs + calls + emails + tasks + enrollments,
+                },
+                effects,
+            ))
         })
         .await
     });
     match result {
-        Ok(moved) => {
-            db.committed_all(effects, false);
+        Ok((moved, effects)) => {
+            db.committed_all(&effects, false);
             Ok(moved)
         }
         Err(diesel::result::Error::RollbackTransaction) => Err(StoreError::Conflict {

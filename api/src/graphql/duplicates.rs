@@ -124,7 +124,8 @@ pub(crate) struct MergeResult {
     merged: Vec<ID>,
     /// Interactions moved to the primary.
     moved_interactions: i32,
-    /// Scorings and pipeline runs moved to the primary.
+    /// Scorings, pipeline runs, calls, emails, tasks and nurture enrolments moved to the
+    /// primary.
     moved_history: i32,
 }
 

@@ -1,7 +1,7 @@
 //! Duplicates: fuzzy candidates with reasons (never merged silently), and merges by a
 //! survivorship rule that move the timeline and are audited.
 
-use crm_domain::Role;
+use crm_domain::{Clock as _, Role};
 use crm_tests::{TestApp, TestBackend, error_code, on_both_backends};
 use serde_json::{Value, json};
 
@@ -79,7 +79,8 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
     let duplicate = app
         .create_customer(
             json!({ "name": "J. Mueller", "email": "jm@firma.de", "phone": "030 123456",
-                                 "company": "Müller GmbH", "tags": ["vip"] }),
+                                 "company": "Müller GmbH", "tags": ["vip"], "language": "de",
+                                 "consentCall": true, "consentEmail": true }),
         )
         .await;
     app.graphql_ok(
@@ -123,6 +124,31 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
         .await;
     assert_eq!(error_code(&itself), "VALIDATION_FAILED");
 
+    // The duplicate's history beyond interactions: a call queued for next week, a task and
+    // an email.
+    let next_week = (app.clock.now() + chrono::Duration::days(7)).to_rfc3339();
+    let queued = app
+        .graphql_ok(
+            "mutation($c: ID!, $at: DateTime) { enqueueCall(customerId: $c, notBefore: $at) { id } }",
+            json!({ "c": duplicate, "at": next_week }),
+        )
+        .await["enqueueCall"]["id"]
+        .clone();
+    let task = app
+        .graphql_ok(
+            "mutation($c: ID!) { createTask(input: { customerId: $c, title: \"Rückruf\" }) { id } }",
+            json!({ "c": duplicate }),
+        )
+        .await["createTask"]["id"]
+        .clone();
+    let email = app
+        .graphql_ok(
+            "mutation($c: ID!) { sendEmail(customerId: $c, template: \"nurture-1\") { id } }",
+            json!({ "c": duplicate }),
+        )
+        .await["sendEmail"]["id"]
+        .clone();
+
     // A third record whose pipeline run still waits for its qualify job.
     let waiting = app
         .create_customer(json!({ "name": "Jürgen M.", "phone": "030 654321" }))
@@ -133,31 +159,68 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
     let result = &done["mergeCustomers"];
     assert_eq!(result["movedInteractions"], 1);
     let runs_query =
-        "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { status } } }";
-    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
-    let statuses: Vec<Value> = runs["pipelineRuns"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].clone())
-        .collect();
-    assert!(
-        statuses.contains(&json!("CANCELLED")),
-        "the waiting run ended with the merge: {statuses:?}"
-    );
-    app.run_jobs().await;
-    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
-    assert!(
+        "query($c: ID) { pipelineRuns(filter: {customerId: $c}) { nodes { id status } } }";
+    let cancelled = |runs: &Value| -> Vec<Value> {
         runs["pipelineRuns"]["nodes"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["status"] != "RUNNING"),
-        "{runs:#}"
+            .filter(|r| r["status"] == "CANCELLED")
+            .map(|r| r["id"].clone())
+            .collect()
+    };
+    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
+    let ended = cancelled(&runs);
+    assert!(
+        !ended.is_empty(),
+        "the waiting run ended with the merge: {runs:#}"
+    );
+    // Its queued qualify job does not bring it back.
+    app.run_jobs().await;
+    let runs = app.graphql_ok(runs_query, json!({ "c": primary })).await;
+    assert_eq!(cancelled(&runs), ended, "{runs:#}");
+    assert!(
+        result["movedHistory"].as_i64().unwrap() >= 5,
+        "scores, runs, the call, the task and the email: {result:#}"
+    );
+    let history = app
+        .graphql_ok(
+            "query($p: ID!, $d: ID!) { \
+             p: calls(filter: {customerId: $p}) { nodes { id status disposition reason } } \
+             d: calls(filter: {customerId: $d}) { nodes { id } } \
+             tasks(filter: {customerId: $p}) { nodes { id } } \
+             emails(customerId: $p) { nodes { id } } }",
+            json!({ "p": primary, "d": duplicate }),
+        )
+        .await;
+    let call = history["p"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == queued)
+        .unwrap_or_else(|| panic!("the queued call moved to the primary: {history:#}"));
+    assert_eq!(
+        (&call["status"], &call["disposition"]),
+        (&json!("ENDED"), &json!("CANCELED")),
+        "a call queued for a merged record is not placed: {call:#}"
+    );
+    assert_eq!(call["reason"], format!("merged into {primary}"));
+    assert_eq!(history["d"]["nodes"], json!([]), "{history:#}");
+    assert!(
+        history["tasks"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == task),
+        "{history:#}"
     );
     assert!(
-        result["movedHistory"].as_i64().unwrap() >= 2,
-        "scores and runs: {result:#}"
+        history["emails"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == email),
+        "{history:#}"
     );
     let data = app
         .graphql_ok(
@@ -168,7 +231,14 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
         .await;
     assert_eq!(data["p"]["phone"], "+4930123456");
     assert_eq!(data["p"]["company"], "Müller GmbH");
-    assert_eq!(data["p"]["interactions"][0]["outcome"], "interested");
+    assert!(
+        data["p"]["interactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "CALL" && i["outcome"] == "interested"),
+        "{data:#}"
+    );
     assert!(!data["d"]["deletedAt"].is_null());
     assert!(
         data["d"]["email"].is_null() && data["d"]["phone"].is_null(),
