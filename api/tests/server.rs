@@ -271,17 +271,82 @@ fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+    acknowledged_then_killed(dir.path(), &url).await;
+}
+
+#[cfg_attr(
+    not(crm_pg),
+    ignore = "set CRM_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = PgDatabase::create().await;
+    acknowledged_then_killed(dir.path(), &database.url).await;
+    database.drop().await;
+}
+
+/// A fresh PostgreSQL database on the server `CRM_TEST_POSTGRES_URL` names.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin = std::env::var("CRM_TEST_POSTGRES_URL").unwrap();
+        let prefix = std::env::var("CRM_TEST_DB_PREFIX").unwrap_or_else(|_| "crm_test_".to_owned());
+        let name = format!("{prefix}server_{}", std::process::id());
+        Self::admin(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
+        // The admin URL with this database instead of its own.
+        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let scheme_end = base.find("://").unwrap() + 3;
+        let host = base[scheme_end..]
+            .find('/')
+            .map_or(base, |i| &base[..scheme_end + i]);
+        let url = match query {
+            "" => format!("{host}/{name}"),
+            query => format!("{host}/{name}?{query}"),
+        };
+        Self { admin, name, url }
+    }
+
+    async fn admin(url: &str, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = connection.await;
+    }
+
+    async fn drop(self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        Self::admin(&self.admin, &sql).await;
+    }
+}
+
+/// A signed lead is acknowledged, the server is killed (SIGKILL) before any job ran; after a
+/// restart the lead is imported, once.
+async fn acknowledged_then_killed(dir: &std::path::Path, database_url: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let key = b"a webhook secret of 24 b";
     let secret = format!("whsec_{}", base64_encode(key));
     // No workers: the delivery is acknowledged and then the process dies before any job ran.
+    // Info, not trace: the server's stderr is not read until it prints its key on stdout, and
+    // PostgreSQL's trace logs would fill the pipe before that.
     let env = [
+        ("CRM_DATABASE__URL", database_url),
+        ("CRM_LOG__FILTER", "info"),
         ("CRM_JOBS__WORKERS", "0"),
         ("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str()),
     ];
-    let (child, url, bootstrap) = start(dir.path(), &env);
+    let (child, url, bootstrap) = start(dir, &env);
     let client = reqwest::Client::new();
     let body = r#"{"name": "Jürgen Müller", "email": "j@firma.de"}"#;
     let timestamp = chrono::Utc::now().timestamp();
@@ -298,8 +363,12 @@ async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart() {
     stop(child); // SIGKILL: no graceful shutdown.
 
     // After the restart, with workers, the lead appears.
-    let env = [("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str())];
-    let mut restarted = server(dir.path())
+    let env = [
+        ("CRM_DATABASE__URL", database_url),
+        ("CRM_LOG__FILTER", "info"),
+        ("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str()),
+    ];
+    let mut restarted = server(dir)
         .envs(env.iter().copied())
         .env("CRM_SERVER__BIND", "127.0.0.1:0")
         .arg("worker")
@@ -307,7 +376,7 @@ async fn a_lead_acknowledged_before_a_crash_is_imported_after_the_restart() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (child, url, _) = start_again(dir.path(), &env);
+    let (child, url, _) = start_again(dir, &env);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut found = Value::Null;
     while Instant::now() < deadline {
