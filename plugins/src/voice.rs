@@ -605,12 +605,36 @@ impl Voice {
                 .copied()
                 .unwrap_or(10),
         );
-        match calls::claim(&self.db, id, kind.as_str(), limit, now)
+        let rules = calls::ClaimRules {
+            provider: kind.as_str(),
+            limit,
+            number: &phone,
+            min_interval: self.settings.retry.min_interval(),
+            reconcile: &reconcile_job(call.id, now + self.settings.reconcile_after),
+        };
+        match calls::claim(&self.db, id, rules, now)
             .await
             .map_err(store)?
         {
             Claim::Claimed => {}
             Claim::Gone => return Ok(()),
+            // Another worker dialled the number since the look-up above.
+            Claim::Spaced(last) => {
+                let at = calling::next_allowed(
+                    &self.settings.hours,
+                    tz,
+                    last + self.settings.retry.min_interval(),
+                );
+                return self
+                    .defer(
+                        &call,
+                        CallStatus::Queued,
+                        at,
+                        "the number was called recently".to_owned(),
+                        now,
+                    )
+                    .await;
+            }
             Claim::Full => {
                 return self
                     .defer(

@@ -630,22 +630,44 @@ pub enum Claim {
     Full,
     /// No longer queued (dialled, ended or cancelled meanwhile).
     Gone,
+    /// Another call dialled the number at this time, less than the minimum interval ago; the
+    /// call stays queued.
+    Spaced(DateTime<Utc>),
 }
 
-/// Claims a queued call for dialling, unless its provider already has `limit` calls in
-/// flight. Claimers of one provider are serialized (an advisory lock on PostgreSQL; SQLite has
-/// one writer), so the limit holds under concurrent workers.
+/// What [`claim`] dials, and the rules it claims under.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules<'a> {
+    /// The provider.
+    pub provider: &'a str,
+    /// Most calls in flight at the provider.
+    pub limit: i64,
+    /// The number to dial (recorded as the call's `to_number`).
+    pub number: &'a str,
+    /// Least time between two calls to one number.
+    pub min_interval: chrono::TimeDelta,
+    /// Enqueued with the claim: the look at the call after a while, which ends a claim whose
+    /// worker died before the provider answered.
+    pub reconcile: &'a NewJob,
+}
+
+/// Claims a queued call for dialling (status `dialing`, `dialed_at` now, and the `reconcile`
+/// job, so that a claim whose worker dies before the provider answers is looked at), unless its provider
+/// already has `limit` calls in flight or another call dialled the number less than
+/// `min_interval` ago. Claimers of one provider, and of one number, are serialized (advisory
+/// locks on PostgreSQL, taken in that order; SQLite has one writer), so both rules hold under
+/// concurrent workers.
 pub async fn claim(
     db: &Db,
     id: CallId,
-    provider: &str,
-    limit: i64,
+    rules: ClaimRules<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<Claim> {
-    /// Rolls a claim back when the provider is full.
+    /// Rolls a claim back when the provider is full or the number was called recently.
     #[derive(Debug)]
     enum Refused {
         Full,
+        Spaced(NaiveDateTime),
         Store(StoreError),
     }
     impl From<diesel::result::Error> for Refused {
@@ -653,15 +675,28 @@ pub async fn claim(
             Self::Store(error.into())
         }
     }
+    let ClaimRules {
+        provider,
+        limit,
+        number,
+        min_interval,
+        reconcile,
+    } = rules;
+    let reconcile = [Effect::Job(reconcile.clone())];
     let key = id.to_string();
     let at = to_db_time(now);
+    let spaced_after = to_db_time(now - min_interval);
     let postgres = db.backend() == crate::Backend::Postgres;
-    let lock = {
-        let digest = Sha256::digest(format!("crm_calls:{provider}").as_bytes());
+    let lock = |name: String| {
+        let digest = Sha256::digest(name.as_bytes());
         i64::from_be_bytes([
             digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
         ])
     };
+    let (provider_lock, number_lock) = (
+        lock(format!("crm_calls:{provider}")),
+        lock(format!("crm_calls_to:{number}")),
+    );
     let active = [
         CallStatus::Dialing.as_str(),
         CallStatus::Ringing.as_str(),
@@ -670,9 +705,12 @@ pub async fn claim(
     let result: Result<bool, Refused> = with_conn!(db, |conn| {
         conn.transaction(async |conn| {
             if postgres {
-                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({lock})"))
-                    .execute(conn)
-                    .await?;
+                diesel::sql_query(format!(
+                    "SELECT pg_advisory_xact_lock({provider_lock}), \
+                     pg_advisory_xact_lock({number_lock})"
+                ))
+                .execute(conn)
+                .await?;
             }
             let claimed = diesel::update(
                 calls::table
@@ -682,12 +720,24 @@ pub async fn claim(
             .set((
                 calls::status.eq(CallStatus::Dialing.as_str()),
                 calls::reason.eq(None::<String>),
+                calls::to_number.eq(number),
+                calls::dialed_at.eq(Some(at)),
                 calls::updated_at.eq(at),
             ))
             .execute(conn)
             .await?;
             if claimed == 0 {
                 return Ok(false);
+            }
+            let last: Option<NaiveDateTime> = calls::table
+                .filter(calls::to_number.eq(number))
+                .filter(calls::id.ne(&key))
+                .filter(calls::dialed_at.gt(spaced_after))
+                .select(diesel::dsl::max(calls::dialed_at))
+                .first(conn)
+                .await?;
+            if let Some(last) = last {
+                return Err(Refused::Spaced(last));
             }
             let in_flight: i64 = calls::table
                 .filter(calls::status.eq_any(active))
@@ -698,6 +748,7 @@ pub async fn claim(
             if in_flight > limit {
                 return Err(Refused::Full);
             }
+            conn.apply_effects(&reconcile, now).await?;
             Ok(true)
         })
         .await
@@ -706,6 +757,7 @@ pub async fn claim(
         Ok(true) => Ok(Claim::Claimed),
         Ok(false) => Ok(Claim::Gone),
         Err(Refused::Full) => Ok(Claim::Full),
+        Err(Refused::Spaced(last)) => Ok(Claim::Spaced(from_db_time(last))),
         Err(Refused::Store(error)) => Err(error),
     }
 }
@@ -785,10 +837,13 @@ pub async fn dequeue(
                 } => {
                     diesel::update(target)
                         .set((
-                            // Back in the queue (a claim undone when the provider was full).
+                            // Back in the queue (a claim undone: the provider was
+                            // unavailable, so the call was not placed and does not count as
+                            // a dial of its number).
                             calls::status.eq(CallStatus::Queued.as_str()),
                             calls::not_before.eq(to_db_time(*not_before)),
                             calls::reason.eq(reason),
+                            calls::dialed_at.eq(None::<NaiveDateTime>),
                             calls::updated_at.eq(at),
                         ))
                         .execute(conn)

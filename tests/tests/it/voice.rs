@@ -25,6 +25,7 @@ on_both_backends!(
     shared_transcript_renders_stay_within_a_row_level_scope,
     call_events_stream_status_changes_to_integrations,
     a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
+    a_dial_cut_off_after_its_claim_ends_and_its_number_stays_spaced,
     an_appointment_is_proposed_with_an_invitation_and_a_task,
 );
 
@@ -866,6 +867,69 @@ async fn a_call_whose_end_never_arrives_is_reconciled_with_the_provider(backend:
     app.clock.advance(Duration::hours(2));
     app.run_jobs().await;
     assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A worker claims a call and dies before the provider answers: the claim counts as a dial of
+/// the number at once (a second worker may not dial it too), and the look at the call that
+/// the claim enqueued ends it later, as failed and never retried (it may have rung).
+async fn a_dial_cut_off_after_its_claim_ends_and_its_number_stays_spaced(backend: TestBackend) {
+    use crm_store::calls::{Claim, ClaimRules, claim};
+    let app = TestApp::spawn_with(backend, |c| c.pipeline.start_on_create = false).await;
+    let phone = number_with(Disposition::Answered);
+    let customer = lead(&app, &phone, json!({})).await;
+    let first = start(&app, &customer).await;
+    let second = start(&app, &customer).await;
+
+    // The claim of the worker that then dies.
+    let now = app.clock.now();
+    let reconcile = crm_store::jobs::NewJob {
+        kind: "voice-reconcile".into(),
+        payload: json!({ "call_id": first }).to_string(),
+        dedupe_key: None,
+        priority: 0,
+        run_at: now + Duration::minutes(30),
+        max_attempts: 3,
+    };
+    let rules = ClaimRules {
+        provider: "simulator",
+        limit: 10,
+        number: &phone,
+        min_interval: Duration::minutes(60),
+        reconcile: &reconcile,
+    };
+    let id = |s: &str| s.parse().unwrap();
+    assert_eq!(
+        claim(&app.db, id(&first), rules, now).await.unwrap(),
+        Claim::Claimed
+    );
+    // Another worker, for the other call to the same number, a moment later: refused.
+    let later = now + Duration::seconds(1);
+    match claim(&app.db, id(&second), rules, later).await.unwrap() {
+        Claim::Spaced(last) => assert!((last - now).num_milliseconds().abs() < 1, "{last}"),
+        other => panic!("the number was just claimed for a dial: {other:?}"),
+    }
+    // The dial jobs: the first call is someone else's (claimed), the second waits.
+    app.run_jobs().await;
+    assert_eq!(call(&app, &first).await["status"], "DIALING");
+    let waiting = call(&app, &second).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting:#}");
+    assert_eq!(waiting["reason"], "the number was called recently");
+
+    // Half an hour on, the look at the first call ends it, unplaced and not retried.
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    let ended = call(&app, &first).await;
+    assert_eq!(
+        (&ended["status"], &ended["disposition"], &ended["isFinal"]),
+        (&json!("ENDED"), &json!("FAILED"), &json!(true)),
+        "{ended:#}"
+    );
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("interrupted")),
+        "{ended:#}"
+    );
 }
 
 async fn an_appointment_is_proposed_with_an_invitation_and_a_task(backend: TestBackend) {
