@@ -50,7 +50,7 @@ pub enum StoreError {
     },
     /// Any other database failure.
     #[error(transparent)]
-    Database(#[from] DieselError),
+    Database(DieselError),
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
@@ -66,6 +66,27 @@ impl StoreError {
     }
 }
 
+impl From<DieselError> for StoreError {
+    /// A lost connection is [`StoreError::Unavailable`] (try again later), not a failure of the
+    /// statement: the connection was closed, could not take the command, or its server ended
+    /// it (an operator's `pg_terminate_backend`, a shutdown, a crash of another backend:
+    /// SQLSTATE 57P01 and 57P02, "terminating connection …").
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => Self::Unavailable(error.to_string()),
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("terminating connection") =>
+            {
+                Self::Unavailable(error.to_string())
+            }
+            _ => Self::Database(error),
+        }
+    }
+}
+
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
     fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
         Self::Unavailable(error.to_string())
@@ -74,3 +95,36 @@ impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
 
 /// Results of the storage layer.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(kind: DatabaseErrorKind, message: &str) -> StoreError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned())).into()
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_refusal_is_not() {
+        let lost = [
+            database(DatabaseErrorKind::ClosedConnection, "closed"),
+            database(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            database(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+        ];
+        for error in lost {
+            assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        }
+        let refused = database(
+            DatabaseErrorKind::Unknown,
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+        );
+        assert!(matches!(refused, StoreError::Database(_)), "{refused:?}");
+        assert!(matches!(
+            StoreError::from(DieselError::NotFound),
+            StoreError::Database(DieselError::NotFound)
+        ));
+    }
+}
