@@ -88,7 +88,9 @@ pub(crate) fn router(
         )
         .route(
             "/webhooks/voice/{provider}",
-            post(crate::voice_webhooks::receive),
+            post(crate::voice_webhooks::receive).layer(DefaultBodyLimit::max(
+                body_limit.max(crate::voice_webhooks::BODY_LIMIT),
+            )),
         )
         .route(
             "/webhooks/email/sendgrid",

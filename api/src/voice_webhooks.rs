@@ -24,6 +24,12 @@ use crm_store::calls::Ingested;
 use serde_json::json;
 use std::{collections::HashSet, net::SocketAddr, sync::Mutex};
 
+/// Largest voice webhook body taken (or `server.body_limit_bytes`, if larger): a provider's
+/// final event carries the whole call (Retell's `call_analyzed` with every word's timing),
+/// and one refused is lost for good (the call has ended, so reconciliation skips it). What is
+/// stored of it is capped (transcript characters, segments).
+pub(crate) const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Event types already logged as ignored (each is logged once per process).
 static IGNORED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 

@@ -515,6 +515,16 @@ async fn retell_places_the_call_and_signed_events_drive_it_to_the_end(backend: T
         body["agent_override"]["retell_llm"]["begin_message"],
         "Guten Tag, hier ist Anna."
     );
+    // The live transcript is opt-in at Retell.
+    assert_eq!(
+        body["agent_override"]["agent"]["webhook_events"],
+        json!([
+            "call_started",
+            "call_ended",
+            "call_analyzed",
+            "transcript_updated"
+        ])
+    );
     let dialing = call(&app, &id).await;
     assert_eq!(dialing["status"], "DIALING");
     assert_eq!(dialing["providerCallId"], RETELL_CALL);
@@ -1073,6 +1083,16 @@ async fn vapi_places_the_call_and_bearer_authenticated_messages_drive_it(backend
         overrides["server"]["url"],
         format!("{PUBLIC_URL}/webhooks/voice/vapi")
     );
+    // The live transcript is not among Vapi's default server messages: asked for, with the
+    // ones we read.
+    let messages = overrides["serverMessages"].as_array().unwrap();
+    for wanted in [
+        "status-update",
+        "end-of-call-report",
+        "transcript[transcriptType=\"final\"]",
+    ] {
+        assert!(messages.contains(&json!(wanted)), "{wanted}: {messages:?}");
+    }
     let dialing = call(&app, &id).await;
     assert_eq!(dialing["status"], "DIALING");
     assert_eq!(dialing["providerCallId"], VAPI_CALL);
@@ -1124,6 +1144,14 @@ async fn vapi_places_the_call_and_bearer_authenticated_messages_drive_it(backend
         assert_eq!(status, 200, "{kind}: {answer}");
         assert_eq!(answer["ignored"], kind);
     }
+    // Also one that names no call (an assistant-level message).
+    let (status, answer) = vapi_deliver(
+        &app,
+        &json!({ "message": { "type": "assistant.started", "timestamp": 1 } }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ignored"], "assistant.started");
     assert!(segments(&call(&app, &id).await).is_empty());
 
     // end-of-call-report: duration from startedAt/endedAt, cost in USD, the analysis, the
@@ -1395,6 +1423,11 @@ async fn bland_places_the_call_and_signed_webhooks_drive_it(backend: TestBackend
     assert_eq!(
         body["webhook"],
         format!("{PUBLIC_URL}/webhooks/voice/bland")
+    );
+    assert_eq!(
+        body["webhook_events"],
+        json!(["call"]),
+        "the live transcript"
     );
     let dialing = call(&app, &id).await;
     assert_eq!(dialing["status"], "DIALING");
@@ -2106,22 +2139,21 @@ async fn retell_enormous_transcript_is_capped_or_refused_never_a_panic(backend: 
         async move { deliver(app, "retell", &body, &[("x-retell-signature", &signature)]).await }
     };
 
-    // A 1 MB transcript: beyond the default body limit (1 MiB), refused plainly.
-    let megabyte = sentence.repeat(1_000_000 / sentence.len() + 1);
-    assert!(megabyte.len() >= 1_000_000);
-    let body = ended(&megabyte);
-    assert!(body.len() > limit, "{} bytes", body.len());
-    let (status, answer) = post(body).await;
+    // Over 16 MiB (the voice webhooks' limit): refused plainly.
+    let huge = sentence.repeat(17 * 1024 * 1024 / sentence.len());
+    let (status, answer) = post(ended(&huge)).await;
     assert_eq!(status, 413, "{answer}");
+    drop(huge);
     let untouched = call(&app, &id).await;
     assert_eq!(untouched["status"], "DIALING", "{untouched:#}");
     assert!(segments(&untouched).is_empty());
 
-    // Half a megabyte fits: stored, capped at 5,000 segments and 200,000 characters.
-    let half = sentence.repeat(500_000 / sentence.len());
-    assert!(half.chars().count() > 200_000);
-    let body = ended(&half);
-    assert!(body.len() < limit, "{} bytes", body.len());
+    // A 2 MB transcript, beyond the other routes' limit (1 MiB), is taken: a final event
+    // refused would be lost. Stored capped at 5,000 segments and 200,000 characters.
+    let large = sentence.repeat(2_000_000 / sentence.len());
+    assert!(large.chars().count() > 200_000);
+    let body = ended(&large);
+    assert!(body.len() > limit, "{} bytes", body.len());
     let (status, answer) = post(body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"][0]["ended"], true, "{answer}");
@@ -2140,7 +2172,7 @@ async fn retell_enormous_transcript_is_capped_or_refused_never_a_panic(backend: 
     assert!(stored["interactionId"].is_string());
     let transcript = stored["transcript"].as_str().unwrap();
     assert_eq!(transcript.chars().count(), 200_000);
-    assert!(half.starts_with(transcript));
+    assert!(large.starts_with(transcript));
     assert_eq!(
         stored["tail"],
         json!([
@@ -2151,7 +2183,7 @@ async fn retell_enormous_transcript_is_capped_or_refused_never_a_panic(backend: 
     assert_eq!(stored["beyond"], json!([]));
 
     // The repeat of such a delivery is a duplicate like any other.
-    let (status, answer) = post(ended(&half)).await;
+    let (status, answer) = post(ended(&large)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
 }

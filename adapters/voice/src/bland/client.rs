@@ -70,6 +70,8 @@ pub(super) fn create_body(call: &StartCall) -> Result<Value, ProviderError> {
     );
     if let Some(url) = call.webhook_url.as_deref() {
         body.insert("webhook".into(), json!(url));
+        // The live transcript: `call` log lines ("Agent speech: …") to the same URL.
+        body.insert("webhook_events".into(), json!(["call"]));
     }
     Ok(Value::Object(body))
 }

@@ -71,6 +71,17 @@ pub(super) fn create_body(call: &StartCall) -> Result<Value, ProviderError> {
     if let Some(url) = call.webhook_url.as_deref() {
         agent.insert("webhook_url".into(), json!(url));
     }
+    // Retell's defaults, plus `transcript_updated`: the live transcript is opt-in
+    // (PROVIDERS.md §2.6).
+    agent.insert(
+        "webhook_events".into(),
+        json!([
+            "call_started",
+            "call_ended",
+            "call_analyzed",
+            "transcript_updated"
+        ]),
+    );
     let mut agent_override = Map::new();
     if !agent.is_empty() {
         agent_override.insert("agent".into(), Value::Object(agent));

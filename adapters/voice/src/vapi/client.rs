@@ -14,6 +14,23 @@ use serde_json::{Map, Value, json};
 /// rather than risk a 400 for a long name).
 const MAX_CUSTOMER_NAME_CHARS: usize = 40;
 
+/// The server messages Vapi posts for our calls: its default list (PROVIDERS.md §1.6) plus
+/// final `transcript` messages, which are not in it and carry the live transcript.
+const SERVER_MESSAGES: &[&str] = &[
+    "conversation-update",
+    "end-of-call-report",
+    "function-call",
+    "hang",
+    "speech-update",
+    "status-update",
+    "tool-calls",
+    "transfer-destination-request",
+    "handoff-destination-request",
+    "user-interrupted",
+    "assistant.started",
+    "transcript[transcriptType=\"final\"]",
+];
+
 /// The `POST /call` body of an outbound phone call.
 pub(super) fn create_body(
     call: &StartCall,
@@ -62,6 +79,7 @@ pub(super) fn create_body(
     if let Some(url) = call.webhook_url.as_deref().or(server_url) {
         overrides.insert("server".into(), json!({ "url": url }));
     }
+    overrides.insert("serverMessages".into(), json!(SERVER_MESSAGES));
 
     Ok(json!({
         "assistantId": assistant_id,

@@ -112,6 +112,14 @@ pub(super) fn parse(body: &[u8]) -> Result<Vec<CallUpdate>, WebhookError> {
         .ok_or_else(|| WebhookError::Invalid("no `message` object".into()))?;
     let kind = str_at(message, &["type"])
         .ok_or_else(|| WebhookError::Invalid("no `message.type`".into()))?;
+    let read = matches!(kind.as_str(), "status-update" | "end-of-call-report")
+        || kind == "transcript"
+        || kind.starts_with("transcript[");
+    if !read {
+        // Any other type (tool calls, speech updates, ones Vapi adds later) is accepted and
+        // ignored, whether or not it names a call.
+        return Ok(Vec::new());
+    }
     let call = at(message, &["call"]).unwrap_or(&Value::Null);
     let provider_call_id = str_at(call, &["id"])
         .ok_or_else(|| WebhookError::Invalid("no `message.call.id`".into()))?;

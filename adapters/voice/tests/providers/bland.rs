@@ -109,6 +109,7 @@ async fn start_call_posts_the_documented_body_with_the_raw_key() {
                 "crm_customer_id": call.customer_id.to_string(),
             },
             "webhook": "https://crm.example.com/webhooks/voice",
+            "webhook_events": ["call"],
         })
     );
 }

@@ -105,6 +105,8 @@ async fn start_call_posts_the_documented_body() {
                 "agent": {
                     "language": "de-DE",
                     "webhook_url": "https://crm.example.com/webhooks/voice",
+                    "webhook_events":
+                        ["call_started", "call_ended", "call_analyzed", "transcript_updated"],
                 },
                 "retell_llm": {"begin_message": "Guten Tag, hier ist Lena von Acme."},
             },
@@ -113,7 +115,7 @@ async fn start_call_posts_the_documented_body() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn start_call_without_overrides_sends_no_agent_override() {
+async fn start_call_without_overrides_sends_only_the_live_transcript_opt_in() {
     let fake = Fake::start(vec![Reply::json(
         201,
         json!({"call_id": "c-2", "call_status": "registered"}),
@@ -125,7 +127,12 @@ async fn start_call_without_overrides_sends_no_agent_override() {
     call.webhook_url = None;
     retell(&fake.base_url).start_call(&call).await.unwrap();
     let body = fake.only_request().json();
-    assert!(body.get("agent_override").is_none(), "{body}");
+    assert_eq!(
+        body["agent_override"],
+        json!({ "agent": { "webhook_events":
+            ["call_started", "call_ended", "call_analyzed", "transcript_updated"] } }),
+        "no language, webhook URL or opening line of ours: {body}"
+    );
 
     call.agent.from_number = None;
     let error = retell(&fake.base_url).start_call(&call).await.unwrap_err();

@@ -123,6 +123,13 @@ async fn start_call_posts_the_documented_body_with_bearer_auth() {
                 },
                 "firstMessage": "Guten Tag, hier ist Lena von Acme.",
                 "server": {"url": "https://crm.example.com/webhooks/voice"},
+                "serverMessages": [
+                    "conversation-update", "end-of-call-report", "function-call", "hang",
+                    "speech-update", "status-update", "tool-calls",
+                    "transfer-destination-request", "handoff-destination-request",
+                    "user-interrupted", "assistant.started",
+                    "transcript[transcriptType=\"final\"]",
+                ],
             },
         })
     );
