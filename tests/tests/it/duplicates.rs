@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     look_alikes_are_found_across_spellings_and_scripts,
     a_merge_moves_everything_to_the_primary,
+    survivorship_rules_pick_each_fields_value,
 );
 
 const FIND: &str =
@@ -269,4 +270,65 @@ async fn a_merge_moves_everything_to_the_primary(backend: TestBackend) {
         .graphql(MERGE, json!({ "p": primary, "d": [duplicate] }))
         .await;
     assert_eq!(error_code(&again), "NOT_FOUND");
+}
+
+/// The three survivorship rules on the same pair: KEEP_NON_EMPTY fills the primary's gaps,
+/// NEWEST takes each field from the most recently changed record that has it, PRIMARY keeps
+/// the primary as it is.
+async fn survivorship_rules_pick_each_fields_value(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let primary = app
+        .create_customer(json!({ "name": "Jürgen Müller", "email": "j@firma.de" }))
+        .await;
+    app.clock.advance(chrono::Duration::minutes(5));
+    let duplicate = app
+        .create_customer(json!({ "name": "J. Mueller", "email": "jm@firma.de",
+                                 "phone": "030 123456", "company": "Müller GmbH" }))
+        .await;
+    let preview = |rule: &'static str| {
+        let (app, primary, duplicate) = (&app, primary.clone(), duplicate.clone());
+        async move {
+            app.graphql_ok(
+                MERGE,
+                json!({ "p": primary, "d": [duplicate], "dry": true, "s": rule }),
+            )
+            .await["mergeCustomers"]["customer"]
+                .clone()
+        }
+    };
+    let fields = |c: &Value| {
+        [
+            c["name"].clone(),
+            c["email"].clone(),
+            c["phone"].clone(),
+            c["company"].clone(),
+        ]
+    };
+    assert_eq!(
+        fields(&preview("KEEP_NON_EMPTY").await),
+        [
+            json!("Jürgen Müller"),
+            json!("j@firma.de"),
+            json!("+4930123456"),
+            json!("Müller GmbH")
+        ]
+    );
+    assert_eq!(
+        fields(&preview("NEWEST").await),
+        [
+            json!("J. Mueller"),
+            json!("jm@firma.de"),
+            json!("+4930123456"),
+            json!("Müller GmbH")
+        ]
+    );
+    assert_eq!(
+        fields(&preview("PRIMARY").await),
+        [
+            json!("Jürgen Müller"),
+            json!("j@firma.de"),
+            Value::Null,
+            Value::Null
+        ]
+    );
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_again,
     duplicates_merge_into_the_customer_they_duplicate,
     import_leads_reports_every_lead,
+    import_options_set_the_region_and_what_a_duplicate_does,
     a_messy_csv_file_gives_exactly_the_expected_report,
     a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real,
     bad_files_and_uploads_are_refused_or_reported,
@@ -526,6 +527,78 @@ async fn duplicates_merge_into_the_customer_they_duplicate(backend: TestBackend)
 const IMPORT: &str = "mutation($leads: [LeadInput!]!, $options: ImportOptionsInput) { \
     importLeads(leads: $leads, options: $options) { dryRun total created updated merged skipped invalid \
     rows { row outcome customerId reason issues { field code } } issuesCsv } }";
+
+/// The import options one by one: `defaultCountry` reads national numbers, `onDuplicate`
+/// UPDATE overwrites the customer a lead duplicates, SKIP leaves it, MERGE fills only what
+/// is empty; an unknown default country is a per-lead issue with its code.
+async fn import_options_set_the_region_and_what_a_duplicate_does(backend: TestBackend) {
+    let app = app(backend).await;
+    let import = |leads: Value, options: Value| {
+        let app = &app;
+        async move {
+            app.graphql_ok(IMPORT, json!({ "leads": leads, "options": options }))
+                .await["importLeads"]
+                .clone()
+        }
+    };
+    let ana = |company: &str| json!({ "name": "Ana", "email": "ana@firma.ba", "company": company });
+    let mut first = ana("Alt");
+    first["phone"] = json!("033 250 300");
+    let report = import(json!([first]), json!({ "defaultCountry": "BA" })).await;
+    assert_eq!(report["created"], 1, "{report:#}");
+    let stored = || {
+        let app = &app;
+        async move {
+            let all = customers(app).await;
+            assert_eq!(all.len(), 1, "{all:#?}");
+            all[0].clone()
+        }
+    };
+    assert_eq!(
+        stored().await["phone"],
+        "+38733250300",
+        "read as a Bosnian number"
+    );
+
+    let mut renamed = ana("Neu");
+    renamed["name"] = json!("Ana Hodžić");
+    let report = import(json!([renamed]), json!({ "onDuplicate": "UPDATE" })).await;
+    assert_eq!(
+        (&report["updated"], &report["created"]),
+        (&json!(1), &json!(0)),
+        "{report:#}"
+    );
+    let customer = stored().await;
+    assert_eq!(
+        (&customer["name"], &customer["company"]),
+        (&json!("Ana Hodžić"), &json!("Neu"))
+    );
+
+    let report = import(
+        json!([ana("Übersprungen")]),
+        json!({ "onDuplicate": "SKIP" }),
+    )
+    .await;
+    assert_eq!(report["skipped"], 1, "{report:#}");
+    assert_eq!(stored().await["company"], "Neu", "SKIP changes nothing");
+
+    let report = import(json!([ana("Gefüllt")]), json!({ "onDuplicate": "MERGE" })).await;
+    assert_eq!(report["skipped"], 1, "nothing empty to fill: {report:#}");
+    assert_eq!(
+        stored().await["company"],
+        "Neu",
+        "MERGE keeps what is there"
+    );
+
+    let report = import(
+        json!([{ "name": "Marko", "phone": "011 3334455" }]),
+        json!({ "defaultCountry": "XX" }),
+    )
+    .await;
+    assert_eq!(report["invalid"], 1, "{report:#}");
+    assert_eq!(report["rows"][0]["issues"][0]["field"], "defaultCountry");
+    assert_eq!(report["rows"][0]["issues"][0]["code"], "invalid_region");
+}
 
 async fn import_leads_reports_every_lead(backend: TestBackend) {
     let app = app(backend).await;
