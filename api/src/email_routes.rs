@@ -9,7 +9,6 @@ use crate::{
 };
 use axum::{
     Json,
-    body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -78,7 +77,7 @@ pub(crate) async fn unsubscribe(
 pub(crate) async fn sendgrid_events(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::http::RawBody(body): crate::http::RawBody,
 ) -> Response {
     let api: &ApiContext = &state.context;
     let Some(webhook) = state.sendgrid_events.as_ref() else {

@@ -192,6 +192,29 @@ pub(crate) fn error_response(
     (status, Json(body)).into_response()
 }
 
+/// The raw request body, for handlers that verify a signature over it. A body over the limit
+/// (or one that cannot be read) is refused with the API's JSON error, like every other refusal.
+pub(crate) struct RawBody(pub(crate) axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    code::PAYLOAD_TOO_LARGE
+                } else {
+                    code::BAD_REQUEST
+                };
+                error_response(status, code, rejection.body_text())
+            })
+    }
+}
+
 async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,

@@ -13,7 +13,6 @@ use crate::{
 };
 use axum::{
     Json,
-    body::Bytes,
     extract::{ConnectInfo, Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -39,7 +38,7 @@ pub(crate) async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::http::RawBody(body): crate::http::RawBody,
 ) -> Response {
     let ip = crate::http::client_ip(peer, &headers, state.trust_forwarded_for);
     if let Err(refusal) = state.limits.check_ip(ip) {

@@ -109,7 +109,7 @@ pub(crate) async fn leads(
     state: State<HttpState>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::http::RawBody(body): crate::http::RawBody,
 ) -> Response {
     receive(state, peer, None, headers, body).await
 }
@@ -120,7 +120,7 @@ pub(crate) async fn leads_from(
     peer: ConnectInfo<SocketAddr>,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::http::RawBody(body): crate::http::RawBody,
 ) -> Response {
     receive(state, peer, Some(source), headers, body).await
 }

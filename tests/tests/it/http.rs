@@ -50,6 +50,28 @@ async fn bad_requests_get_clear_errors(backend: TestBackend) {
             .to_string();
     let (status, body) = post(&app, "application/json", huge).await;
     assert_eq!((status, error_code(&body)), (413, "PAYLOAD_TOO_LARGE"));
+    // The webhooks, which read the raw body to verify its signature, refuse the same way.
+    for path in [
+        "/webhooks/leads",
+        "/webhooks/leads/website",
+        "/webhooks/email/sendgrid",
+    ] {
+        let response = app
+            .client
+            .post(format!("{}{path}", app.url))
+            .header("content-type", "application/json")
+            .body("x".repeat(5000))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, error_code(&body)),
+            (413, "PAYLOAD_TOO_LARGE"),
+            "{path}: {body}"
+        );
+    }
 
     let (status, body) = post(&app, "application/json", "{not json").await;
     assert_eq!((status, error_code(&body)), (400, "BAD_REQUEST"));
