@@ -20,6 +20,7 @@ on_both_backends!(
     import_leads_reports_every_lead,
     import_options_set_the_region_and_what_a_duplicate_does,
     a_messy_csv_file_gives_exactly_the_expected_report,
+    json_and_ndjson_files_are_imported_row_by_row,
     a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real,
     bad_files_and_uploads_are_refused_or_reported,
     a_batch_replayed_after_a_crash_counts_its_rows_as_before,
@@ -746,6 +747,64 @@ async fn upload(
 
 const IMPORT_STATUS: &str = "query($id: ID!) { leadImport(id: $id) { status rowsDone created updated merged \
     skipped invalid error issues { row field code } issuesCsv } }";
+
+/// JSON arrays and NDJSON files through the upload and the import job: each record is a row,
+/// a bad line is that row's issue, and the rest are imported.
+async fn json_and_ndjson_files_are_imported_row_by_row(backend: TestBackend) {
+    let app = app(backend).await;
+    let import = |name: &'static str, content: &'static str| {
+        let app = &app;
+        async move {
+            let started = upload(app, name, content.as_bytes(), Value::Null, Value::Null).await;
+            let id = started["data"]["importLeadsFile"]["id"].clone();
+            assert!(id.is_string(), "{started:#}");
+            app.run_jobs().await;
+            app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await["leadImport"].clone()
+        }
+    };
+    let ndjson = "{\"name\": \"Ana Hodžić\", \"email\": \"ana@firma.ba\", \"country\": \"BA\"}\n\
+        not json\n\
+        \n\
+        {\"Vorname\": \"Lena\", \"Nachname\": \"Huber\", \"Telefon\": \"+43 1 234567\"}\n\
+        [1, 2]\n";
+    let report = import("leads.ndjson", ndjson).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        (&report["rowsDone"], &report["created"], &report["invalid"]),
+        (&json!(4), &json!(2), &json!(2)),
+        "{report:#}"
+    );
+    let codes: Vec<(Value, Value)> = report["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["row"].clone(), i["code"].clone()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (json!(2), json!("invalid_json")),
+            (json!(4), json!("not_an_object"))
+        ]
+    );
+
+    let array = r#"[{"name": "Марко Марковић", "phone": "+381 11 3334455"},
+                    {"name": "Ana again", "email": "ANA@firma.ba"}]"#;
+    let report = import("leads.json", array).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        (&report["created"], &report["merged"], &report["skipped"]),
+        (&json!(1), &json!(0), &json!(1)),
+        "the second repeats Ana and adds nothing: {report:#}"
+    );
+    let mut names: Vec<String> = customers(&app)
+        .await
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ana Hodžić", "Lena Huber", "Марко Марковић"]);
+}
 
 async fn a_messy_csv_file_gives_exactly_the_expected_report(backend: TestBackend) {
     let app = app(backend).await;
