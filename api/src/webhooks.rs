@@ -246,3 +246,25 @@ async fn receive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_secrets;
+
+    #[test]
+    fn secrets_are_parsed_or_refused_with_the_reason() {
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let two = parse_secrets(&format!("  {key}   {key} ")).unwrap();
+        assert_eq!(two.len(), 2, "several secrets, for rotation");
+        assert_eq!(two[0].len(), 24);
+        for (raw, reason) in [
+            ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_"),
+            ("whsec_%%%%", "not base64"),
+            ("whsec_c2hvcnQ=", "at least 16 bytes"),
+            ("   ", "no secret"),
+        ] {
+            let error = parse_secrets(raw).unwrap_err();
+            assert!(error.contains(reason), "{raw}: {error}");
+        }
+    }
+}

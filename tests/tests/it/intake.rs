@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     a_signed_lead_is_stored_before_the_ack_and_imported_by_its_job,
     bad_signatures_old_timestamps_and_unknown_sources_are_refused,
+    the_replay_window_is_configured,
     a_rotated_secret_and_repeated_deliveries_are_handled,
     deliveries_arriving_together_are_stored_together_each_once,
     a_delivery_that_cannot_be_stored_fails_alone,
@@ -247,6 +248,23 @@ async fn bad_signatures_old_timestamps_and_unknown_sources_are_refused(backend: 
         1,
         "only the one inside the window"
     );
+}
+
+/// `intake.replay_window_secs` narrows (or widens) how old a delivery's timestamp may be.
+async fn the_replay_window_is_configured(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.intake
+            .webhook_secrets
+            .insert("website".into(), secret(NEW).into());
+        c.intake.replay_window_secs = 60;
+    })
+    .await;
+    for (id, age) in [("w1", 61), ("w2", -61)] {
+        let (status, body) = deliver(&app, "/webhooks/leads", id, NEW, age, &lead()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{age} s: {body}");
+    }
+    let (status, body) = deliver(&app, "/webhooks/leads", "w3", NEW, 59, &lead()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "inside 60 s: {body}");
 }
 
 async fn a_rotated_secret_and_repeated_deliveries_are_handled(backend: TestBackend) {
