@@ -63,6 +63,38 @@ async fn look_alikes_are_found_across_spellings_and_scripts(backend: TestBackend
     let found = app.graphql_ok(FIND, json!({ "id": cyrillic })).await;
     assert_eq!(found["findDuplicates"][0]["customer"]["id"], latin.as_str());
 
+    // A lower threshold than the configured one (0.88) lets weaker candidates in, each scored
+    // at or above it; a higher one leaves them out again.
+    let with = |threshold: f64| {
+        let (app, jurgen) = (&app, jurgen.clone());
+        async move {
+            app.graphql_ok(
+                "query($id: ID!, $t: Float) { findDuplicates(customerId: $id, threshold: $t) \
+                 { score customer { name } } }",
+                json!({ "id": jurgen, "t": threshold }),
+            )
+            .await["findDuplicates"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let loose = with(0.3).await;
+    assert!(loose.len() > 1, "{loose:#?}");
+    assert!(
+        loose.iter().all(|c| c["score"].as_f64().unwrap() >= 0.3),
+        "{loose:#?}"
+    );
+    assert!(
+        loose
+            .iter()
+            .any(|c| c["customer"]["name"] == "Anna Schmidt"),
+        "the same company, another name: {loose:#?}"
+    );
+    let strict = with(0.7).await;
+    assert_eq!(strict.len(), 1, "Anna's 0.62 is below 0.7: {strict:#?}");
+    assert_eq!(strict[0]["customer"]["name"], "Mueller, Jürgen");
+
     // Finding merges nothing.
     let all = app
         .graphql_ok("{ customers { nodes { id } } }", json!({}))
