@@ -561,25 +561,15 @@ impl Voice {
         if phone != call.to_number {
             tracing::info!(call_id = %id, "The lead's number changed since the call was queued; dialling the new one.");
         }
-        // When may it be dialled?
+        // Inside the lead's calling hours? (The spacing between calls to one number is
+        // checked by the claim, under its lock.)
         let tz = self.time_zone(&customer);
-        let mut not_before = call.not_before.max(now);
-        let mut why = None;
+        let not_before = call.not_before.max(now);
         let open_at = calling::next_allowed(&self.settings.hours, tz, not_before);
         if open_at > not_before {
-            not_before = open_at;
-            why = Some(format!("outside calling hours in {tz}"));
-        }
-        if let Some(last) = calls::last_dialed(&self.db, &phone).await.map_err(store)? {
-            let spaced = last + self.settings.retry.min_interval();
-            if spaced > not_before {
-                not_before = calling::next_allowed(&self.settings.hours, tz, spaced);
-                why = Some("the number was called recently".to_owned());
-            }
-        }
-        if let Some(reason) = why.filter(|_| not_before > now) {
+            let reason = format!("outside calling hours in {tz}");
             return self
-                .defer(&call, CallStatus::Queued, not_before, reason, now)
+                .defer(&call, CallStatus::Queued, open_at, reason, now)
                 .await;
         }
         let kind: ProviderKind = call
@@ -618,7 +608,7 @@ impl Voice {
         {
             Claim::Claimed => {}
             Claim::Gone => return Ok(()),
-            // Another worker dialled the number since the look-up above.
+            // The number was dialled less than the minimum interval ago.
             Claim::Spaced(last) => {
                 let at = calling::next_allowed(
                     &self.settings.hours,

@@ -609,18 +609,6 @@ pub async fn unfinished_before(
     rows.into_iter().map(Call::try_from).collect()
 }
 
-/// When `number` was last dialled by any call.
-pub async fn last_dialed(db: &Db, number: &str) -> StoreResult<Option<DateTime<Utc>>> {
-    let last: Option<NaiveDateTime> = with_conn!(db, |conn| {
-        calls::table
-            .filter(calls::to_number.eq(number))
-            .select(diesel::dsl::max(calls::dialed_at))
-            .first(conn)
-            .await
-    })?;
-    Ok(last.map(from_db_time))
-}
-
 /// The result of [`claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
