@@ -561,6 +561,10 @@ pub struct IntakeConfig {
     pub max_file_bytes: usize,
     /// Lowest likeness (0–1, name and company) `findDuplicates` reports by default.
     pub duplicate_threshold: f64,
+    /// Which values survive a merge that names no rule: `keep_non_empty` (the primary's,
+    /// its gaps filled from the duplicates), `newest` (per field, the most recently changed
+    /// record's) or `primary` (the primary's as they are).
+    pub survivorship: crate::graphql::Survivorship,
     /// Web forms (`[[intake.forms]]`), posted to `/forms/{name}`.
     pub forms: Vec<FormConfig>,
     /// Webhook signing secrets per source, from the environment only:
@@ -579,6 +583,7 @@ impl Default for IntakeConfig {
             import_dir: "data/imports".into(),
             forms: Vec::new(),
             duplicate_threshold: 0.88,
+            survivorship: crate::graphql::Survivorship::KeepNonEmpty,
             max_file_bytes: 512 * 1024 * 1024,
             webhook_secrets: std::collections::BTreeMap::new(),
         }

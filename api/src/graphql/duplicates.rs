@@ -54,9 +54,12 @@ fn likeness(a: &Customer, b: &Customer) -> (f64, Vec<String>) {
     (round2(score), reasons)
 }
 
-/// Which value survives a merge.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub(crate) enum Survivorship {
+/// Which value survives a merge (`intake.survivorship` in config, `survivorship` per merge).
+#[derive(
+    Enum, Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Survivorship {
     /// The primary's values; its empty fields filled from the duplicates, newest first.
     #[default]
     KeepNonEmpty,
@@ -196,7 +199,8 @@ impl DuplicateMutation {
     /// Merges duplicates into a primary customer: field values by `survivorship`, tags united,
     /// interactions, scorings and pipeline runs moved to the primary; the duplicates are
     /// soft-deleted with their email and phone cleared. Audited; `dryRun` shows the result
-    /// without changing anything (default false). `survivorship` defaults to KEEP_NON_EMPTY.
+    /// without changing anything (default false). `survivorship` defaults to
+    /// `intake.survivorship` in config (KEEP_NON_EMPTY unless changed).
     /// The merged lead is re-scored.
     async fn merge_customers(
         &self,
@@ -208,7 +212,7 @@ impl DuplicateMutation {
     ) -> async_graphql::Result<MergeResult> {
         let api = ctx.data::<ApiContext>()?;
         let dry_run = dry_run.unwrap_or(false);
-        let survivorship = survivorship.unwrap_or_default();
+        let survivorship = survivorship.unwrap_or(api.survivorship);
         let primary_id: CustomerId = parse_id("primaryId", &primary_id)?;
         let mut ids = Vec::new();
         for (n, raw) in duplicate_ids.iter().enumerate() {

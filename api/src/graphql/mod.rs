@@ -8,6 +8,7 @@ mod audit;
 mod calls;
 mod customers;
 mod duplicates;
+pub use duplicates::Survivorship;
 mod emails;
 mod gdpr;
 mod intake;
@@ -67,6 +68,8 @@ pub struct ApiContext {
     pub import_dir: std::path::PathBuf,
     /// Lowest likeness `findDuplicates` reports by default.
     pub duplicate_threshold: f64,
+    /// The survivorship rule of merges that name none.
+    pub survivorship: duplicates::Survivorship,
     /// The voice agent: call queue, providers, ingest.
     pub voice: crm_plugins::voice::Voice,
     /// The email agent: templates, sends, unsubscribes.
@@ -187,6 +190,7 @@ impl ApiContext {
             max_import: intake.max_leads_per_request,
             import_dir: intake.import_dir.clone(),
             duplicate_threshold: intake.duplicate_threshold,
+            survivorship: intake.survivorship,
             events: crate::events::EventHub::new(db.clone()),
             transcripts: transcripts::TranscriptFeeds::default(),
             db,

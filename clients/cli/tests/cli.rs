@@ -1,11 +1,12 @@
-//! The `crm` binary against a real server (the `TestApp` of crm-tests, on SQLite).
+//! The `crm` binary against a real server (the `TestApp` of crm-tests; the import on both
+//! storage backends, the rest on SQLite).
 #![expect(
     clippy::expect_used,
     reason = "a test fails loudly when the binary cannot run"
 )]
 
-use crm_tests::{TestApp, TestBackend};
-use std::process::{Command, Output};
+use crm_tests::{TestApp, TestBackend, on_both_backends};
+use std::process::{Command, Output, Stdio};
 
 fn crm(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crm"))
@@ -133,19 +134,68 @@ async fn qualify_lead_prints_the_score_with_its_reasons() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("VALIDATION_FAILED"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_lead_uploads_follows_and_reports() {
+on_both_backends!(import_lead_uploads_follows_and_reports);
+
+/// Runs `crm` with `input` on its standard input.
+fn crm_with_stdin(app: &TestApp, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crm"))
+        .args(args)
+        .env("CRM_URL", &app.url)
+        .env("CRM_TOKEN", &app.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the crm binary runs");
+    child
+        .stdin
+        .take()
+        .expect("a stdin pipe")
+        .write_all(input)
+        .expect("the input is written");
+    child.wait_with_output().expect("crm ends")
+}
+
+async fn customer_count(app: &TestApp) -> usize {
+    app.graphql_ok(
+        "{ customers(first: 100) { nodes { id } } }",
+        serde_json::json!({}),
+    )
+    .await["customers"]["nodes"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+async fn import_lead_uploads_follows_and_reports(backend: TestBackend) {
     // The server runs its own worker here, as `crm-server serve` does.
-    let app = TestApp::spawn_with(TestBackend::Sqlite, |c| c.jobs.workers = 1).await;
+    let app = TestApp::spawn_with(backend, |c| c.jobs.workers = 1).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("Messe.csv");
     std::fs::write(
         &file,
-        "Name;E-Mail;Telefon\nAna Hodžić;ana@firma.ba;+387 33 250 300\nKein Kontakt;;\nJürgen;j@firma.de;030 123456\n",
+        "Name;E-Mail;Telefon;Notiz\nAna Hodžić;ana@firma.ba;+387 33 250 300;\"Stand 4\nHalle 2\"\nKein Kontakt;;;\nJürgen;j@firma.de;030 123456;\n",
     )
     .expect("the file is written");
-    let issues = dir.path().join("issues.csv");
     let path = file.display().to_string();
+
+    // A dry run reports what would happen and changes nothing.
+    let dry = tokio::task::block_in_place(|| crm(&app, &["import-lead", &path, "--dry-run"]));
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "completed (dry run: nothing was changed): 3 rows — 2 created, 0 updated, 0 merged, 0 skipped, 1 invalid"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(customer_count(&app).await, 0);
+
+    let issues = dir.path().join("issues.csv");
     let issues_path = issues.display().to_string();
     let imported = tokio::task::block_in_place(|| {
         crm(
@@ -175,6 +225,51 @@ async fn import_lead_uploads_follows_and_reports() {
     assert!(
         csv.starts_with("row,field,code,message\n2,email,contact_required,"),
         "{csv}"
+    );
+    assert_eq!(customer_count(&app).await, 2);
+
+    // NDJSON on standard input (`-`): a known lead is skipped, a new one created.
+    let ndjson = "{\"name\": \"Ana\", \"email\": \"ANA@firma.ba\"}\n\
+                  {\"name\": \"Марко Марковић\", \"phone\": \"+381 11 3334455\"}\n";
+    let piped = tokio::task::block_in_place(|| {
+        crm_with_stdin(
+            &app,
+            &["--json", "import-lead", "-", "--on-duplicate", "skip"],
+            ndjson.as_bytes(),
+        )
+    });
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&piped.stdout).expect("JSON output");
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        (&report["rows"], &report["created"], &report["skipped"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        ),
+        "{report:#}"
+    );
+    assert_eq!(customer_count(&app).await, 3);
+
+    // A JSON array cut off midway: the rows before the cut are kept and the CLI says it failed.
+    let cut = tokio::task::block_in_place(|| {
+        crm_with_stdin(
+            &app,
+            &["import-lead", "-"],
+            br#"[{"name": "Lena Huber", "email": "lena@firma.at"}, {"name": "#,
+        )
+    });
+    let stdout = String::from_utf8_lossy(&cut.stdout);
+    assert_eq!(cut.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("failed: 1 rows — 1 created")
+            && stdout.contains("The file could not be imported to the end"),
+        "{stdout}"
     );
 
     let missing = tokio::task::block_in_place(|| crm(&app, &["import-lead", "/nonexistent.csv"]));

@@ -9,6 +9,7 @@ on_both_backends!(
     look_alikes_are_found_across_spellings_and_scripts,
     a_merge_moves_everything_to_the_primary,
     survivorship_rules_pick_each_fields_value,
+    the_configured_threshold_and_survivorship_are_the_defaults,
 );
 
 const FIND: &str =
@@ -363,4 +364,62 @@ async fn survivorship_rules_pick_each_fields_value(backend: TestBackend) {
             Value::Null
         ]
     );
+}
+
+/// `intake.duplicate_threshold` and `intake.survivorship` are what `findDuplicates` and
+/// `mergeCustomers` use when the call names neither; an argument still overrides them.
+async fn the_configured_threshold_and_survivorship_are_the_defaults(backend: TestBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.intake.duplicate_threshold = 0.6;
+        c.intake.survivorship = crm_api::graphql::Survivorship::Newest;
+    })
+    .await;
+    let jurgen = app
+        .create_customer(
+            json!({ "name": "Jürgen Müller", "email": "j@firma.de", "company": "Müller GmbH" }),
+        )
+        .await;
+    app.clock.advance(chrono::Duration::minutes(5));
+    let mueller = app
+        .create_customer(json!({ "name": "Mueller, Jürgen", "email": "jm@firma.de",
+                                 "company": "Mueller", "phone": "030 123456" }))
+        .await;
+    app.create_customer(
+        json!({ "name": "Anna Schmidt", "email": "anna@firma.de", "company": "Müller GmbH" }),
+    )
+    .await;
+
+    // Anna scores 0.62: below the default 0.88, above the configured 0.6.
+    let found = app.graphql_ok(FIND, json!({ "id": jurgen })).await;
+    let names: Vec<&str> = found["findDuplicates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["customer"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Mueller, Jürgen", "Anna Schmidt"], "{found:#?}");
+    let strict = app
+        .graphql_ok(
+            "query($id: ID!) { findDuplicates(customerId: $id, threshold: 0.7) { score } }",
+            json!({ "id": jurgen }),
+        )
+        .await;
+    assert_eq!(strict["findDuplicates"].as_array().unwrap().len(), 1);
+
+    // No rule named: NEWEST, as configured, takes the newer record's name and email.
+    let merged = app
+        .graphql_ok(MERGE, json!({ "p": jurgen, "d": [mueller], "dry": true }))
+        .await;
+    let customer = &merged["mergeCustomers"]["customer"];
+    assert_eq!(customer["name"], "Mueller, Jürgen", "{merged:#?}");
+    assert_eq!(customer["email"], "jm@firma.de");
+    assert_eq!(customer["phone"], "+4930123456");
+    let kept = app
+        .graphql_ok(
+            MERGE,
+            json!({ "p": jurgen, "d": [mueller], "dry": true, "s": "KEEP_NON_EMPTY" }),
+        )
+        .await;
+    assert_eq!(kept["mergeCustomers"]["customer"]["name"], "Jürgen Müller");
+    assert_eq!(kept["mergeCustomers"]["customer"]["email"], "j@firma.de");
 }

@@ -27,6 +27,8 @@ on_both_backends!(
     a_batch_replayed_after_a_crash_counts_its_rows_as_before,
     a_file_of_several_batches_creates_each_lead_once_with_its_run_job_audit_and_consent,
     a_file_of_several_batches_imports_on_a_pool_of_one_connection,
+    progress_is_visible_while_an_import_runs,
+    a_file_that_breaks_midway_keeps_its_rows_and_says_where_it_broke,
 );
 
 const OLD: &[u8] = b"an old secret of 24 bytes";
@@ -1034,9 +1036,6 @@ async fn bad_files_and_uploads_are_refused_or_reported(backend: TestBackend) {
     assert_eq!(crm_tests::error_code(&hidden), "NOT_FOUND");
 }
 
-/// A worker that dies after a batch was stored but before its progress was recorded leaves the
-/// import to be resumed from the last recorded row: the replayed rows find the customers they
-/// created and count as created again, not as duplicates.
 /// Leads that repeat customers held before the import: a dry run and the import itself find
 /// them by looking their contacts up and leave them to the careful way, and nothing of theirs
 /// (customer, run, tag, audit entry) is written twice.
@@ -1122,6 +1121,9 @@ async fn a_file_repeating_known_customers_skips_them_in_a_dry_run_and_for_real(
     ));
 }
 
+/// A worker that dies after a batch was stored but before its progress was recorded leaves the
+/// import to be resumed from the last recorded row: the replayed rows find the customers they
+/// created and count as created again, not as duplicates.
 async fn a_batch_replayed_after_a_crash_counts_its_rows_as_before(backend: TestBackend) {
     let app = app(backend).await;
     let erased = app
@@ -1409,4 +1411,136 @@ async fn sqlite_checkpoints_the_wal_in_the_background() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A file's rows arrive slowly (here through a pipe, as from a slow disk or a large file):
+/// `leadImport` shows the import running with the rows recorded so far, batch by batch, and
+/// then completed with all of them.
+async fn progress_is_visible_while_an_import_runs(backend: TestBackend) {
+    use std::io::Write as _;
+    let app = app(backend).await;
+    let row = |n: usize| format!("Lead {n},lead{n}@firma.de\n");
+    let started = upload(
+        &app,
+        "slow.csv",
+        format!("Name,E-Mail\n{}", row(0)).as_bytes(),
+        Value::Null,
+        Value::Null,
+    )
+    .await;
+    let id = started["data"]["importLeadsFile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The uploaded file is replaced by a pipe the test writes into.
+    let path = app.config.intake.import_dir.join(&id);
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (go_on, wait) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        pipe.write_all(b"Name,E-Mail\n").unwrap();
+        for n in 1..=4_500 {
+            pipe.write_all(row(n).as_bytes()).unwrap();
+        }
+        pipe.flush().unwrap();
+        wait.recv().unwrap();
+        for n in 4_501..=5_000 {
+            pipe.write_all(row(n).as_bytes()).unwrap();
+        }
+    });
+    let runner = app.runner();
+    let running = tokio::spawn(async move { runner.run_once().await });
+
+    // The first 4,500 rows fill two batches (2,000 on SQLite, 1,000 on PostgreSQL) whose
+    // progress is recorded before the rest of the file has even been written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let midway = loop {
+        let status = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await["leadImport"].clone();
+        if status["rowsDone"].as_i64().unwrap() >= 2_000 {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress recorded: {status:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(midway["status"], "running", "{midway:#}");
+    let done = midway["rowsDone"].as_i64().unwrap();
+    assert!(done <= 4_500, "{midway:#}");
+    assert_eq!(
+        done % 1_000,
+        0,
+        "progress is recorded per batch: {midway:#}"
+    );
+    assert_eq!(midway["created"], done, "{midway:#}");
+    assert_eq!(midway["error"], Value::Null);
+
+    go_on.send(()).unwrap();
+    writer.join().unwrap();
+    running.await.unwrap().unwrap();
+    let finished = app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await["leadImport"].clone();
+    assert_eq!(finished["status"], "completed", "{finished:#}");
+    assert_eq!(
+        (&finished["rowsDone"], &finished["created"]),
+        (&json!(5_000), &json!(5_000)),
+        "{finished:#}"
+    );
+}
+
+/// A file that turns out broken partway (a JSON array cut off, a CSV quote never closed) keeps
+/// the rows read before the break, and the import says it failed, where, and what it kept.
+async fn a_file_that_breaks_midway_keeps_its_rows_and_says_where_it_broke(backend: TestBackend) {
+    let app = app(backend).await;
+    let import = |name: &'static str, content: String| {
+        let app = &app;
+        async move {
+            let started = upload(app, name, content.as_bytes(), Value::Null, Value::Null).await;
+            let id = started["data"]["importLeadsFile"]["id"].clone();
+            assert!(id.is_string(), "{started:#}");
+            app.run_jobs().await;
+            app.graphql_ok(IMPORT_STATUS, json!({ "id": id })).await["leadImport"].clone()
+        }
+    };
+    let cut = r#"[{"name": "Ana Hodžić", "email": "ana@firma.ba"},
+                  {"name": "Марко Марковић", "phone": "+381 11 3334455"},
+                  {"name": "Lena Hu"#;
+    let report = import("cut.json", cut.to_owned()).await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(
+        (&report["rowsDone"], &report["created"]),
+        (&json!(2), &json!(2)),
+        "{report:#}"
+    );
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("EOF"), "the reader's reason: {error}");
+
+    // A quote opened in row 2 and never closed would swallow the rest of the file: the
+    // reader stops at the largest record a row may take (1 MiB).
+    let mut runaway =
+        String::from("Name;E-Mail\nJürgen Müller;j@firma.de\nEmina;\"emina@firma.ba\n");
+    for n in 0..60_000 {
+        runaway.push_str(&format!("Lead {n};lead{n}@firma.de\n"));
+    }
+    let report = import("runaway.csv", runaway).await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert_eq!(report["created"], 1, "{report:#}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("row 2") && error.contains("unclosed quote"),
+        "where it broke, and why: {error}"
+    );
+
+    let mut names: Vec<String> = customers(&app)
+        .await
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Ana Hodžić", "Jürgen Müller", "Марко Марковић"]);
 }

@@ -2,7 +2,7 @@
 //! of leads, follows the import job with a progress bar, and prints the report.
 
 use std::{
-    io::{BufRead as _, Read as _},
+    io::Read as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -103,22 +103,95 @@ struct Import {
     lead_import: Status,
 }
 
-/// Rows in a file, counted cheaply for the progress bar: lines (less a CSV header). JSON
-/// arrays are not counted.
+/// Rows in a file, counted for the progress bar in one pass over its bytes, the way the server
+/// reads them: CSV records (newlines inside quotes belong to their field; less the header),
+/// NDJSON lines, or the elements of a JSON array. Blank lines are not rows.
 fn count_rows(path: &Path, name: &str) -> Option<u64> {
     let lower = name.to_lowercase();
-    if lower.ends_with(".json") {
-        return None;
-    }
+    let kind = if lower.ends_with(".json") {
+        Kind::Json
+    } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+        Kind::Lines
+    } else {
+        Kind::Csv
+    };
     let file = std::fs::File::open(path).ok()?;
-    let reader = std::io::BufReader::with_capacity(1 << 16, file);
-    let lines = reader
-        .split(b'\n')
-        .filter_map(Result::ok)
-        .filter(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
-        .count() as u64;
-    let header = u64::from(!(lower.ends_with(".ndjson") || lower.ends_with(".jsonl")));
-    Some(lines.saturating_sub(header))
+    count_records(std::io::BufReader::with_capacity(1 << 16, file), kind).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Csv,
+    Lines,
+    Json,
+}
+
+fn count_records(mut reader: impl std::io::BufRead, kind: Kind) -> std::io::Result<u64> {
+    let mut records = 0u64;
+    // CSV and lines: whether the current record has anything but whitespace, and whether a
+    // CSV quote is open. JSON: nesting depth, inside a string, after a backslash, and whether
+    // the top-level array has an element yet.
+    let (mut content, mut quoted) = (false, false);
+    let (mut depth, mut string, mut escaped, mut element) = (0u32, false, false, false);
+    let mut top_object = false;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        for &b in buf {
+            match kind {
+                Kind::Csv | Kind::Lines => {
+                    if b == b'"' && kind == Kind::Csv {
+                        quoted = !quoted;
+                    }
+                    if b == b'\n' && !quoted {
+                        records += u64::from(content);
+                        content = false;
+                    } else if !(b.is_ascii_whitespace() || matches!(b, 0xef | 0xbb | 0xbf)) {
+                        content = true;
+                    }
+                }
+                Kind::Json if string => {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        string = false;
+                    }
+                }
+                Kind::Json => {
+                    if depth == 1 && !b.is_ascii_whitespace() && b != b']' && b != b',' {
+                        element = true;
+                    }
+                    match b {
+                        b'"' => string = true,
+                        b'[' | b'{' => {
+                            if depth == 0 && b == b'{' {
+                                top_object = true;
+                            }
+                            depth += 1;
+                        }
+                        b']' | b'}' => depth = depth.saturating_sub(1),
+                        b',' if depth == 1 => {
+                            records += u64::from(element);
+                            element = false;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let n = buf.len();
+        reader.consume(n);
+    }
+    Ok(match kind {
+        Kind::Csv => (records + u64::from(content)).saturating_sub(1),
+        Kind::Lines => records + u64::from(content),
+        Kind::Json if top_object => 1,
+        Kind::Json => records + u64::from(element),
+    })
 }
 
 impl ImportArgs {
@@ -271,5 +344,39 @@ impl ImportArgs {
             anyhow::bail!("the import failed");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, count_records};
+
+    fn count(text: &str, kind: Kind) -> u64 {
+        count_records(text.as_bytes(), kind).unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn csv_records_are_counted_with_quoted_newlines_inside_their_field() {
+        let csv = "\u{feff}Name;Notiz\nAna;\"Messe\nStand 4\"\n\n  \nJürgen;\"sagt \"\"hallo\"\"\"\r\nLena;x";
+        assert_eq!(count(csv, Kind::Csv), 3);
+        assert_eq!(count("Name,Email\n", Kind::Csv), 0);
+        assert_eq!(count("", Kind::Csv), 0);
+    }
+
+    #[test]
+    fn ndjson_lines_are_counted_without_blank_ones() {
+        assert_eq!(count("{\"a\":1}\n\n{\"b\":\"x\\ny\"}\n", Kind::Lines), 2);
+        assert_eq!(count("{\"a\":1}", Kind::Lines), 1);
+    }
+
+    #[test]
+    fn json_array_elements_are_counted_at_the_top_level_only() {
+        let json = r#"[ {"name": "Ana, \"die\" [Erste]", "tags": ["a", "b"]},
+                        {"name": "Marko", "x": {"y": [1, 2, 3]}} ,
+                        "not an object", 7 ]"#;
+        assert_eq!(count(json, Kind::Json), 4);
+        assert_eq!(count("[]", Kind::Json), 0);
+        assert_eq!(count(" [ ] ", Kind::Json), 0);
+        assert_eq!(count(r#"{"name": "one lead", "a": [1, 2]}"#, Kind::Json), 1);
     }
 }
