@@ -72,6 +72,11 @@ impl EventHub {
         };
         self.last.store(last, Ordering::SeqCst);
         loop {
+            // Waiting for a local commit starts before the read: a commit between the read and
+            // the wait would otherwise go unnoticed until the next poll, a second later.
+            let local = effects::event_wake().notified();
+            tokio::pin!(local);
+            local.as_mut().enable();
             match effects::events_after(&self.db, None, last, BATCH).await {
                 Ok(events) => {
                     let full = events.len() == BATCH;
@@ -90,7 +95,7 @@ impl EventHub {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = wake.notified() => {},
-                () = effects::event_wake().notified() => {},
+                () = &mut local => {},
                 () = tokio::time::sleep(Duration::from_secs(1)) => {},
             }
         }

@@ -880,12 +880,9 @@ pub async fn dequeue(
     })?;
     match result {
         Some(row) => {
-            let effects: Vec<Effect> = match change {
-                Dequeue::Dialed { jobs, .. } => jobs.into_iter().map(Effect::Job).collect(),
-                Dequeue::Deferred { job, .. } => vec![Effect::Job(job)],
-                Dequeue::Ended { effects, .. } => effects,
-            };
-            db.committed_all(&effects, true);
+            // Jobs, and always the call's own event: its readers are woken now, not at their
+            // next poll.
+            db.committed(true, true);
             Ok(Some(Call::try_from(row)?))
         }
         None => Ok(None),
@@ -1096,6 +1093,13 @@ pub async fn ingest(
                     .filter(|s| s.1.starts_with('p'))
                     .map(|s| (s.1.as_str(), (s.0, s.3.as_str())))
                     .collect();
+                // What the full list said, for live lines arriving after it (webhooks are
+                // not ordered): the same utterance again, not a new one.
+                let listed: std::collections::HashSet<(&str, &str)> = stored
+                    .iter()
+                    .filter(|s| s.1.starts_with('p'))
+                    .map(|s| (s.2.as_str(), s.3.trim()))
+                    .collect();
                 let mut publish = |seq: i32, segment: &crm_domain::Segment, text: &str| {
                     effects.push(Effect::Event(NewEvent {
                         topic: TRANSCRIPT_TOPIC.to_owned(),
@@ -1138,6 +1142,8 @@ pub async fn ingest(
                             streamed.swap_remove(i);
                             continue;
                         }
+                    } else if listed.contains(&(segment.role.as_str(), text.trim())) {
+                        continue;
                     }
                     if i64::from(seq) >= MAX_SEGMENTS {
                         break;

@@ -43,6 +43,10 @@ on_both_backends!(
     retell_call_failed_as_unknown_then_reported_by_retell_is_logged,
     retell_enormous_transcript_is_capped_or_refused_never_a_panic,
     erasing_a_customer_asks_retell_to_delete_their_call,
+    vapi_messages_out_of_order_never_move_a_call_back,
+    bland_webhooks_out_of_order_never_move_a_call_back,
+    a_vapi_call_whose_report_never_arrives_is_reconciled_with_get_call,
+    a_webhook_into_one_replica_reaches_subscribers_on_another,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +82,9 @@ struct FakeState {
     early: Arc<Mutex<Vec<Early>>>,
     /// The app's answers to those deliveries: status and JSON (null when there is none).
     early_answers: Arc<Mutex<Vec<(u16, Value)>>>,
+    /// The answers to GET requests (a call looked up), in turn; the last one repeats. None:
+    /// 404.
+    gets: Arc<Mutex<VecDeque<(u16, Value)>>>,
 }
 
 /// A delivery the fake provider posts before answering a create.
@@ -105,6 +112,7 @@ impl FakeProvider {
             answers: Arc::new(Mutex::new(answers.into())),
             early: Arc::default(),
             early_answers: Arc::default(),
+            gets: Arc::default(),
         };
         let router = Router::new()
             .fallback(fake_answer)
@@ -142,6 +150,19 @@ impl FakeProvider {
         });
     }
 
+    /// Answers GET requests with `answers`, in turn (the last one repeats).
+    fn answer_gets(&self, answers: Vec<(u16, Value)>) {
+        *self.state.gets.lock().unwrap() = answers.into();
+    }
+
+    /// The GET requests received so far.
+    fn gets(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect()
+    }
+
     /// The app's answers to the deliveries posted before a create was answered.
     fn early_answers(&self) -> Vec<(u16, Value)> {
         self.state.early_answers.lock().unwrap().clone()
@@ -168,6 +189,17 @@ async fn fake_answer(
             .collect(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
+    if method == Method::GET {
+        let mut gets = state.gets.lock().unwrap();
+        let answer = if gets.len() > 1 {
+            gets.pop_front()
+        } else {
+            gets.front().cloned()
+        };
+        if let Some((status, body)) = answer {
+            return (StatusCode::from_u16(status).unwrap(), Json(body));
+        }
+    }
     if !is_create {
         return (
             StatusCode::NOT_FOUND,
@@ -2236,4 +2268,295 @@ async fn erasing_a_customer_asks_retell_to_delete_their_call(backend: TestBacken
     assert_eq!(deletion.status, "not_found");
     assert_eq!(deletion.provider_call_id, None);
     assert_eq!(call(&app, &id).await["providerCallId"], Value::Null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Out of order, reconciled, and across replicas.
+
+async fn vapi_messages_out_of_order_never_move_a_call_back(backend: TestBackend) {
+    let (_fake, app, customer, id) = placed_vapi_call(backend, WebhookAuth::Bearer).await;
+    let greeting = "Guten Tag, hier ist Anna.";
+    let reply = "Rufen Sie mich morgen an.";
+    // The end-of-call report comes first (Vapi does not order its server messages).
+    let report = vapi_message(
+        &id,
+        "end-of-call-report",
+        json!({
+            "endedReason": "customer-ended-call",
+            "cost": 0.12,
+            "startedAt": "2026-11-25T12:00:05.000Z",
+            "endedAt": "2026-11-25T12:00:35.000Z",
+            "artifact": {
+                "messages": [
+                    { "role": "bot", "message": greeting, "secondsFromStart": 0.6 },
+                    { "role": "user", "message": reply, "secondsFromStart": 2.4 },
+                ],
+            },
+        }),
+    );
+    let (status, answer) = vapi_deliver(&app, &report).await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(30.0));
+
+    // Then the status updates and a live transcript line it already holds: accepted, and
+    // nothing moves back or is stored twice.
+    for late in [
+        vapi_message(&id, "status-update", json!({ "status": "ringing" })),
+        vapi_message(&id, "status-update", json!({ "status": "in-progress" })),
+        vapi_message(
+            &id,
+            "transcript",
+            json!({ "role": "user", "transcriptType": "final", "transcript": reply }),
+        ),
+        vapi_message(
+            &id,
+            "status-update",
+            json!({ "status": "ended", "endedReason": "customer-ended-call" }),
+        ),
+    ] {
+        let (status, answer) = vapi_deliver(&app, &late).await;
+        assert_eq!(status, 200, "{late}: {answer}");
+    }
+    let after = call(&app, &id).await;
+    assert_eq!(after["status"], "ENDED");
+    assert_eq!(after["disposition"], "ANSWERED", "{after:#}");
+    assert_eq!(after["endedReason"], "customer-ended-call");
+    assert_eq!(after["endedAt"], ended["endedAt"]);
+    assert_eq!(after["durationSeconds"].as_f64(), Some(30.0));
+    assert_eq!(
+        said(&after),
+        [line(1, "AGENT", greeting), line(2, "CUSTOMER", reply)]
+    );
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+}
+
+async fn bland_webhooks_out_of_order_never_move_a_call_back(backend: TestBackend) {
+    let (_fake, app, customer, id) = placed_bland_call(backend).await;
+    let greeting = "Guten Tag, hier ist Anna.";
+    let reply = "Ja, erzählen Sie.";
+    // The post-call webhook comes first; the live log lines after it.
+    let post_call = json!({
+        "call_id": BLAND_CALL,
+        "status": "completed",
+        "completed": true,
+        "queue_status": "complete",
+        "answered_by": "human",
+        "call_length": 0.5,
+        "started_at": "2026-11-25T12:00:04.000Z",
+        "transcripts": [
+            { "id": 1, "created_at": "2026-11-25T12:00:05.000Z", "text": greeting, "user": "assistant" },
+            { "id": 2, "created_at": "2026-11-25T12:00:08.250Z", "text": reply, "user": "user" },
+        ],
+        "metadata": { "crm_call_id": id, "crm_customer_id": customer },
+    })
+    .to_string();
+    let (status, answer) = bland_deliver(&app, &post_call).await;
+    assert_eq!(status, 200, "{answer}");
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(
+        ended["durationSeconds"].as_f64(),
+        Some(30.0),
+        "minutes → seconds"
+    );
+
+    let log = |message: &str, at: &str| {
+        json!({ "call_id": BLAND_CALL, "message": message, "category": "call",
+                "log_level": "info", "timestamp": at })
+        .to_string()
+    };
+    for late in [
+        log("Call connected", "2026-11-25T12:00:04.000Z"),
+        log(
+            &format!("Agent speech: {greeting}"),
+            "2026-11-25T12:00:05.000Z",
+        ),
+        log(&format!("User speech: {reply}"), "2026-11-25T12:00:08.250Z"),
+    ] {
+        let (status, answer) = bland_deliver(&app, &late).await;
+        assert_eq!(status, 200, "{late}: {answer}");
+    }
+    // And the post-call webhook again (Bland retries it).
+    let (status, answer) = bland_deliver(&app, &post_call).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = call(&app, &id).await;
+    assert_eq!(after["status"], "ENDED");
+    assert_eq!(after["disposition"], "ANSWERED", "{after:#}");
+    assert_eq!(after["endedAt"], ended["endedAt"]);
+    assert_eq!(
+        said(&after),
+        [line(1, "AGENT", greeting), line(2, "CUSTOMER", reply)]
+    );
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+}
+
+/// Vapi does not retry its webhooks: a call whose end-of-call report was lost is looked up
+/// with `GET /call/{id}` after `voice.reconcile_after_minutes` and ended from what Vapi says.
+async fn a_vapi_call_whose_report_never_arrives_is_reconciled_with_get_call(backend: TestBackend) {
+    let (fake, app, customer, id) = placed_vapi_call(backend, WebhookAuth::Bearer).await;
+    let in_progress = with(
+        vapi_created(),
+        json!({ "status": "in-progress", "startedAt": "2026-11-25T12:00:05.000Z" }),
+    );
+    let over = with(
+        vapi_created(),
+        json!({
+            "status": "ended",
+            "endedReason": "assistant-ended-call",
+            "startedAt": "2026-11-25T12:00:05.000Z",
+            "endedAt": "2026-11-25T12:01:20.000Z",
+            "cost": 0.31,
+            "analysis": { "summary": "Interessiert, Angebot per E-Mail." },
+            "artifact": {
+                "messages": [
+                    { "role": "bot", "message": "Guten Tag, hier ist Anna.", "secondsFromStart": 0.5 },
+                    { "role": "user", "message": "Schicken Sie mir ein Angebot.", "secondsFromStart": 3.0 },
+                ],
+            },
+        }),
+    );
+    fake.answer_gets(vec![(200, in_progress), (200, over)]);
+
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    let gets = fake.gets();
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert_eq!(gets[0].path, format!("/call/{VAPI_CALL}"));
+    let bearer = format!("Bearer {VAPI_KEY}");
+    assert_eq!(gets[0].header("authorization"), Some(bearer.as_str()));
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+
+    app.clock.advance(Duration::minutes(31));
+    app.run_jobs().await;
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["disposition"], "ANSWERED");
+    assert_eq!(ended["endedReason"], "assistant-ended-call");
+    assert_eq!(ended["durationSeconds"].as_f64(), Some(75.0));
+    assert_eq!(ended["costUsd"].as_f64(), Some(0.31));
+    assert_eq!(ended["summary"], "Interessiert, Angebot per E-Mail.");
+    assert_eq!(
+        said(&ended),
+        [
+            line(1, "AGENT", "Guten Tag, hier ist Anna."),
+            line(2, "CUSTOMER", "Schicken Sie mir ein Angebot.")
+        ]
+    );
+    the_call_interaction(&app, &customer, &ended).await;
+    app.clock.advance(Duration::hours(2));
+    app.run_jobs().await;
+    assert_eq!(fake.gets().len(), 2, "nothing more is asked once it ended");
+}
+
+/// A Retell webhook posted to one replica reaches a transcript subscriber and a `callEvents`
+/// subscriber (filtered to the call) on another (on PostgreSQL, through LISTEN/NOTIFY; on
+/// SQLite the one instance plays both parts).
+async fn a_webhook_into_one_replica_reaches_subscribers_on_another(backend: TestBackend) {
+    use crate::subscriptions::{connect, receive, send};
+    let (_fake, app, _customer, id) = placed_retell_call(backend).await;
+    let replica = match backend {
+        TestBackend::Postgres => Some(app.sibling().await),
+        TestBackend::Sqlite => None,
+    };
+    let listener = replica.as_ref().unwrap_or(&app);
+    // Another call of another customer, whose events the filter keeps out.
+    let other = app
+        .create_customer(json!({ "name": "Ana Hodžić", "phone": "+387 33 250 300",
+                                 "language": "bs", "consentCall": true }))
+        .await;
+
+    let token = app.token_for(crm_domain::Role::Integration, "zapier");
+    let auth = json!({ "Authorization": format!("Bearer {token}") });
+    let (mut socket, ack) = connect(listener, auth.clone()).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    send(
+        &mut socket,
+        json!({ "id": "t", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { callTranscript(callId: $id) { seq role text } }",
+            "variables": { "id": id } } }),
+    )
+    .await;
+    let (mut events, _) = connect(listener, auth).await;
+    send(
+        &mut events,
+        json!({ "id": "e", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { callEvents(filter: { callId: $id }) { seq callId status disposition } }",
+            "variables": { "id": id } } }),
+    )
+    .await;
+    // Let both subscriptions register before anything commits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.graphql_ok(
+        "mutation($c: ID!) { enqueueCall(customerId: $c) { id } }",
+        json!({ "c": other }),
+    )
+    .await;
+
+    let t0 = app.clock.now().timestamp_millis();
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = retell_event(
+        &app,
+        "transcript_updated",
+        retell_call(
+            &id,
+            json!({
+                "call_status": "ongoing",
+                "transcript_object": [
+                    utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+                    utterance("user", "Hallo, worum geht es?", 3.25),
+                ],
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for seq in 1..=2 {
+        let message = receive(&mut socket).await;
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(message["payload"]["data"]["callTranscript"]["seq"], seq);
+    }
+    let (status, answer) = retell_event(
+        &app,
+        "call_ended",
+        retell_call(&id, retell_ended_fields(t0)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let mut rest = Vec::new();
+    loop {
+        let message = receive(&mut socket).await;
+        if message["type"] == "complete" {
+            break;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        rest.push(message["payload"]["data"]["callTranscript"]["seq"].clone());
+    }
+    assert_eq!(rest, [json!(3), json!(4)], "the lines only the end carried");
+
+    let mut statuses = Vec::new();
+    loop {
+        let message = receive(&mut events).await;
+        assert_eq!(message["type"], "next", "{message}");
+        let event = &message["payload"]["data"]["callEvents"];
+        assert_eq!(event["callId"], id.as_str(), "only this call: {event}");
+        statuses.push(event["status"].as_str().unwrap().to_owned());
+        if event["status"] == "ENDED" {
+            assert_eq!(event["disposition"], "ANSWERED");
+            break;
+        }
+    }
+    assert_eq!(statuses, ["IN_PROGRESS", "ENDED"]);
+    drop(replica);
 }
