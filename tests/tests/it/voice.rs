@@ -27,6 +27,8 @@ on_both_backends!(
     a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
     a_dial_cut_off_after_its_claim_ends_and_its_number_stays_spaced,
     an_appointment_is_proposed_with_an_invitation_and_a_task,
+    calling_hours_hold_across_dst_changes_in_the_queue,
+    the_queue_serves_higher_scores_first_then_the_longer_wait,
 );
 
 const CALL: &str = "query($id: ID!) { call(id: $id) { id attempt status disposition outcome \
@@ -44,6 +46,15 @@ fn number_with(disposition: Disposition) -> String {
         .map(|n| format!("+4930555{n:04}"))
         .find(|n| script::plan(SEED, n, "de", &|_| String::new()).disposition == disposition)
         .unwrap()
+}
+
+/// `count` numbers starting with `prefix` that the simulator gives `disposition`.
+fn numbers_with(prefix: &str, disposition: Disposition, count: usize) -> Vec<String> {
+    (0..10_000)
+        .map(|n| format!("{prefix}{n:04}"))
+        .filter(|n| script::plan(SEED, n, "de", &|_| String::new()).disposition == disposition)
+        .take(count)
+        .collect()
 }
 
 async fn lead(app: &TestApp, phone: &str, extra: Value) -> String {
@@ -968,4 +979,126 @@ async fn an_appointment_is_proposed_with_an_invitation_and_a_task(backend: TestB
         "{task}"
     );
     assert_eq!(task["dueAt"], "2026-11-26T08:00:00+00:00");
+}
+
+/// The default window (09:00–20:00, weekdays) in the lead's local time, through the queue with
+/// the clock, across both kinds of DST change: Berlin springs forward on Sunday 2027-03-28
+/// (CET, UTC+1 → CEST, UTC+2), New York falls back on Sunday 2027-11-07 (EDT, UTC−4 → EST,
+/// UTC−5). A call refused on the Friday evening waits for Monday 09:00 at the new offset, and
+/// a call due before the window opens is deferred at dial time to the new offset too.
+async fn calling_hours_hold_across_dst_changes_in_the_queue(backend: TestBackend) {
+    let app = manual(backend).await;
+    let numbers = numbers_with("+4930777", Disposition::Answered, 5);
+    let at = |raw: &str| raw.parse::<DateTime<Utc>>().unwrap();
+    let berliners = [
+        lead(&app, &numbers[0], json!({})).await,
+        lead(&app, &numbers[1], json!({})).await,
+        lead(&app, &numbers[2], json!({})).await,
+    ];
+
+    // Friday 19:59:59 CET: still open.
+    app.clock.set(at("2027-03-26T18:59:59Z"));
+    let open = start(&app, &berliners[0]).await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &open).await["status"], "RINGING");
+    // Friday 20:00 CET: closed until Monday 09:00, which is CEST by then (07:00 UTC, not 08:00).
+    app.clock.set(at("2027-03-26T19:00:00Z"));
+    let closed = start(&app, &berliners[1]).await;
+    app.run_jobs().await;
+    let waiting = call(&app, &closed).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting:#}");
+    assert_eq!(waiting["notBefore"], "2027-03-29T07:00:00+00:00");
+    // Asked for Monday 06:30 UTC (08:30 CEST): at that time the dial finds the window shut
+    // and defers it to 07:00 UTC.
+    let early = app
+        .graphql_ok(
+            "mutation($c: ID!, $at: DateTime!) { enqueueCall(customerId: $c, notBefore: $at) { id } }",
+            json!({ "c": berliners[2], "at": "2027-03-29T06:30:00Z" }),
+        )
+        .await["enqueueCall"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.clock.set(at("2027-03-29T06:30:00Z"));
+    app.run_jobs().await;
+    let deferred = call(&app, &early).await;
+    assert_eq!(deferred["status"], "QUEUED", "{deferred:#}");
+    assert_eq!(deferred["notBefore"], "2027-03-29T07:00:00+00:00");
+    assert_eq!(call(&app, &closed).await["status"], "QUEUED");
+    app.clock.set(at("2027-03-29T07:00:00Z"));
+    app.run_jobs().await;
+    assert_eq!(call(&app, &closed).await["status"], "RINGING");
+    assert_eq!(call(&app, &early).await["status"], "RINGING");
+
+    // New York: Friday 19:59:59 EDT is open, 20:00 EDT is not; Monday 09:00 is EST (14:00 UTC).
+    let new_yorkers = [
+        lead(&app, &numbers[3], json!({ "timeZone": "America/New_York" })).await,
+        lead(&app, &numbers[4], json!({ "timeZone": "America/New_York" })).await,
+    ];
+    app.clock.set(at("2027-11-05T23:59:59Z"));
+    let open = start(&app, &new_yorkers[0]).await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &open).await["status"], "RINGING");
+    app.clock.set(at("2027-11-06T00:00:00Z"));
+    let closed = start(&app, &new_yorkers[1]).await;
+    app.run_jobs().await;
+    let waiting = call(&app, &closed).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting:#}");
+    assert_eq!(waiting["notBefore"], "2027-11-08T14:00:00+00:00");
+    app.clock.set(at("2027-11-08T13:59:59Z"));
+    app.run_jobs().await;
+    assert_eq!(call(&app, &closed).await["status"], "QUEUED");
+    app.clock.set(at("2027-11-08T14:00:00Z"));
+    app.run_jobs().await;
+    assert_eq!(call(&app, &closed).await["status"], "RINGING");
+}
+
+/// `callQueue` lists what waits in the order it is served: the better lead first, and among
+/// leads scored alike, the one that waited longer.
+async fn the_queue_serves_higher_scores_first_then_the_longer_wait(backend: TestBackend) {
+    let app = manual(backend).await;
+    let numbers = numbers_with("+4940777", Disposition::Answered, 3);
+    let hot = json!({ "source": "referral", "company": "Müller GmbH", "email": null });
+    let first_hot = lead(&app, &numbers[0], hot.clone()).await;
+    let cold = app
+        .create_customer(json!({ "name": "Kalt", "phone": numbers[1], "consentCall": true }))
+        .await;
+    let second_hot = lead(&app, &numbers[2], hot).await;
+    let mut scores = Vec::new();
+    for customer in [&first_hot, &cold, &second_hot] {
+        let scored = app
+            .graphql_ok(
+                "mutation($c: ID!) { qualifyLead(customerId: $c) { score } }",
+                json!({ "c": customer }),
+            )
+            .await;
+        scores.push(scored["qualifyLead"]["score"].as_i64().unwrap());
+    }
+    assert_eq!(scores[0], scores[2], "{scores:?}");
+    assert!(scores[0] > scores[1], "{scores:?}");
+
+    // Queued in the order first hot, cold, second hot (a minute apart), all for tomorrow.
+    let mut queued = Vec::new();
+    for customer in [&first_hot, &cold, &second_hot] {
+        let id = app
+            .graphql_ok(
+                "mutation($c: ID!) { enqueueCall(customerId: $c, notBefore: \"2026-11-26T10:00:00Z\") { id } }",
+                json!({ "c": customer }),
+            )
+            .await["enqueueCall"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        queued.push(id);
+        app.clock.advance(Duration::minutes(1));
+    }
+    let order: Vec<String> = queue(&app)
+        .await
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        [queued[0].clone(), queued[2].clone(), queued[1].clone()]
+    );
 }
