@@ -198,6 +198,8 @@ pub struct StartCall {
     pub customer_id: CustomerId,
     /// The number to dial, E.164.
     pub to: String,
+    /// Which attempt this is: 1 for the first call, 2 for its first retry, and so on.
+    pub attempt: u32,
     /// The customer's name, for the provider's customer record.
     pub customer_name: Option<String>,
     /// The agent.

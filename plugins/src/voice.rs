@@ -662,6 +662,7 @@ impl Voice {
             call_id: call.id,
             customer_id: customer.id,
             to: phone,
+            attempt: u32::try_from(call.attempt).unwrap_or(1),
             customer_name: Some(customer.name.clone()),
             agent: AgentSpec {
                 name: agent_name,

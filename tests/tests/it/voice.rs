@@ -28,6 +28,7 @@ on_both_backends!(
     a_dial_cut_off_after_its_claim_ends_and_its_number_stays_spaced,
     an_appointment_is_proposed_with_an_invitation_and_a_task,
     calling_hours_hold_across_dst_changes_in_the_queue,
+    a_retry_reaches_the_lead_the_first_call_missed,
     the_queue_serves_higher_scores_first_then_the_longer_wait,
 );
 
@@ -225,9 +226,22 @@ async fn the_pipeline_calls_a_hot_lead_and_moves_on_after_the_call(backend: Test
     assert!(message.contains("List-Unsubscribe"), "{message}");
 }
 
+/// A number the simulator leaves unanswered on each of `attempts` attempts (each rolls anew).
+fn number_missed(attempts: u32) -> String {
+    (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| {
+            (1..=attempts).all(|a| {
+                script::plan_attempt(SEED, n, a, "de", &|_| String::new()).disposition
+                    == Disposition::NoAnswer
+            })
+        })
+        .unwrap()
+}
+
 async fn unanswered_calls_are_retried_with_spacing_then_end(backend: TestBackend) {
     let app = manual(backend).await;
-    let customer = lead(&app, &number_with(Disposition::NoAnswer), json!({})).await;
+    let customer = lead(&app, &number_missed(3), json!({})).await;
     let first = start(&app, &customer).await;
     app.run_jobs().await;
     play(&app, 30).await;
@@ -1101,4 +1115,41 @@ async fn the_queue_serves_higher_scores_first_then_the_longer_wait(backend: Test
         order,
         [queued[0].clone(), queued[2].clone(), queued[1].clone()]
     );
+}
+
+/// The simulator rolls each attempt anew: a number missed at first answers its retry an hour
+/// later, the conversation is logged, and no third attempt follows.
+async fn a_retry_reaches_the_lead_the_first_call_missed(backend: TestBackend) {
+    let app = manual(backend).await;
+    let number = (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| {
+            let plan = |a| script::plan_attempt(SEED, n, a, "de", &|_| String::new());
+            plan(1).disposition == Disposition::NoAnswer
+                && plan(2).disposition == Disposition::Answered
+        })
+        .unwrap();
+    let customer = lead(&app, &number, json!({})).await;
+    let first = start(&app, &customer).await;
+    app.run_jobs().await;
+    play(&app, 30).await;
+    assert_eq!(call(&app, &first).await["disposition"], "NO_ANSWER");
+    app.clock.advance(Duration::minutes(61));
+    app.run_jobs().await;
+    play(&app, 40).await;
+    let data = app
+        .graphql_ok(
+            "query($c: ID!) { calls(filter: { customerId: $c }) { nodes { id attempt status disposition isFinal segments { seq } } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let attempts = data["calls"]["nodes"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let retry = &attempts[0];
+    assert_eq!(retry["attempt"], 2);
+    assert_eq!(retry["status"], "ENDED", "{retry:#}");
+    assert_eq!(retry["disposition"], "ANSWERED");
+    assert_eq!(retry["isFinal"], true);
+    assert_eq!(retry["segments"].as_array().unwrap().len(), 6);
+    assert!(queue(&app).await.is_empty());
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Seeds every call's plan: the same seed and number always play the same call.
+    /// Seeds every call's plan: the same seed, number and attempt always play the same call.
     pub seed: u64,
     /// Milliseconds the phone rings before it is answered (or not).
     pub ring_ms: i64,

@@ -6,8 +6,8 @@
 //! nothing, and [`Simulator::scripted_deliveries`] returns the webhook bodies the call will
 //! produce and when; the app stores them as jobs due at those times, and each job feeds its
 //! body to [`Simulator::parse_webhook`] and the common ingest, exactly as a provider's webhook
-//! would. The plan of a call is deterministic under `seed` and the dialled number (see
-//! [`script`]).
+//! would. The plan of a call is deterministic under `seed`, the dialled number and the attempt
+//! (see [`script`]).
 
 mod config;
 pub mod script;
@@ -96,15 +96,4 @@ impl VoiceProvider for Simulator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn deleting_a_call_has_nothing_remote_to_remove() {
-        let simulator = Simulator::new(&Config::default());
-        assert_eq!(
-            simulator.delete_call("sim-anything").await,
-            Ok(CallDeletion::Deleted)
-        );
-    }
-}
+mod tests;

@@ -172,11 +172,26 @@ fn fill(template: &str, vars: &dyn Fn(&str) -> String) -> String {
     out
 }
 
-/// The plan of a call to `number` in `language`, with script variables from `vars` (`name`,
-/// `company`, `agent`, `sender`).
+/// The plan of the first call to `number` in `language`, with script variables from `vars`
+/// (`name`, `company`, `agent`, `sender`).
 pub fn plan(seed: u64, number: &str, language: &str, vars: &dyn Fn(&str) -> String) -> Plan {
+    plan_attempt(seed, number, 1, language, vars)
+}
+
+/// The plan of attempt `attempt` (1 for the first call) to `number`: each attempt rolls anew,
+/// so a retry may reach a lead the first call missed, as on a real line; the same seed,
+/// number and attempt always play the same call.
+pub fn plan_attempt(
+    seed: u64,
+    number: &str,
+    attempt: u32,
+    language: &str,
+    vars: &dyn Fn(&str) -> String,
+) -> Plan {
     let w = words(language);
-    let reach = roll(seed, number, 1);
+    // The first attempt's salts are 1 and 2; a later one's carry its number in the high bits.
+    let salt = |n: u64| n ^ (u64::from(attempt.max(1) - 1) << 32);
+    let reach = roll(seed, number, salt(1));
     let disposition = match reach {
         0..60 => Disposition::Answered,
         60..80 => Disposition::NoAnswer,
@@ -187,7 +202,7 @@ pub fn plan(seed: u64, number: &str, language: &str, vars: &dyn Fn(&str) -> Stri
     let customer = SpeakerRole::Customer;
     match disposition {
         Disposition::Answered => {
-            let pick = roll(seed, number, 2);
+            let pick = roll(seed, number, salt(2));
             let (outcome, (ask, answer), sentiment) = match pick {
                 0..35 => ("appointment", w.appointment, Sentiment::Positive),
                 35..60 => ("interested", w.interested, Sentiment::Positive),

@@ -200,7 +200,13 @@ pub(super) fn script(
             })
             .unwrap_or_default()
     };
-    let plan = script::plan(config.seed, &call.to, &call.agent.language, &vars);
+    let plan = script::plan_attempt(
+        config.seed,
+        &call.to,
+        call.attempt,
+        &call.agent.language,
+        &vars,
+    );
     let ids = || (provider_call_id.to_owned(), Some(call.call_id));
     let mut out = Vec::new();
     let mut push = |after_ms: i64, delivery: Delivery| {
@@ -280,6 +286,7 @@ mod tests {
             call_id: CallId::new(),
             customer_id: CustomerId::new(),
             to: number.to_owned(),
+            attempt: 1,
             customer_name: Some("Jana Kovač".to_owned()),
             agent: AgentSpec {
                 name: "de".to_owned(),

@@ -24,6 +24,7 @@ pub(crate) fn sample_call(agent: AgentSpec) -> StartCall {
         call_id: CallId::new(),
         customer_id: CustomerId::new(),
         to: "+4915112345678".into(),
+        attempt: 1,
         customer_name: Some("Amela Hodžić".into()),
         agent,
         variables: BTreeMap::from([
