@@ -1100,21 +1100,24 @@ pub async fn ingest(
                     .filter(|s| s.1.starts_with('p'))
                     .map(|s| (s.2.as_str(), s.3.trim()))
                     .collect();
-                let mut publish = |seq: i32, segment: &crm_domain::Segment, text: &str| {
-                    effects.push(Effect::Event(NewEvent {
-                        topic: TRANSCRIPT_TOPIC.to_owned(),
-                        customer_id: Some(row.customer_id.clone()),
-                        payload: serde_json::json!({
-                            "callId": key,
-                            "seq": seq,
-                            "role": segment.role.as_str(),
-                            "text": text,
-                            "offsetMs": segment.offset_ms,
-                            "at": now,
-                        })
-                        .to_string(),
-                    }));
-                };
+                // `corrected`: an earlier seq sent again with the provider's corrected text.
+                let mut publish =
+                    |seq: i32, segment: &crm_domain::Segment, text: &str, corrected: bool| {
+                        effects.push(Effect::Event(NewEvent {
+                            topic: TRANSCRIPT_TOPIC.to_owned(),
+                            customer_id: Some(row.customer_id.clone()),
+                            payload: serde_json::json!({
+                                "callId": key,
+                                "seq": seq,
+                                "role": segment.role.as_str(),
+                                "text": text,
+                                "offsetMs": segment.offset_ms,
+                                "at": now,
+                                "corrected": corrected,
+                            })
+                            .to_string(),
+                        }));
+                    };
                 for segment in &update.segments {
                     let text = truncate(&segment.text, SEGMENT_MAX_CHARS);
                     let dedupe =
@@ -1133,7 +1136,7 @@ pub async fn ingest(
                                 ))
                                 .execute(conn)
                                 .await?;
-                                publish(*existing, segment, &text);
+                                publish(*existing, segment, &text, true);
                             }
                             continue;
                         }
@@ -1164,7 +1167,7 @@ pub async fn ingest(
                     if inserted == 1 {
                         seq += 1;
                         new_segments += 1;
-                        publish(seq, segment, &text);
+                        publish(seq, segment, &text, false);
                     }
                 }
             }

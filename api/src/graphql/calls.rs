@@ -95,6 +95,9 @@ pub(crate) struct SegmentNode {
     offset_ms: Option<i64>,
     /// Received.
     at: DateTime<Utc>,
+    /// True when a live transcript sends an earlier `seq` again: the provider corrected what
+    /// was said (Retell refines a turn while it is spoken). Replace the line with this seq.
+    corrected: bool,
 }
 
 /// Whether `event` (with its parsed `payload`) is the end of its call.
@@ -119,12 +122,18 @@ impl SegmentNode {
             text: payload["text"].as_str().unwrap_or_default().to_owned(),
             offset_ms: payload["offsetMs"].as_i64(),
             at: event.created_at,
+            corrected: payload["corrected"].as_bool().unwrap_or(false),
         })
     }
 
     /// Its place in the transcript.
     pub(crate) fn position(&self) -> i32 {
         self.seq
+    }
+
+    /// Whether it re-sends an earlier seq with corrected text.
+    pub(crate) fn is_correction(&self) -> bool {
+        self.corrected
     }
 
     fn of(call: CallId, segment: StoredSegment) -> Self {
@@ -135,6 +144,7 @@ impl SegmentNode {
             text: segment.text,
             offset_ms: segment.offset_ms,
             at: segment.created_at,
+            corrected: false,
         }
     }
 }
@@ -799,7 +809,7 @@ impl CallSubscription {
                 async move { open }
             })
             .filter_map(move |(event, payload)| async move {
-                SegmentNode::live(id, &event, &payload).filter(|s| s.seq > last)
+                SegmentNode::live(id, &event, &payload).filter(|s| s.seq > last || s.corrected)
             });
         let live = if ended {
             live.take(0).boxed()

@@ -379,7 +379,15 @@ impl Feed {
             return;
         };
         let seq = segment.position();
-        self.seen.push(segment.clone());
+        let corrected = segment.is_correction();
+        match self
+            .seen
+            .iter_mut()
+            .find(|s| corrected && s.position() == seq)
+        {
+            Some(earlier) => *earlier = segment.clone(),
+            None => self.seen.push(segment.clone()),
+        }
         let (received, mut rendering, mut sent) =
             (std::time::Instant::now(), Duration::ZERO, 0_usize);
         for group in self.groups.values_mut() {
@@ -393,10 +401,11 @@ impl Feed {
             let mut frames: Vec<(WebSocketProtocols, Arc<str>, Utf8Bytes)> = Vec::new();
             let mut targets = Vec::with_capacity(group.subscribers.len());
             for (token, subscriber) in &mut group.subscribers {
-                if subscriber.last >= seq {
+                // A correction goes to everyone; anything else once per subscriber.
+                if subscriber.last >= seq && !corrected {
                     continue;
                 }
-                subscriber.last = seq;
+                subscriber.last = subscriber.last.max(seq);
                 let frame = match frames
                     .iter()
                     .find(|(p, id, _)| *p == subscriber.protocol && *id == subscriber.id)

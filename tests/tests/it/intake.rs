@@ -431,12 +431,14 @@ async fn deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_
     let (status, body) = deliver(&app, "/webhooks/leads", "away-0", NEW, 0, &lead(0)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
-    // No new connections, and the open ones ended (waiting until each backend has exited:
-    // without the timeout, pg_terminate_backend returns once the signal is sent).
+    // No new connections (committed on its own first: in one implicit transaction with the
+    // terminations, the pool could reconnect before it took effect), then the open ones
+    // ended, waiting until each backend has exited.
+    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")
+        .await;
     app.postgres_admin(
-        "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
-         WHERE datname = '{db}' AND pid <> pg_backend_pid();",
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid()",
     )
     .await;
     let away = futures_util::future::join_all((1..=5).map(|i| {

@@ -2475,7 +2475,7 @@ async fn a_webhook_into_one_replica_reaches_subscribers_on_another(backend: Test
     send(
         &mut socket,
         json!({ "id": "t", "type": "subscribe", "payload": {
-            "query": "subscription($id: ID!) { callTranscript(callId: $id) { seq role text } }",
+            "query": "subscription($id: ID!) { callTranscript(callId: $id) { seq role text corrected } }",
             "variables": { "id": id } } }),
     )
     .await;
@@ -2526,13 +2526,39 @@ async fn a_webhook_into_one_replica_reaches_subscribers_on_another(backend: Test
         let message = receive(&mut socket).await;
         assert_eq!(message["type"], "next", "{message}");
         assert_eq!(message["payload"]["data"]["callTranscript"]["seq"], seq);
+        assert_eq!(
+            message["payload"]["data"]["callTranscript"]["corrected"],
+            false
+        );
     }
+    // Retell refines the customer's turn while it is spoken: seq 2 comes again, corrected.
+    let grown = "Hallo, worum geht es? Ich habe wenig Zeit.";
     let (status, answer) = retell_event(
         &app,
-        "call_ended",
-        retell_call(&id, retell_ended_fields(t0)),
+        "transcript_updated",
+        retell_call(
+            &id,
+            json!({
+                "call_status": "ongoing",
+                "transcript_object": [
+                    utterance("agent", "Guten Tag, hier ist Anna.", 0.4),
+                    utterance("user", grown, 3.25),
+                ],
+            }),
+        ),
     )
     .await;
+    assert_eq!(status, 200, "{answer}");
+    let message = receive(&mut socket).await;
+    let again = &message["payload"]["data"]["callTranscript"];
+    assert_eq!(
+        (&again["seq"], &again["text"], &again["corrected"]),
+        (&json!(2), &json!(grown), &json!(true)),
+        "{message}"
+    );
+    let mut ended = retell_ended_fields(t0);
+    ended["transcript_object"][1] = utterance("user", grown, 3.25);
+    let (status, answer) = retell_event(&app, "call_ended", retell_call(&id, ended)).await;
     assert_eq!(status, 200, "{answer}");
     let mut rest = Vec::new();
     loop {
