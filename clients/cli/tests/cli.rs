@@ -276,6 +276,75 @@ async fn import_lead_uploads_follows_and_reports(backend: TestBackend) {
     assert_eq!(missing.status.code(), Some(1));
 }
 
+/// A TCP proxy in front of the app that can cut its WebSocket connections (a flaky network).
+struct Proxy {
+    url: String,
+    sockets: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(app: &TestApp) -> Self {
+        let target = app.url.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let sockets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (held, count) = (sockets.clone(), opened.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let mut head = [0u8; 32];
+                let n = client.peek(&mut head).await.unwrap_or(0);
+                let websocket = head[..n].starts_with(b"GET /graphql/ws");
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                if websocket {
+                    held.lock().expect("the list").push(task.abort_handle());
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        Self {
+            url,
+            sockets,
+            opened,
+        }
+    }
+
+    /// WebSocket connections opened so far.
+    fn websockets(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Drops every WebSocket connection open now.
+    fn cut(&self) {
+        for socket in self.sockets.lock().expect("the list").drain(..) {
+            socket.abort();
+        }
+    }
+}
+
+/// The segments of the customer's (one) call.
+async fn segments_of(app: &TestApp, customer: &str) -> Vec<serde_json::Value> {
+    app.graphql_ok(
+        "query($c: ID) { calls(filter: {customerId: $c}) { nodes { segments { seq text } } } }",
+        serde_json::json!({ "c": customer }),
+    )
+    .await["calls"]["nodes"][0]["segments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `crm voice-call --agent en --follow` prints the transcript live; the connection breaks in
+/// the middle of the call and the CLI resumes after the last line it printed, so every line
+/// appears once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voice_call_follows_the_transcript_live() {
     let app = TestApp::spawn_with(TestBackend::Sqlite, |c| {
@@ -294,34 +363,52 @@ async fn voice_call_follows_the_transcript_live() {
         .create_customer(serde_json::json!({ "name": "Jürgen Müller", "phone": phone,
             "language": "de", "consentCall": true }))
         .await;
-    let (url, token) = (app.url.clone(), app.token.clone());
+    let proxy = Proxy::start(&app).await;
+    let (url, token, customer) = (proxy.url.clone(), app.token.clone(), id.clone());
     let follower = std::thread::spawn(move || {
         Command::new(env!("CARGO_BIN_EXE_crm"))
-            .args(["voice-call", &id, "--follow"])
+            .args(["voice-call", &customer, "--agent", "en", "--follow"])
             .env("CRM_URL", url)
             .env("CRM_TOKEN", token)
             .output()
             .expect("the crm binary runs")
     });
     // The simulator's events come due as the clock moves; the CLI prints them as they commit.
+    // Once two lines are out, the connection is cut.
+    let mut cut = false;
     while !follower.is_finished() {
         app.clock.advance(chrono::Duration::milliseconds(500));
         app.run_jobs().await;
+        if !cut && proxy.websockets() == 1 && segments_of(&app, &id).await.len() >= 2 {
+            // Give the CLI a moment to print what it was sent, then break the connection.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            proxy.cut();
+            cut = true;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let output = follower.join().expect("the follower thread");
     let text = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}\n{stderr}");
+    assert!(cut, "the connection was cut mid-call");
+    assert!(proxy.websockets() >= 2, "it reconnected: {stderr}");
+    assert!(stderr.contains("connection lost"), "{stderr}");
+    assert!(text.contains("queued: agent en (simulator)"), "{text}");
     assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        text.contains("   agent: Hello Jürgen Müller"),
+        "the English agent, line by line: {text}"
     );
-    assert!(text.contains("queued: agent de (simulator)"), "{text}");
-    assert!(
-        text.contains("   agent: Guten Tag Jürgen Müller"),
-        "the transcript, line by line: {text}"
-    );
-    assert!(text.contains("customer: "), "{text}");
+    let said = segments_of(&app, &id).await;
+    assert_eq!(said.len(), 6, "{said:?}");
+    for segment in &said {
+        let spoken = segment["text"].as_str().expect("a text");
+        assert_eq!(
+            text.matches(spoken).count(),
+            1,
+            "each line once, also across the reconnect: {spoken}\n{text}"
+        );
+    }
     assert!(text.contains("Ended: answered"), "{text}");
 }
 

@@ -19,7 +19,11 @@ const CALL: &str = "query Call($id: ID!, $after: Int) { call(id: $id) { id statu
      outcome reason durationSeconds summary segments(afterSeq: $after) { seq role text } } }";
 
 const TRANSCRIPT: &str = "subscription Transcript($id: ID!, $after: Int) { \
-     callTranscript(callId: $id, afterSeq: $after) { seq role text } }";
+     callTranscript(callId: $id, afterSeq: $after) { seq role text corrected } }";
+
+/// Reconnections of `--follow` after the connection broke, each resuming after the last seq
+/// printed, before it gives up.
+const RECONNECTS: u32 = 5;
 
 /// Flags of `crm voice-call`.
 #[derive(Debug, Args)]
@@ -36,10 +40,23 @@ pub(crate) struct VoiceCallArgs {
 
 fn line(segment: &Value) -> String {
     let role = segment["role"].as_str().unwrap_or("?").to_lowercase();
+    let corrected = if segment["corrected"] == true {
+        "  (corrected)"
+    } else {
+        ""
+    };
     format!(
-        "{role:>8}: {}",
+        "{role:>8}: {}{corrected}",
         segment["text"].as_str().unwrap_or_default()
     )
+}
+
+/// How a followed subscription stopped.
+enum Stopped {
+    /// The server completed it: the call ended.
+    Completed,
+    /// The connection broke (or the server closed it) before that.
+    Broken(anyhow::Error),
 }
 
 impl VoiceCallArgs {
@@ -98,8 +115,39 @@ impl VoiceCallArgs {
         Ok(())
     }
 
-    /// Follows over the `callTranscript` subscription until the server completes it.
+    /// Follows over the `callTranscript` subscription until the server completes it; a broken
+    /// connection is opened again and the subscription resumed after the last seq printed.
     async fn follow_live(&self, ctx: &Context, url: &str, id: &str) -> anyhow::Result<()> {
+        let mut last = 0i64;
+        let mut broken = 0;
+        loop {
+            let printed = last;
+            match self.subscribe_once(ctx, url, id, &mut last).await? {
+                Stopped::Completed => return Ok(()),
+                Stopped::Broken(error) => {
+                    // A connection that delivered something starts the count afresh.
+                    broken = if last > printed { 1 } else { broken + 1 };
+                    if broken > RECONNECTS {
+                        return Err(error.context(format!(
+                            "the transcript connection broke {RECONNECTS} times in a row"
+                        )));
+                    }
+                    eprintln!("(connection lost: {error:#}; resuming after line {last})");
+                    tokio::time::sleep(Duration::from_millis(250 * u64::from(broken))).await;
+                }
+            }
+        }
+    }
+
+    /// One connection's subscription, after `last` (updated as segments arrive). Errors the
+    /// server reports end the command; a broken connection is [`Stopped::Broken`].
+    async fn subscribe_once(
+        &self,
+        ctx: &Context,
+        url: &str,
+        id: &str,
+        last: &mut i64,
+    ) -> anyhow::Result<Stopped> {
         let mut request = url
             .into_client_request()
             .context("invalid subscription URL")?;
@@ -107,48 +155,69 @@ impl VoiceCallArgs {
             "sec-websocket-protocol",
             "graphql-transport-ws".parse().context("header")?,
         );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("cannot open {url}"))?;
+        let mut socket = match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                return Ok(Stopped::Broken(
+                    anyhow::Error::new(error).context(format!("cannot open {url}")),
+                ));
+            }
+        };
         let init = json!({ "type": "connection_init", "payload": {
             "Authorization": ctx.client.token().map(|t| format!("Bearer {t}")) } });
-        socket.send(Message::text(init.to_string())).await?;
+        if let Err(error) = socket.send(Message::text(init.to_string())).await {
+            return Ok(Stopped::Broken(error.into()));
+        }
+        let after = (*last > 0).then_some(*last);
         let subscribe = json!({ "id": "1", "type": "subscribe", "payload": {
-            "query": TRANSCRIPT, "variables": { "id": id } } });
+            "query": TRANSCRIPT, "variables": { "id": id, "after": after } } });
         let mut subscribed = false;
         while let Some(message) = socket.next().await {
-            let text = match message? {
-                Message::Text(text) => text,
-                Message::Close(frame) => bail!(
-                    "the server closed the subscription{}",
-                    frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
-                ),
-                _ => continue,
+            let text = match message {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(frame)) => {
+                    return Ok(Stopped::Broken(anyhow::anyhow!(
+                        "the server closed the subscription{}",
+                        frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
+                    )));
+                }
+                Ok(_) => continue,
+                Err(error) => return Ok(Stopped::Broken(error.into())),
             };
             let message: Value = serde_json::from_str(&text)?;
-            match message["type"].as_str() {
+            let sent = match message["type"].as_str() {
                 Some("connection_ack") if !subscribed => {
-                    socket.send(Message::text(subscribe.to_string())).await?;
                     subscribed = true;
+                    socket.send(Message::text(subscribe.to_string())).await
                 }
                 Some("ping") => {
                     socket
                         .send(Message::text(json!({ "type": "pong" }).to_string()))
-                        .await?;
+                        .await
                 }
                 Some("next") => {
                     if let Some(errors) = message["payload"]["errors"].as_array() {
                         bail!("the subscription failed: {}", Value::Array(errors.clone()));
                     }
-                    print(&line(&message["payload"]["data"]["callTranscript"]))?;
+                    let segment = &message["payload"]["data"]["callTranscript"];
+                    print(&line(segment))?;
+                    *last = (*last).max(segment["seq"].as_i64().unwrap_or(0));
+                    Ok(())
                 }
                 Some("error") => bail!("the subscription failed: {}", message["payload"]),
-                Some("complete") => break,
-                _ => {}
+                Some("complete") => {
+                    let _ = socket.close(None).await;
+                    return Ok(Stopped::Completed);
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = sent {
+                return Ok(Stopped::Broken(error.into()));
             }
         }
-        let _ = socket.close(None).await;
-        Ok(())
+        Ok(Stopped::Broken(anyhow::anyhow!(
+            "the connection ended without completing the subscription"
+        )))
     }
 
     /// Follows by asking for new segments every half second (TLS servers).
