@@ -184,6 +184,37 @@ impl ApiClient {
         }
     }
 
+    /// Posts `body` to `url`, an address the provider handed out for one call (Vapi's
+    /// `monitor.controlUrl`), without our credential: the address itself is the capability,
+    /// and it need not be on the API's host. Safe to repeat (it asks for an end that happens
+    /// once), so retried on `Unavailable`.
+    pub(crate) async fn post_to(&self, url: &str, body: &Value) -> Result<Answer, ProviderError> {
+        let parsed = reqwest::Url::parse(url).map_err(|error| {
+            ProviderError::Malformed(format!("the provider's address `{url}`: {error}"))
+        })?;
+        if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
+            return Err(ProviderError::Malformed(format!(
+                "the provider's address `{url}` is not an http(s) URL"
+            )));
+        }
+        let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self
+                .request_once(Method::POST, url, false, Some(body), Idempotency::Safe)
+                .await
+            {
+                Err(ProviderError::Unavailable(message)) if attempt <= SAFE_RETRIES => {
+                    tracing::warn!(provider = %self.kind, attempt, error = %message, "Retrying a call control request");
+                    Delay::new(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     async fn send_once(
         &self,
         method: Method,
@@ -192,11 +223,28 @@ impl ApiClient {
         idempotency: Idempotency,
     ) -> Result<Answer, ProviderError> {
         let url = format!("{}{path}", self.base_url);
+        self.request_once(method, &url, true, body, idempotency)
+            .await
+    }
+
+    async fn request_once(
+        &self,
+        method: Method,
+        url: &str,
+        authorized: bool,
+        body: Option<&Value>,
+        idempotency: Idempotency,
+    ) -> Result<Answer, ProviderError> {
+        let path = url
+            .strip_prefix(self.base_url.as_str())
+            .unwrap_or("(a call's own address)");
         let mut request = self
             .http
             .request(method.clone(), url)
-            .header(self.auth_name.clone(), self.auth_value.clone())
             .header(reqwest::header::ACCEPT, "application/json");
+        if authorized {
+            request = request.header(self.auth_name.clone(), self.auth_value.clone());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

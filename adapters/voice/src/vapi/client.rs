@@ -1,5 +1,5 @@
 //! Vapi's HTTP API (PROVIDERS.md §1.2–1.4): `POST /call`, `GET /call/{id}`,
-//! `DELETE /call/{id}`.
+//! `DELETE /call/{id}`, and a live call's `monitor.controlUrl` to end it.
 
 use super::webhook::{final_update, our_call_id, status};
 use crate::http::{
@@ -80,6 +80,8 @@ pub(super) fn create_body(
         overrides.insert("server".into(), json!({ "url": url }));
     }
     overrides.insert("serverMessages".into(), json!(SERVER_MESSAGES));
+    // A control URL per call (`monitor.controlUrl`), so that a call can be ended from here.
+    overrides.insert("monitorPlan".into(), json!({ "controlEnabled": true }));
 
     Ok(json!({
         "assistantId": assistant_id,
@@ -146,4 +148,34 @@ pub(super) async fn delete_call(
 ) -> Result<CallDeletion, ProviderError> {
     let path = format!("/call/{}", path_segment(provider_call_id)?);
     api.delete(&path).await
+}
+
+/// Ends a live call: reads it (`GET /call/{id}`) for its `monitor.controlUrl` and posts
+/// `{"type": "end-call"}` there (Vapi's live call control; the URL exists because every call
+/// is placed with `monitorPlan.controlEnabled`). A call already over needs nothing; one
+/// without a control URL (placed before, or not yet connected) cannot be ended from here.
+pub(super) async fn stop_call(
+    api: &ApiClient,
+    provider_call_id: &str,
+) -> Result<(), ProviderError> {
+    let path = format!("/call/{}", path_segment(provider_call_id)?);
+    let answer = api
+        .send(Method::GET, &path, None, Idempotency::Safe)
+        .await?;
+    let json = json_response(&answer.body)?;
+    if str_at(&json, &["status"]).as_deref() == Some("ended") {
+        return Ok(());
+    }
+    let Some(control_url) = str_at(&json, &["monitor", "controlUrl"]) else {
+        return Err(ProviderError::Rejected {
+            status: 409,
+            message: "the call has no monitor.controlUrl (placed without \
+                      monitorPlan.controlEnabled, or not connected yet); it ends by the \
+                      assistant's end-call rules or maxDurationSeconds"
+                .into(),
+        });
+    };
+    api.post_to(&control_url, &json!({ "type": "end-call" }))
+        .await
+        .map(drop)
 }

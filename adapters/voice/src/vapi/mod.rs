@@ -7,10 +7,12 @@
 //!   crm_customer_id}, firstMessage, server.url}`.
 //! - Read: `GET /call/{id}`, mapped like an end-of-call report. Vapi has no duration field:
 //!   it is derived from `endedAt − startedAt`. Cost is in USD already.
-//! - Stop: PROVIDERS.md documents no endpoint that ends a live call (`DELETE /call/{id}`
-//!   deletes the call's data, `PATCH` only renames), so [`VoiceProvider::stop_call`] answers
-//!   `Rejected { status: 405 }` without a request. Calls end by the assistant's end-call
-//!   rules or `maxDurationSeconds`.
+//! - Stop: the REST API has no endpoint that ends a live call (`DELETE /call/{id}` deletes
+//!   the call's data, `PATCH` only renames); Vapi's live call control does. Every call is
+//!   placed with `monitorPlan.controlEnabled`, and [`VoiceProvider::stop_call`] reads the call
+//!   for its `monitor.controlUrl` and posts `{"type": "end-call"}` there (without our key:
+//!   the URL is the capability). A call already ended needs nothing; one without a control
+//!   URL is `Rejected { status: 409 }`.
 //! - Delete (erasure): `DELETE /call/{id}` removes the call's data; 2xx → deleted, 404 → not
 //!   found (nothing left), retried like a read. Vapi's status `deletion-failed` and its
 //!   `call.delete.failed` server message suggest the deletion may finish asynchronously; a 2xx
@@ -85,18 +87,9 @@ impl VoiceProvider for Vapi {
         client::get_call(&self.api, provider_call_id).await
     }
 
+    #[tracing::instrument(skip(self), fields(provider = "vapi"), err)]
     async fn stop_call(&self, provider_call_id: &str) -> Result<(), ProviderError> {
-        tracing::warn!(
-            provider = "vapi",
-            provider_call_id,
-            "Vapi has no documented endpoint to end a call"
-        );
-        Err(ProviderError::Rejected {
-            status: 405,
-            message: "Vapi has no documented endpoint to end a live call; it ends by the \
-                      assistant's end-call rules or maxDurationSeconds (request not sent)"
-                .into(),
-        })
+        client::stop_call(&self.api, provider_call_id).await
     }
 
     #[tracing::instrument(skip(self), fields(provider = "vapi"), err)]

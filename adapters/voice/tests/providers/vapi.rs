@@ -130,6 +130,7 @@ async fn start_call_posts_the_documented_body_with_bearer_auth() {
                     "user-interrupted", "assistant.started",
                     "transcript[transcriptType=\"final\"]",
                 ],
+                "monitorPlan": {"controlEnabled": true},
             },
         })
     );
@@ -339,14 +340,87 @@ async fn get_call_retries_server_errors_then_reports_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stop_call_is_refused_without_a_request() {
-    let fake = Fake::start(vec![Reply::json(200, json!({}))]).await;
-    let error = vapi(&fake.base_url).stop_call("c-1").await.unwrap_err();
+async fn stop_call_posts_end_call_to_the_calls_control_url_without_the_key() {
+    // Vapi's control URL lives on another host than the API.
+    let control = Fake::start(vec![Reply::json(200, json!({}))]).await;
+    let control_url = format!(
+        "{}/9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10/control",
+        control.base_url
+    );
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10", "orgId": "org-1",
+               "status": "in-progress", "monitor": {"controlUrl": control_url}}),
+    )])
+    .await;
+
+    vapi(&api.base_url)
+        .stop_call("9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10")
+        .await
+        .unwrap();
+
+    let read = api.only_request();
+    assert_eq!(read.method, "GET");
+    assert_eq!(read.path, "/call/9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10");
+    assert_eq!(
+        read.header("authorization"),
+        Some("Bearer vapi-private-key")
+    );
+    let end = control.only_request();
+    assert_eq!(end.method, "POST");
+    assert_eq!(end.path, "/9f1c1c2e-0b7a-4a36-9a55-2b1f1b2f5e10/control");
+    assert_eq!(end.json(), json!({"type": "end-call"}));
+    assert_eq!(
+        end.header("authorization"),
+        None,
+        "the key stays with the API"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_call_of_an_ended_call_or_one_without_control_posts_nothing() {
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "c-1", "status": "ended"}),
+    )])
+    .await;
+    vapi(&api.base_url).stop_call("c-1").await.unwrap();
+    assert_eq!(api.requests().len(), 1);
+
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "c-1", "status": "queued"}),
+    )])
+    .await;
+    let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
     assert!(
-        matches!(error, ProviderError::Rejected { status: 405, .. }),
+        matches!(&error, ProviderError::Rejected { status: 409, message } if message.contains("controlUrl")),
         "{error:?}"
     );
-    assert!(fake.requests().is_empty());
+    assert_eq!(api.requests().len(), 1);
+
+    // A control URL that is no URL is the provider's malformed answer, not a request.
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "c-1", "status": "in-progress", "monitor": {"controlUrl": "file:///etc/passwd"}}),
+    )])
+    .await;
+    let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Malformed(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_call_retries_an_unavailable_control_url_then_gives_up() {
+    let control = Fake::start(vec![Reply::json(503, json!({"message": "busy"}))]).await;
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "c-1", "status": "in-progress",
+               "monitor": {"controlUrl": format!("{}/c-1/control", control.base_url)}}),
+    )])
+    .await;
+    let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert!(control.requests().len() > 1, "ending is safe to repeat");
 }
 
 #[tokio::test(flavor = "multi_thread")]
