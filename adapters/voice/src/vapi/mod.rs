@@ -27,7 +27,7 @@ mod config;
 mod tests;
 mod webhook;
 
-pub use config::{Config, DEFAULT_BASE_URL, WebhookAuth};
+pub use config::{Config, DEFAULT_BASE_URL, HmacAlgorithm, SignatureEncoding, WebhookAuth};
 
 use crate::{ConfigError, http::ApiClient};
 use crm_domain::{
@@ -64,6 +64,20 @@ impl Vapi {
             "authorization",
             &format!("Bearer {}", key.expose_secret().trim()),
         )?;
+        if config.webhook_auth == WebhookAuth::Hmac {
+            config
+                .payload_pieces()
+                .map_err(|problem| ConfigError::new(kind, problem))?;
+            if config.hmac_secret_is_base64
+                && let Some(secret) = &config.webhook_secret
+                && webhook::base64_key(secret.expose_secret()).is_none()
+            {
+                return Err(ConfigError::new(
+                    kind,
+                    "hmac_secret_is_base64 is set, but webhook_secret is not base64",
+                ));
+            }
+        }
         Ok(Self {
             config: config.clone(),
             api,

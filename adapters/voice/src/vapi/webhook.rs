@@ -5,17 +5,18 @@
 //! `status-update`, `transcript` (final only) and `end-of-call-report`; every other type is
 //! accepted and ignored.
 
-use super::config::{Config, WebhookAuth};
+use super::config::{Config, HmacAlgorithm, Piece, SignatureEncoding, WebhookAuth};
 use crate::http::{
     MAX_SEGMENT_CHARS, MAX_TRANSCRIPT_CHARS, at, call_id_at, check_tolerance, f64_at, fingerprint,
     hex_decode, json_webhook, parse_unix_timestamp, secrets_equal, secs_between, secs_to_ms,
-    str_at, time_at, truncate_chars, verify_hmac,
+    str_at, time_at, truncate_chars,
 };
 use base64::Engine as _;
 use crm_domain::{
     CallId, CallStatus, CallUpdate, Disposition, Segment, SpeakerRole, WebhookError,
     WebhookRequest, voice::normalize_outcome,
 };
+use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
@@ -62,46 +63,124 @@ fn verify_bearer(
     }
 }
 
-/// Vapi's HMAC credential with its defaults: HMAC-SHA256 over `{timestamp}.{body}`, hex
-/// (base64 accepted too), optional `sha256=` prefix.
+/// The key of a base64 secret (`secretIsBase64`), standard or URL-safe alphabet.
+pub(super) fn base64_key(secret: &str) -> Option<Vec<u8>> {
+    let secret = secret.trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(secret)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(secret))
+        .ok()
+}
+
+/// Vapi's HMAC credential as configured (`hmac_*`; by default HMAC-SHA256 over
+/// `{timestamp}.{body}`, hex): the signature, after its prefix, must be the MAC of the payload
+/// format filled from this delivery, and the timestamp (when included) inside the window.
 fn verify_hmac_signature(
     config: &Config,
     secret: &[u8],
     request: &WebhookRequest<'_>,
 ) -> Result<(), WebhookError> {
+    let pieces = config
+        .payload_pieces()
+        .map_err(WebhookError::Unauthenticated)?;
     let signature_header = config.hmac_signature_header.trim();
-    let timestamp_header = config.hmac_timestamp_header.trim();
     let signature = request
         .header(signature_header)
         .ok_or_else(|| WebhookError::Unauthenticated(format!("no `{signature_header}` header")))?
         .trim();
-    let timestamp = request
-        .header(timestamp_header)
-        .ok_or_else(|| WebhookError::Unauthenticated(format!("no `{timestamp_header}` header")))?
-        .trim();
-    let signed_at = parse_unix_timestamp(timestamp).ok_or_else(|| {
-        WebhookError::Unauthenticated(format!("`{timestamp_header}` is not a unix timestamp"))
-    })?;
-    let signature = match signature.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("sha256=") => signature.get(7..).unwrap_or(""),
-        _ => signature,
+    let timestamp = if config.hmac_include_timestamp {
+        let timestamp_header = config.hmac_timestamp_header.trim();
+        let timestamp = request
+            .header(timestamp_header)
+            .ok_or_else(|| {
+                WebhookError::Unauthenticated(format!("no `{timestamp_header}` header"))
+            })?
+            .trim();
+        let signed_at = parse_unix_timestamp(timestamp).ok_or_else(|| {
+            WebhookError::Unauthenticated(format!("`{timestamp_header}` is not a unix timestamp"))
+        })?;
+        Some((timestamp, signed_at))
+    } else {
+        None
     };
-    let signature = hex_decode(signature)
-        .or_else(|| {
-            base64::engine::general_purpose::STANDARD
-                .decode(signature)
-                .ok()
+    let prefix = config.hmac_signature_prefix.trim();
+    let algorithm_prefix = format!("{}=", config.hmac_algorithm.as_str());
+    let signature = [prefix, algorithm_prefix.as_str()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .find_map(|p| {
+            signature
+                .get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .and_then(|_| signature.get(p.len()..))
         })
-        .ok_or_else(|| WebhookError::Unauthenticated("the signature is not hex".into()))?;
-    if !verify_hmac(
-        secret,
-        &[timestamp.as_bytes(), b".", request.body],
-        &signature,
-    ) {
+        .unwrap_or(signature);
+    let base64 = || {
+        base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            .ok()
+    };
+    let signature = match config.hmac_signature_encoding {
+        SignatureEncoding::Hex => hex_decode(signature).or_else(base64),
+        SignatureEncoding::Base64 => base64().or_else(|| hex_decode(signature)),
+    }
+    .ok_or_else(|| WebhookError::Unauthenticated("the signature is not hex or base64".into()))?;
+    let key = if config.hmac_secret_is_base64 {
+        base64_key(&String::from_utf8_lossy(secret)).ok_or_else(|| {
+            WebhookError::Unauthenticated("the webhook secret is not base64".into())
+        })?
+    } else {
+        secret.to_vec()
+    };
+    let mut message = Vec::with_capacity(request.body.len() + 64);
+    for piece in &pieces {
+        match piece {
+            Piece::Text(text) => message.extend_from_slice(text.as_bytes()),
+            Piece::Body => message.extend_from_slice(request.body),
+            Piece::Timestamp => {
+                message.extend_from_slice(timestamp.map_or("", |(raw, _)| raw).as_bytes());
+            }
+            Piece::Method => message.extend_from_slice(b"POST"),
+            Piece::Url => {
+                message.extend_from_slice(config.server_url.as_deref().unwrap_or("").as_bytes());
+            }
+            Piece::MessageId => {
+                let header = config.hmac_message_id_header.trim();
+                let id = request.header(header).ok_or_else(|| {
+                    WebhookError::Unauthenticated(format!("no `{header}` header"))
+                })?;
+                message.extend_from_slice(id.trim().as_bytes());
+            }
+        }
+    }
+    let valid = match config.hmac_algorithm {
+        HmacAlgorithm::Sha256 => mac_matches::<Hmac<sha2::Sha256>>(&key, &message, &signature),
+        HmacAlgorithm::Sha512 => mac_matches::<Hmac<sha2::Sha512>>(&key, &message, &signature),
+        HmacAlgorithm::Sha1 => mac_matches::<Hmac<sha1::Sha1>>(&key, &message, &signature),
+    };
+    if !valid {
         return Err(WebhookError::Unauthenticated("wrong signature".into()));
     }
     // Checked after the MAC, so a forged timestamp learns nothing.
-    check_tolerance(signed_at, request.received_at, config.tolerance_secs)
+    match timestamp {
+        Some((_, signed_at)) => {
+            check_tolerance(signed_at, request.received_at, config.tolerance_secs)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Whether `signature` is the MAC of `message` under `key` (compared in constant time).
+fn mac_matches<M: Mac + hmac::digest::KeyInit>(
+    key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(message);
+    mac.verify_slice(signature).is_ok()
 }
 
 /// Parses a verified delivery.

@@ -636,6 +636,157 @@ fn hmac_credentials_sign_timestamp_and_raw_body() {
     );
 }
 
+/// A Vapi adapter with an HMAC credential configured by `configure`.
+fn hmac_vapi(configure: impl FnOnce(&mut Config)) -> Result<Vapi, crm_voice::ConfigError> {
+    install_crypto();
+    let mut config = Config {
+        api_key: Some("vapi-private-key".into()),
+        webhook_auth: WebhookAuth::Hmac,
+        webhook_secret: Some("s3cret-token".into()),
+        ..Config::default()
+    };
+    configure(&mut config);
+    Vapi::new(&config)
+}
+
+fn mac<M: hmac::Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = match <M as hmac::digest::KeyInit>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(error) => panic!("hmac key: {error}"),
+    };
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn hmac_credentials_with_other_algorithms_formats_and_encodings_verify() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let body = br#"{"message":{"type":"status-update","call":{"id":"c-1"}}}"#;
+    let now = time("2026-05-04T10:00:00Z");
+    let ts = now.timestamp().to_string();
+    let signed = [ts.as_bytes(), b".", body].concat();
+
+    // SHA-512, base64, with the credential's own prefix.
+    let vapi = hmac_vapi(|c| {
+        c.hmac_algorithm = crm_voice::vapi::HmacAlgorithm::Sha512;
+        c.hmac_signature_encoding = crm_voice::vapi::SignatureEncoding::Base64;
+        c.hmac_signature_prefix = "v1=".into();
+    })
+    .unwrap();
+    let signature = format!(
+        "v1={}",
+        b64(&mac::<hmac::Hmac<sha2::Sha512>>(b"s3cret-token", &signed))
+    );
+    let valid = headers(&[("x-signature", &signature), ("x-timestamp", &ts)]);
+    assert_eq!(vapi.verify_webhook(&delivery(&valid, body, now)), Ok(()));
+    // The SHA-256 of the same payload is not a SHA-512 signature.
+    let sha256 = format!(
+        "v1={}",
+        b64(&mac::<hmac::Hmac<sha2::Sha256>>(b"s3cret-token", &signed))
+    );
+    let wrong = headers(&[("x-signature", &sha256), ("x-timestamp", &ts)]);
+    assert!(vapi.verify_webhook(&delivery(&wrong, body, now)).is_err());
+
+    // SHA-1 over the body alone, no timestamp at all (no replay window either).
+    let vapi = hmac_vapi(|c| {
+        c.hmac_algorithm = crm_voice::vapi::HmacAlgorithm::Sha1;
+        c.hmac_include_timestamp = false;
+        c.hmac_payload_format = "{body}".into();
+        c.hmac_signature_header = "x-vapi-signature".into();
+    })
+    .unwrap();
+    let signature = crm_domain::hex::encode(&mac::<hmac::Hmac<sha1::Sha1>>(b"s3cret-token", body));
+    let valid = headers(&[("x-vapi-signature", &signature)]);
+    assert_eq!(
+        vapi.verify_webhook(&delivery(&valid, body, now + Duration::days(30))),
+        Ok(())
+    );
+    let tampered = br#"{"message":{"type":"status-update","call":{"id":"c-2"}}}"#;
+    assert!(
+        vapi.verify_webhook(&delivery(&valid, tampered, now))
+            .is_err()
+    );
+
+    // Svix style: `{svix-id}.{timestamp}.{body}` under a base64 secret, with method and URL.
+    let key = b"a key of random bytes \x00\x01\xff";
+    let vapi = hmac_vapi(|c| {
+        c.webhook_secret = Some(b64(key).into());
+        c.hmac_secret_is_base64 = true;
+        c.hmac_payload_format = "{method} {url}\n{svix-id}.{timestamp}.{body}".into();
+        c.hmac_timestamp_header = "svix-timestamp".into();
+        c.hmac_signature_header = "svix-signature".into();
+        c.server_url = Some("https://crm.example.com/webhooks/voice/vapi".into());
+    })
+    .unwrap();
+    let payload = [
+        b"POST https://crm.example.com/webhooks/voice/vapi\nmsg_2Lh9".as_slice(),
+        b".",
+        ts.as_bytes(),
+        b".",
+        body,
+    ]
+    .concat();
+    let signature = crm_domain::hex::encode(&mac::<hmac::Hmac<sha2::Sha256>>(key, &payload));
+    let valid = headers(&[
+        ("svix-signature", &signature),
+        ("svix-timestamp", &ts),
+        ("svix-id", "msg_2Lh9"),
+    ]);
+    assert_eq!(vapi.verify_webhook(&delivery(&valid, body, now)), Ok(()));
+    let other_id = headers(&[
+        ("svix-signature", &signature),
+        ("svix-timestamp", &ts),
+        ("svix-id", "msg_other"),
+    ]);
+    assert!(
+        vapi.verify_webhook(&delivery(&other_id, body, now))
+            .is_err()
+    );
+    let no_id = headers(&[("svix-signature", &signature), ("svix-timestamp", &ts)]);
+    assert!(vapi.verify_webhook(&delivery(&no_id, body, now)).is_err());
+    assert!(
+        vapi.verify_webhook(&delivery(&valid, body, now + Duration::seconds(301)))
+            .is_err(),
+        "the window still applies"
+    );
+}
+
+#[test]
+fn unusable_hmac_settings_are_refused_at_start() {
+    for (setting, configure) in [
+        (
+            "{nonce}",
+            Box::new(|c: &mut Config| c.hmac_payload_format = "{nonce}.{body}".into())
+                as Box<dyn FnOnce(&mut Config)>,
+        ),
+        (
+            "hmac_include_timestamp",
+            Box::new(|c: &mut Config| c.hmac_include_timestamp = false),
+        ),
+        (
+            "server_url",
+            Box::new(|c: &mut Config| c.hmac_payload_format = "{url}{body}".into()),
+        ),
+        (
+            "{body}",
+            Box::new(|c: &mut Config| c.hmac_payload_format = "{timestamp}".into()),
+        ),
+        (
+            "not base64",
+            Box::new(|c: &mut Config| {
+                c.hmac_secret_is_base64 = true;
+                c.webhook_secret = Some("s3cret token!".into());
+            }),
+        ),
+    ] {
+        let Err(error) = hmac_vapi(configure) else {
+            panic!("{setting}: accepted");
+        };
+        assert!(error.to_string().contains(setting), "{setting}: {error}");
+    }
+}
+
 fn parse(body: &Value) -> Result<Vec<crm_domain::CallUpdate>, WebhookError> {
     webhook_vapi(WebhookAuth::Bearer, "authorization").parse_webhook(body.to_string().as_bytes())
 }
