@@ -1498,7 +1498,9 @@ async fn progress_is_visible_while_an_import_runs(backend: TestBackend) {
 }
 
 /// A file that turns out broken partway (a JSON array cut off, a CSV quote never closed) keeps
-/// the rows read before the break, and the import says it failed, where, and what it kept.
+/// the rows read before the break, and the import says it failed, where, and what it kept. An
+/// empty file fails with its reason; a row too wide or with a quote left open is that row's
+/// issue.
 async fn a_file_that_breaks_midway_keeps_its_rows_and_says_where_it_broke(backend: TestBackend) {
     let app = app(backend).await;
     let import = |name: &'static str, content: String| {
@@ -1540,11 +1542,49 @@ async fn a_file_that_breaks_midway_keeps_its_rows_and_says_where_it_broke(backen
         "where it broke, and why: {error}"
     );
 
+    // An empty file fails with its reason; a row of 10,000 fields and a quote left open in
+    // a short file are that row's issues, and the rows around them are imported.
+    let report = import("empty.csv", String::new()).await;
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert!(
+        report["error"].as_str().unwrap().contains("empty"),
+        "{report:#}"
+    );
+    let wide = format!(
+        "Name,E-Mail\nLena Huber,lena@firma.at\n{}\nPetar Perić,petar@firma.rs\n",
+        vec!["x"; 10_000].join(",")
+    );
+    let report = import("wide.csv", wide).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(
+        (&report["created"], &report["invalid"]),
+        (&json!(2), &json!(1)),
+        "{report:#}"
+    );
+    assert_eq!(report["issues"][0]["row"], 2);
+    assert_eq!(report["issues"][0]["code"], "too_many_fields");
+    let open = format!(
+        "Name,E-Mail,Notiz\nMia Kovač,mia@firma.ba,\"offen\n{}",
+        "x,".repeat(6_000)
+    );
+    let report = import("open.csv", open).await;
+    assert_eq!(report["status"], "completed", "{report:#}");
+    assert_eq!(report["issues"][0]["code"], "field_too_long", "{report:#}");
+
     let mut names: Vec<String> = customers(&app)
         .await
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["Ana Hodžić", "Jürgen Müller", "Марко Марковић"]);
+    assert_eq!(
+        names,
+        [
+            "Ana Hodžić",
+            "Jürgen Müller",
+            "Lena Huber",
+            "Petar Perić",
+            "Марко Марковић"
+        ]
+    );
 }
