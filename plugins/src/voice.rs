@@ -217,7 +217,14 @@ impl Voice {
             self.settings
                 .agents
                 .iter()
-                .find(|(_, a)| a.spec.language.eq_ignore_ascii_case(&language))
+                // `sr` serves an `sr` lead, and so does `sr-RS` (a provider's locale).
+                .find(|(_, a)| {
+                    a.spec
+                        .language
+                        .split(['-', '_'])
+                        .next()
+                        .is_some_and(|primary| primary.eq_ignore_ascii_case(&language))
+                })
         });
         by_language
             .or_else(|| {

@@ -47,6 +47,7 @@ on_both_backends!(
     bland_webhooks_out_of_order_never_move_a_call_back,
     a_vapi_call_whose_report_never_arrives_is_reconciled_with_get_call,
     a_webhook_into_one_replica_reaches_subscribers_on_another,
+    an_agent_with_a_regional_locale_serves_its_language,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2585,4 +2586,40 @@ async fn a_webhook_into_one_replica_reaches_subscribers_on_another(backend: Test
     }
     assert_eq!(statuses, ["IN_PROGRESS", "ENDED"]);
     drop(replica);
+}
+
+/// An agent whose language is a provider's locale (`sr-RS`) serves the leads of its language
+/// (`sr`), and the locale goes to Retell as it is.
+async fn an_agent_with_a_regional_locale_serves_its_language(backend: TestBackend) {
+    let fake = FakeProvider::start(RETELL_CREATE, vec![(201, retell_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        retell_config(c, &fake.url);
+        c.voice.agents.insert(
+            "retell-sr".into(),
+            VoiceAgentConfig {
+                kind: "retell".into(),
+                language: "sr-RS".into(),
+                agent_id: "agent_retell_sr_0001".into(),
+                from_number: "+381115550000".into(),
+                first_message: "Добар дан, овде Ана.".into(),
+                ..VoiceAgentConfig::default()
+            },
+        );
+    })
+    .await;
+    let marko = app
+        .create_customer(
+            json!({ "name": "Марко Марковић", "phone": "+381 11 3334455",
+                                 "language": "sr", "consentCall": true }),
+        )
+        .await;
+    let call = app.graphql_ok(START, json!({ "c": marko })).await["startVoiceCall"].clone();
+    assert_eq!(call["agent"], "retell-sr", "{call:#}");
+    app.run_jobs().await;
+    let creates = fake.creates();
+    assert_eq!(creates.len(), 1);
+    let body = &creates[0].body;
+    assert_eq!(body["override_agent_id"], "agent_retell_sr_0001");
+    assert_eq!(body["agent_override"]["agent"]["language"], "sr-RS");
+    assert_eq!(body["from_number"], "+381115550000");
 }

@@ -17,8 +17,13 @@ use serde_json::{Map, Value, json};
 /// already is a locale (`de-AT`) is sent as is.
 pub(super) fn locale(language: &str) -> Option<String> {
     let language = language.trim();
-    if language.contains('-') {
-        return Some(language.to_owned());
+    // A locale as Retell writes it (`sr-RS`, `en-US`), whatever case the config used.
+    if let Some((primary, region)) = language.split_once(['-', '_']) {
+        return Some(format!(
+            "{}-{}",
+            primary.to_ascii_lowercase(),
+            region.to_ascii_uppercase()
+        ));
     }
     Some(
         match language.to_ascii_lowercase().as_str() {

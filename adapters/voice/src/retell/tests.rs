@@ -71,6 +71,8 @@ fn statuses_roles_and_locales_map() {
     assert_eq!(locale("de").as_deref(), Some("de-DE"));
     assert_eq!(locale("EN").as_deref(), Some("en-US"));
     assert_eq!(locale("de-AT").as_deref(), Some("de-AT"));
+    assert_eq!(locale("sr-rs").as_deref(), Some("sr-RS"));
+    assert_eq!(locale("hr_HR").as_deref(), Some("hr-HR"));
     assert_eq!(locale("bs"), None);
     assert_eq!(locale("sr"), None);
     assert_eq!(locale(""), None);
