@@ -442,20 +442,15 @@ impl RetryPolicy {
     }
 }
 
-/// The most minutes of waiting [`queue_priority`] counts.
-pub const MAX_AGE_MINUTES: i64 = 999;
-
-/// The order of the call queue: higher goes first.
+/// The priority of a queued call: higher goes first.
 ///
-/// `score * 1000 + min(age_minutes, 999)`, with the lead score clamped to `0..=100` (unknown =
-/// 0) and the age the whole minutes since `queued_at` (0 if in the future). The score always
-/// dominates — a lead one point better goes first however long the other waited — and among
-/// equal scores the longer wait goes first. The result lies in `0..=100_999`.
-pub fn queue_priority(score: Option<i32>, queued_at: DateTime<Utc>, now: DateTime<Utc>) -> i32 {
-    let score = score.unwrap_or(0).clamp(0, 100);
-    let age = (now - queued_at).num_minutes().clamp(0, MAX_AGE_MINUTES);
-    // The age lies in 0..=999, so the conversion cannot fail.
-    score * 1000 + i32::try_from(age).unwrap_or(0)
+/// `score * 1000`, with the lead score clamped to `0..=100` (unknown = 0): the score always
+/// dominates, so a lead one point better goes first however long the other waited. Among equal
+/// priorities the queue serves the longer wait first: it orders by priority, then by the time
+/// a call may be dialled (`not_before`), then by the order of enqueueing (time-ordered ids).
+/// The result lies in `0..=100_000`.
+pub fn queue_priority(score: Option<i32>) -> i32 {
+    score.unwrap_or(0).clamp(0, 100) * 1000
 }
 
 #[cfg(test)]
@@ -848,26 +843,12 @@ mod tests {
     }
 
     #[test]
-    fn score_dominates_the_queue_and_age_breaks_ties() {
-        let now = utc("2026-01-14T10:00:00Z");
-        let queued = |minutes: i64| now - TimeDelta::minutes(minutes);
-        assert_eq!(queue_priority(Some(80), queued(5), now), 80_005);
-        assert_eq!(queue_priority(None, queued(5), now), 5);
-        // A point of score beats any wait.
-        assert!(
-            queue_priority(Some(51), queued(0), now) > queue_priority(Some(50), queued(5000), now)
-        );
-        // Equal scores: the longer wait goes first, counted up to 999 minutes.
-        assert!(
-            queue_priority(Some(50), queued(30), now) > queue_priority(Some(50), queued(10), now)
-        );
-        assert_eq!(queue_priority(Some(50), queued(5000), now), 50_999);
+    fn score_dominates_the_queue() {
+        assert_eq!(queue_priority(Some(80)), 80_000);
+        assert_eq!(queue_priority(None), 0);
+        assert!(queue_priority(Some(51)) > queue_priority(Some(50)));
         // Out-of-range inputs are clamped.
-        assert_eq!(queue_priority(Some(250), queued(0), now), 100_000);
-        assert_eq!(queue_priority(Some(-3), queued(0), now), 0);
-        assert_eq!(
-            queue_priority(Some(10), now + TimeDelta::minutes(9), now),
-            10_000
-        );
+        assert_eq!(queue_priority(Some(250)), 100_000);
+        assert_eq!(queue_priority(Some(-3)), 0);
     }
 }

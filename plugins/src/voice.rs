@@ -315,7 +315,7 @@ impl Voice {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
             language: agent.spec.language.clone(),
-            priority: calling::queue_priority(score, now, now),
+            priority: calling::queue_priority(score),
             not_before,
             run_id: step.map(|s| s.run_id),
             step_id: step.map(|s| s.step_id),
