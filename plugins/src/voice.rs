@@ -212,18 +212,24 @@ impl Voice {
                 .map(|(k, a)| (k.as_str(), a))
                 .ok_or_else(|| VoiceError::UnknownAgent(name.to_owned()));
         }
-        let language = customer.language.as_ref().map(|l| l.primary().to_owned());
-        let by_language = language.and_then(|language| {
-            self.settings
-                .agents
+        // The agent of the lead's exact language tag, else of its language: `sr` and `sr-RS`
+        // (a provider's locale) both serve an `sr` lead, the exact one first.
+        let primary = |tag: &str| tag.split(['-', '_']).next().unwrap_or_default().to_owned();
+        let by_language = customer.language.as_ref().and_then(|language| {
+            let tag = language.as_str();
+            let agents = &self.settings.agents;
+            agents
                 .iter()
-                // `sr` serves an `sr` lead, and so does `sr-RS` (a provider's locale).
-                .find(|(_, a)| {
-                    a.spec
-                        .language
-                        .split(['-', '_'])
-                        .next()
-                        .is_some_and(|primary| primary.eq_ignore_ascii_case(&language))
+                .find(|(_, a)| a.spec.language.eq_ignore_ascii_case(tag))
+                .or_else(|| {
+                    agents
+                        .iter()
+                        .find(|(_, a)| a.spec.language.eq_ignore_ascii_case(&primary(tag)))
+                })
+                .or_else(|| {
+                    agents.iter().find(|(_, a)| {
+                        primary(&a.spec.language).eq_ignore_ascii_case(&primary(tag))
+                    })
                 })
         });
         by_language

@@ -1093,8 +1093,10 @@ pub async fn ingest(
                     .filter(|s| s.1.starts_with('p'))
                     .map(|s| (s.1.as_str(), (s.0, s.3.as_str())))
                     .collect();
-                // What the full list said, for live lines arriving after it (webhooks are
-                // not ordered): the same utterance again, not a new one.
+                // What the final full list said, for live lines arriving after the call
+                // ended (webhooks are not ordered): the same utterance again, not a new one.
+                // (A list read while the call goes on, by the reconciler, leaves later live
+                // lines alone: the customer may say "Ja." twice.)
                 let listed: std::collections::HashSet<(&str, &str)> = stored
                     .iter()
                     .filter(|s| s.1.starts_with('p'))
@@ -1145,7 +1147,9 @@ pub async fn ingest(
                             streamed.swap_remove(i);
                             continue;
                         }
-                    } else if listed.contains(&(segment.role.as_str(), text.trim())) {
+                    } else if before.status == CallStatus::Ended
+                        && listed.contains(&(segment.role.as_str(), text.trim()))
+                    {
                         continue;
                     }
                     if i64::from(seq) >= MAX_SEGMENTS {

@@ -189,13 +189,15 @@ impl ApiClient {
     /// and it need not be on the API's host. Safe to repeat (it asks for an end that happens
     /// once), so retried on `Unavailable`.
     pub(crate) async fn post_to(&self, url: &str, body: &Value) -> Result<Answer, ProviderError> {
+        // The address is a secret (whoever has it can speak into the call): it appears in no
+        // message or log.
         let parsed = reqwest::Url::parse(url).map_err(|error| {
-            ProviderError::Malformed(format!("the provider's address `{url}`: {error}"))
+            ProviderError::Malformed(format!("the call's control address is no URL: {error}"))
         })?;
         if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
-            return Err(ProviderError::Malformed(format!(
-                "the provider's address `{url}` is not an http(s) URL"
-            )));
+            return Err(ProviderError::Malformed(
+                "the call's control address is not an http(s) URL".into(),
+            ));
         }
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
@@ -248,14 +250,18 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|error| transport_error(&error, idempotency))?;
+        // A reqwest error names its URL: not one handed out as a capability.
+        let transport = |error: reqwest::Error| {
+            let error = if authorized {
+                error
+            } else {
+                error.without_url()
+            };
+            transport_error(&error, idempotency)
+        };
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let bytes = read_capped(&mut response)
-            .await
-            .map_err(|error| transport_error(&error, idempotency))?;
+        let bytes = read_capped(&mut response).await.map_err(transport)?;
         tracing::debug!(
             provider = %self.kind,
             %method,

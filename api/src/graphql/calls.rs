@@ -95,8 +95,9 @@ pub(crate) struct SegmentNode {
     offset_ms: Option<i64>,
     /// Received.
     at: DateTime<Utc>,
-    /// True when a live transcript sends an earlier `seq` again: the provider corrected what
-    /// was said (Retell refines a turn while it is spoken). Replace the line with this seq.
+    /// True when the provider corrected what was said (Retell refines a turn while it is
+    /// spoken): a live transcript may send a `seq` again with the new text, which replaces any
+    /// line already shown with this seq.
     corrected: bool,
 }
 

@@ -330,14 +330,17 @@ impl Feed {
 
     async fn join(&mut self, mut subscriber: Subscriber) {
         // What the subscriber's replay missed, rendered for it alone (usually nothing).
+        // Corrections too, even of seqs the replay held: a correction committed between the
+        // replay's read and this join reached no group (sent twice at worst, which replaces a
+        // line with the same text).
         let missed: Vec<SegmentNode> = self
             .seen
             .iter()
-            .filter(|s| s.position() > subscriber.last)
+            .filter(|s| s.position() > subscriber.last || s.is_correction())
             .cloned()
             .collect();
         for segment in missed {
-            subscriber.last = segment.position();
+            subscriber.last = subscriber.last.max(segment.position());
             if let Some(payload) = subscriber.renderer.render(segment).await {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
                 if subscriber

@@ -29,6 +29,9 @@ on_both_backends!(
     an_appointment_is_proposed_with_an_invitation_and_a_task,
     calling_hours_hold_across_dst_changes_in_the_queue,
     a_retry_reaches_the_lead_the_first_call_missed,
+    call_events_reach_only_those_who_may_see_the_customer,
+    a_lead_asking_not_to_be_called_is_listed_and_not_called_again,
+    a_lead_without_an_agent_of_its_language_gets_the_default_agent,
     the_queue_serves_higher_scores_first_then_the_longer_wait,
 );
 
@@ -1152,4 +1155,108 @@ async fn a_retry_reaches_the_lead_the_first_call_missed(backend: TestBackend) {
     assert_eq!(retry["isFinal"], true);
     assert_eq!(retry["segments"].as_array().unwrap().len(), 6);
     assert!(queue(&app).await.is_empty());
+}
+
+/// `callEvents` streams only what the caller may see: a sales rep who owns their leads gets
+/// the events of their own customers' calls, and a `customerId` filter keeps one customer's.
+async fn call_events_reach_only_those_who_may_see_the_customer(backend: TestBackend) {
+    let app = manual(backend).await;
+    let numbers = numbers_with("+4930888", Disposition::Answered, 2);
+    let sams = lead(&app, &numbers[0], json!({ "owner": "sam" })).await;
+    let olgas = lead(&app, &numbers[1], json!({ "owner": "olga" })).await;
+    let subscribe = |filter: Value| {
+        json!({ "id": "e", "type": "subscribe", "payload": {
+            "query": "subscription($f: CallEventFilter) { callEvents(filter: $f) { callId status } }",
+            "variables": { "f": filter } } })
+    };
+    let sam = app.token_for(Role::Sales, "sam");
+    let (mut own, ack) = connect(&app, json!({ "Authorization": format!("Bearer {sam}") })).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    send(&mut own, subscribe(Value::Null)).await;
+    let admin = app.token.clone();
+    let (mut filtered, _) =
+        connect(&app, json!({ "Authorization": format!("Bearer {admin}") })).await;
+    send(&mut filtered, subscribe(json!({ "customerId": olgas }))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let olgas_call = start(&app, &olgas).await;
+    let sams_call = start(&app, &sams).await;
+    app.run_jobs().await;
+    // Each subscriber gets QUEUED then DIALING of the one call it may see, and nothing else.
+    for (socket, call) in [(&mut own, &sams_call), (&mut filtered, &olgas_call)] {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let message = receive(socket).await;
+            assert_eq!(message["type"], "next", "{message}");
+            let event = &message["payload"]["data"]["callEvents"];
+            assert_eq!(event["callId"], call.as_str(), "{event}");
+            seen.push(event["status"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(seen, ["QUEUED", "DIALING"]);
+    }
+    // Sam was never sent Olga's: the next event on his socket is his own call ringing.
+    play(&app, 4).await;
+    let next = receive(&mut own).await;
+    assert_eq!(
+        next["payload"]["data"]["callEvents"]["callId"],
+        sams_call.as_str()
+    );
+    assert_eq!(next["payload"]["data"]["callEvents"]["status"], "RINGING");
+}
+
+/// A lead that says during the call not to be called again is put on the do-not-call list
+/// (source `call`): no retry, and a new call is refused.
+async fn a_lead_asking_not_to_be_called_is_listed_and_not_called_again(backend: TestBackend) {
+    let app = manual(backend).await;
+    let phone = (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).outcome == Some("do_not_call"))
+        .unwrap();
+    let customer = lead(&app, &phone, json!({})).await;
+    let id = start(&app, &customer).await;
+    app.run_jobs().await;
+    play(&app, 30).await;
+    let ended = call(&app, &id).await;
+    assert_eq!(ended["status"], "ENDED", "{ended:#}");
+    assert_eq!(ended["outcome"], "do_not_call");
+    assert_eq!(ended["isFinal"], true);
+    let listed = app
+        .graphql_ok("{ doNotCallList { phone source } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["doNotCallList"],
+        json!([{ "phone": phone, "source": "call" }])
+    );
+    assert!(queue(&app).await.is_empty(), "no retry");
+    let refused = app.graphql(START, json!({ "c": customer })).await;
+    assert_eq!(error_code(&refused), "VALIDATION_FAILED", "{refused:#}");
+}
+
+/// A lead whose language no agent speaks (or who has none) is called by the default agent.
+async fn a_lead_without_an_agent_of_its_language_gets_the_default_agent(backend: TestBackend) {
+    let app = manual(backend).await;
+    let numbers = numbers_with("+4930999", Disposition::Answered, 2);
+    let french = lead(&app, &numbers[0], json!({ "language": "fr" })).await;
+    let unknown = lead(&app, &numbers[1], json!({ "language": null })).await;
+    for customer in [french, unknown] {
+        let started = app.graphql_ok(START, json!({ "c": customer })).await;
+        assert_eq!(
+            started["startVoiceCall"]["agent"],
+            app.config.voice.default_agent.as_str(),
+            "{started:#}"
+        );
+    }
+    let unknown_agent = app
+        .graphql(
+            "mutation($c: ID!) { startVoiceCall(customerId: $c, agent: \"klingon\") { id } }",
+            json!({ "c": lead(&app, "+4930111222", json!({})).await }),
+        )
+        .await;
+    assert!(
+        unknown_agent["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("klingon"),
+        "{unknown_agent:#}"
+    );
 }

@@ -17,8 +17,8 @@ const LANGUAGES: &[&str] = &[
     "sk",
 ];
 
-/// Our language → Bland's `language`: documented codes (and `babel-xx` variants) as they are;
-/// any other language (`bs`, `sr`, `hr`) → `babel`, Bland's multilingual mode (the task and
+/// Our language → Bland's `language`: documented codes (and `babel-xx` variants) as they are,
+/// a locale by its language (`de-AT` → `de`); any other language (`bs`, `sr`, `hr`) → `babel`, Bland's multilingual mode (the task and
 /// first sentence, written in that language, steer it). Unconfirmed: whether Bland has a
 /// dedicated code for them. Empty → not sent (Bland's default `babel-en`).
 pub(super) fn language(ours: &str) -> Option<String> {
@@ -28,6 +28,11 @@ pub(super) fn language(ours: &str) -> Option<String> {
     }
     if LANGUAGES.contains(&ours.as_str()) || ours.starts_with("babel-") {
         return Some(ours);
+    }
+    // A locale (`de-AT`) by its language.
+    let primary = ours.split(['-', '_']).next().unwrap_or_default();
+    if LANGUAGES.contains(&primary) {
+        return Some(primary.to_owned());
     }
     Some("babel".into())
 }

@@ -52,7 +52,9 @@ struct Words {
 }
 
 fn words(language: &str) -> Words {
-    match language {
+    // A locale (`sr-RS`) speaks its language.
+    let primary = language.split(['-', '_']).next().unwrap_or_default();
+    match primary.to_ascii_lowercase().as_str() {
         "de" => Words {
             greeting: "Guten Tag {name}, hier ist {agent} von {sender}. Haben Sie kurz Zeit?",
             reply: "Ja, worum geht es?",

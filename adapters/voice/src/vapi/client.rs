@@ -152,8 +152,8 @@ pub(super) async fn delete_call(
 
 /// Ends a live call: reads it (`GET /call/{id}`) for its `monitor.controlUrl` and posts
 /// `{"type": "end-call"}` there (Vapi's live call control; the URL exists because every call
-/// is placed with `monitorPlan.controlEnabled`). A call already over needs nothing; one
-/// without a control URL (placed before, or not yet connected) cannot be ended from here.
+/// is placed with `monitorPlan.controlEnabled`). A call already over, or one without a control
+/// URL (placed before, or not yet connected), cannot be ended from here: refused (409).
 pub(super) async fn stop_call(
     api: &ApiClient,
     provider_call_id: &str,
@@ -164,7 +164,12 @@ pub(super) async fn stop_call(
         .await?;
     let json = json_response(&answer.body)?;
     if str_at(&json, &["status"]).as_deref() == Some("ended") {
-        return Ok(());
+        // Not a cancellation: the call ended as it did, and its report (or the reconciler)
+        // says how.
+        return Err(ProviderError::Rejected {
+            status: 409,
+            message: "the call has already ended at Vapi".into(),
+        });
     }
     let Some(control_url) = str_at(&json, &["monitor", "controlUrl"]) else {
         return Err(ProviderError::Rejected {

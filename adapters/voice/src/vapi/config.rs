@@ -201,6 +201,13 @@ impl Config {
         if !pieces.contains(&Piece::Body) {
             return Err("hmac_payload_format must sign the {body}".into());
         }
+        if self.hmac_include_timestamp && !pieces.contains(&Piece::Timestamp) {
+            return Err(
+                "hmac_payload_format does not sign {timestamp}: an unsigned timestamp proves \
+                 nothing, so add it to the format or set hmac_include_timestamp = false"
+                    .into(),
+            );
+        }
         Ok(pieces)
     }
 }

@@ -11,8 +11,8 @@
 //!   the call's data, `PATCH` only renames); Vapi's live call control does. Every call is
 //!   placed with `monitorPlan.controlEnabled`, and [`VoiceProvider::stop_call`] reads the call
 //!   for its `monitor.controlUrl` and posts `{"type": "end-call"}` there (without our key:
-//!   the URL is the capability). A call already ended needs nothing; one without a control
-//!   URL is `Rejected { status: 409 }`.
+//!   the URL is the capability, so it appears in no message or log). A call already ended,
+//!   or one without a control URL, is `Rejected { status: 409 }`.
 //! - Delete (erasure): `DELETE /call/{id}` removes the call's data; 2xx → deleted, 404 → not
 //!   found (nothing left), retried like a read. Vapi's status `deletion-failed` and its
 //!   `call.delete.failed` server message suggest the deletion may finish asynchronously; a 2xx

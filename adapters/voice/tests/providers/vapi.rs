@@ -378,13 +378,18 @@ async fn stop_call_posts_end_call_to_the_calls_control_url_without_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stop_call_of_an_ended_call_or_one_without_control_posts_nothing() {
+async fn stop_call_of_an_ended_call_or_one_without_control_is_refused_and_posts_nothing() {
     let api = Fake::start(vec![Reply::json(
         200,
         json!({"id": "c-1", "status": "ended"}),
     )])
     .await;
-    vapi(&api.base_url).stop_call("c-1").await.unwrap();
+    // An ended call is not canceled after the fact: its report says how it ended.
+    let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Rejected { status: 409, message } if message.contains("ended")),
+        "{error:?}"
+    );
     assert_eq!(api.requests().len(), 1);
 
     let api = Fake::start(vec![Reply::json(
@@ -421,6 +426,20 @@ async fn stop_call_retries_an_unavailable_control_url_then_gives_up() {
     let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
     assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
     assert!(control.requests().len() > 1, "ending is safe to repeat");
+    // The control address (a capability) is in no error: here its host refuses.
+    let closed = closed_port_url().await;
+    let api = Fake::start(vec![Reply::json(
+        200,
+        json!({"id": "c-1", "status": "in-progress",
+               "monitor": {"controlUrl": format!("{closed}/secret-control-path")}}),
+    )])
+    .await;
+    let error = vapi(&api.base_url).stop_call("c-1").await.unwrap_err();
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+    assert!(
+        !format!("{error:?}").contains("secret-control-path"),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -771,6 +790,10 @@ fn unusable_hmac_settings_are_refused_at_start() {
         (
             "{body}",
             Box::new(|c: &mut Config| c.hmac_payload_format = "{timestamp}".into()),
+        ),
+        (
+            "does not sign {timestamp}",
+            Box::new(|c: &mut Config| c.hmac_payload_format = "{body}".into()),
         ),
         (
             "not base64",

@@ -128,10 +128,11 @@ enum Kind {
 
 fn count_records(mut reader: impl std::io::BufRead, kind: Kind) -> std::io::Result<u64> {
     let mut records = 0u64;
-    // CSV and lines: whether the current record has anything but whitespace, and whether a
-    // CSV quote is open. JSON: nesting depth, inside a string, after a backslash, and whether
-    // the top-level array has an element yet.
-    let (mut content, mut quoted) = (false, false);
+    // CSV and lines: whether the current record has anything but whitespace; for CSV whether
+    // a quote is open, whether a quote inside it may be closing it, and whether a field has
+    // just begun. JSON: nesting depth, inside a string, after a backslash, and whether the
+    // top-level array has an element yet.
+    let (mut content, mut quoted, mut closing, mut field_start) = (false, false, false, true);
     let (mut depth, mut string, mut escaped, mut element) = (0u32, false, false, false);
     let mut top_object = false;
     loop {
@@ -141,15 +142,47 @@ fn count_records(mut reader: impl std::io::BufRead, kind: Kind) -> std::io::Resu
         }
         for &b in buf {
             match kind {
-                Kind::Csv | Kind::Lines => {
-                    if b == b'"' && kind == Kind::Csv {
-                        quoted = !quoted;
+                // Inside quotes: a quote ends them, unless the next byte is another (`""`).
+                Kind::Csv if quoted && closing => {
+                    closing = false;
+                    if b == b'"' {
+                        continue;
                     }
-                    if b == b'\n' && !quoted {
+                    quoted = false;
+                    field_start = false;
+                    if b == b'\n' {
                         records += u64::from(content);
                         content = false;
-                    } else if !(b.is_ascii_whitespace() || matches!(b, 0xef | 0xbb | 0xbf)) {
+                        field_start = true;
+                    } else if matches!(b, b',' | b';' | b'\t') {
+                        field_start = true;
+                    }
+                }
+                Kind::Csv if quoted => {
+                    if b == b'"' {
+                        closing = true;
+                    } else if !b.is_ascii_whitespace() {
                         content = true;
+                    }
+                }
+                // Outside: a quote opens a field only at its start (as the server's reader
+                // has it: `24" Monitor` is text).
+                Kind::Csv | Kind::Lines => {
+                    if b == b'"' && kind == Kind::Csv && field_start {
+                        quoted = true;
+                        field_start = false;
+                        content = true;
+                    } else if b == b'\n' {
+                        records += u64::from(content);
+                        content = false;
+                        field_start = true;
+                    } else if kind == Kind::Csv && matches!(b, b',' | b';' | b'\t') {
+                        field_start = true;
+                    } else {
+                        field_start = false;
+                        if !(b.is_ascii_whitespace() || matches!(b, 0xef | 0xbb | 0xbf)) {
+                            content = true;
+                        }
                     }
                 }
                 Kind::Json if string => {
@@ -359,6 +392,9 @@ mod tests {
     fn csv_records_are_counted_with_quoted_newlines_inside_their_field() {
         let csv = "\u{feff}Name;Notiz\nAna;\"Messe\nStand 4\"\n\n  \nJürgen;\"sagt \"\"hallo\"\"\"\r\nLena;x";
         assert_eq!(count(csv, Kind::Csv), 3);
+        // A quote inside a field is text; one closing a quoted field before the delimiter too.
+        let inches = "Name,Notiz\nAna,Monitor 24\" Dell\nJürgen,\"a \"\"b\"\"\",x\nLena,\"c\"\n";
+        assert_eq!(count(inches, Kind::Csv), 3);
         assert_eq!(count("Name,Email\n", Kind::Csv), 0);
         assert_eq!(count("", Kind::Csv), 0);
     }
