@@ -48,6 +48,8 @@ on_both_backends!(
     a_vapi_call_whose_report_never_arrives_is_reconciled_with_get_call,
     a_webhook_into_one_replica_reaches_subscribers_on_another,
     an_agent_with_a_regional_locale_serves_its_language,
+    a_call_under_way_is_stopped_at_the_provider_and_stays_canceled,
+    a_webhook_while_the_database_is_away_is_refused_and_applied_when_sent_again,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +172,11 @@ impl FakeProvider {
     }
 }
 
+/// Retell's `POST /v2/stop-call/{id}` and Bland's `POST /v1/calls/{id}/stop`: accepted.
+fn path_is_stop(uri: &Uri) -> bool {
+    uri.path().starts_with("/v2/stop-call/") || uri.path().ends_with("/stop")
+}
+
 async fn fake_answer(
     State(state): State<FakeState>,
     method: Method,
@@ -190,6 +197,9 @@ async fn fake_answer(
             .collect(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
+    if method == Method::POST && path_is_stop(&uri) {
+        return (StatusCode::NO_CONTENT, Json(Value::Null));
+    }
     if method == Method::GET {
         let mut gets = state.gets.lock().unwrap();
         let answer = if gets.len() > 1 {
@@ -2622,4 +2632,121 @@ async fn an_agent_with_a_regional_locale_serves_its_language(backend: TestBacken
     assert_eq!(body["override_agent_id"], "agent_retell_sr_0001");
     assert_eq!(body["agent_override"]["agent"]["language"], "sr-RS");
     assert_eq!(body["from_number"], "+381115550000");
+}
+
+/// `cancelQueuedCall` on a call under way asks Retell to hang up (`POST /v2/stop-call/{id}`)
+/// and ends the record as canceled; Retell's own `call_ended` arriving afterwards fills in what
+/// it knows but leaves the cancel standing, and the call is logged once.
+async fn a_call_under_way_is_stopped_at_the_provider_and_stays_canceled(backend: TestBackend) {
+    let (fake, app, customer, id) = placed_retell_call(backend).await;
+    let t0 = app.clock.now().timestamp_millis();
+    let (status, answer) = retell_event(
+        &app,
+        "call_started",
+        retell_call(
+            &id,
+            json!({ "call_status": "ongoing", "start_timestamp": t0 }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
+
+    let canceled = app
+        .graphql_ok(
+            "mutation($id: ID!) { cancelQueuedCall(id: $id, reason: \"wrong number\") { status disposition reason } }",
+            json!({ "id": id }),
+        )
+        .await["cancelQueuedCall"]
+        .clone();
+    assert_eq!(
+        (&canceled["status"], &canceled["disposition"]),
+        (&json!("ENDED"), &json!("CANCELED")),
+        "{canceled:#}"
+    );
+    let stops: Vec<Received> = fake
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/v2/stop-call/"))
+        .collect();
+    assert_eq!(stops.len(), 1, "{stops:#?}");
+    assert_eq!(stops[0].path, format!("/v2/stop-call/{RETELL_CALL}"));
+    let bearer = format!("Bearer {RETELL_KEY}");
+    assert_eq!(stops[0].header("authorization"), Some(bearer.as_str()));
+
+    // Retell reports the end it made.
+    let mut ended = retell_ended_fields(t0);
+    ended["disconnection_reason"] = json!("manual_stopped");
+    let (status, answer) = retell_event(&app, "call_ended", retell_call(&id, ended)).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = call(&app, &id).await;
+    assert_eq!(after["status"], "ENDED");
+    assert_eq!(after["disposition"], "CANCELED", "{after:#}");
+    assert_eq!(after["durationSeconds"].as_f64(), Some(42.5));
+    assert_eq!(interactions_of(&app, &customer).await.len(), 1);
+    // Canceling it again is a conflict, and nothing more is sent to Retell.
+    let again = app
+        .graphql(
+            "mutation($id: ID!) { cancelQueuedCall(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(crm_tests::error_code(&again), "CONFLICT", "{again:#}");
+    assert_eq!(
+        fake.received()
+            .iter()
+            .filter(|r| r.path.starts_with("/v2/stop-call/"))
+            .count(),
+        1
+    );
+}
+
+/// While the database is unreachable a provider's webhook gets 503 (so the provider sends it
+/// again) and nothing is acknowledged; sent again afterwards it is applied, once. PostgreSQL
+/// only: an embedded SQLite database cannot be taken away from a running server.
+async fn a_webhook_while_the_database_is_away_is_refused_and_applied_when_sent_again(
+    backend: TestBackend,
+) {
+    if backend == TestBackend::Sqlite {
+        return;
+    }
+    let fake = FakeProvider::start(RETELL_CREATE, vec![(201, retell_created())]).await;
+    let app = TestApp::spawn_with(backend, |c| {
+        retell_config(c, &fake.url);
+        c.database.acquire_timeout_ms = 1_000;
+    })
+    .await;
+    let customer = app.create_customer(callable_lead()).await;
+    let id = start_call(&app, &customer, "retell", "retell-de").await;
+    app.run_jobs().await;
+    assert_eq!(call(&app, &id).await["status"], "DIALING");
+
+    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")
+        .await;
+    app.postgres_admin(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+         WHERE datname = '{db}' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    let t0 = app.clock.now().timestamp_millis();
+    let started = retell_call(
+        &id,
+        json!({ "call_status": "ongoing", "start_timestamp": t0 }),
+    );
+    let (status, answer) = retell_event(&app, "call_started", started.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{answer}"
+    );
+
+    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")
+        .await;
+    let (status, answer) = retell_event(&app, "call_started", started.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["status"], "in_progress", "{answer}");
+    let (status, answer) = retell_event(&app, "call_started", started).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["duplicate"], true, "{answer}");
+    assert_eq!(call(&app, &id).await["status"], "IN_PROGRESS");
 }
