@@ -1387,6 +1387,46 @@ mod tests {
     }
 
     #[test]
+    fn voice_agents_and_limits_that_cannot_work_are_reported_together() {
+        let mut voice = VoiceConfig::default();
+        voice.agents.insert(
+            "klingon".into(),
+            VoiceAgentConfig {
+                kind: "skype".into(),
+                language: "de".into(),
+                ..VoiceAgentConfig::default()
+            },
+        );
+        voice.agents.insert(
+            "retell-de".into(),
+            VoiceAgentConfig {
+                kind: "retell".into(),
+                language: "deutsch!".into(),
+                ..VoiceAgentConfig::default()
+            },
+        );
+        voice.default_agent = "fr".into();
+        voice.max_concurrent.insert("twilio".into(), 3);
+        voice.max_concurrent.insert("vapi".into(), 0);
+        voice.default_time_zone = "Mars/Olympus".into();
+        let problems = voice.settings().unwrap_err().join("\n");
+        for expected in [
+            "voice.agents.klingon.kind: `skype` is not vapi, retell, bland or simulator",
+            "voice.agents.retell-de.language: `deutsch!` is not a language code",
+            "voice.agents.retell-de: a retell agent needs agent_id",
+            "voice.default_agent: `fr` is not one of voice.agents",
+            "voice.max_concurrent: `twilio` is not",
+            "voice.max_concurrent.vapi must be at least 1",
+            "voice.default_time_zone: `Mars/Olympus`",
+        ] {
+            assert!(problems.contains(expected), "{expected}:\n{problems}");
+        }
+        // The defaults work: four simulator agents, `de` the default.
+        let settings = VoiceConfig::default().settings().unwrap();
+        assert_eq!(settings.default_agent, "de");
+    }
+
+    #[test]
     fn secrets_are_refused_from_the_file() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "[database]\npassword = \"hunter2\"").unwrap();
