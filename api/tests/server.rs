@@ -579,3 +579,142 @@ async fn personal_data_never_reaches_the_log_at_info_level() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// `crm-server serve` on a fresh machine (SQLite, the simulator, the outbox) with no network:
+/// a lead is created, qualified and called, and its transcript streams live to a WebSocket
+/// subscriber line by line as the simulator speaks, then the subscription completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_streams_a_simulated_call_live() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = (0..10_000)
+        .map(|n| format!("+4930555{n:04}"))
+        .find(|n| {
+            crm_voice::simulator::script::plan(42, n, "de", &|_| String::new()).disposition
+                == crm_domain::Disposition::Answered
+        })
+        .unwrap();
+    let env = [
+        ("CRM_LOG__FILTER", "info"),
+        ("CRM_PIPELINE__START_ON_CREATE", "false"),
+        ("CRM_VOICE__PROVIDERS__SIMULATOR__RING_MS", "500"),
+        ("CRM_VOICE__PROVIDERS__SIMULATOR__LINE_INTERVAL_MS", "800"),
+        ("CRM_VOICE__CALLING_WINDOW__START", "00:00"),
+        ("CRM_VOICE__CALLING_WINDOW__END", "23:59"),
+        (
+            "CRM_VOICE__CALLING_WINDOW__WEEKDAYS",
+            "[mon,tue,wed,thu,fri,sat,sun]",
+        ),
+    ];
+    let (child, url, admin) = start(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let created = graphql(
+        &client,
+        &url,
+        &admin,
+        &format!(
+            "mutation {{ createCustomer(input: {{ name: \"Jürgen Müller\", phone: \"{phone}\", \
+             language: \"de\", consentCall: true }}) {{ id }} }}"
+        ),
+    )
+    .await;
+    let customer = created["data"]["createCustomer"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let scored = graphql(
+        &client,
+        &url,
+        &admin,
+        &format!("mutation {{ qualifyLead(customerId: \"{customer}\") {{ score }} }}"),
+    )
+    .await;
+    assert!(
+        scored["data"]["qualifyLead"]["score"].is_number(),
+        "{scored}"
+    );
+    let started = graphql(
+        &client,
+        &url,
+        &admin,
+        &format!("mutation {{ startVoiceCall(customerId: \"{customer}\") {{ id agent }} }}"),
+    )
+    .await;
+    let call = started["data"]["startVoiceCall"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+
+    let mut request = format!("{}/graphql/ws", url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |message: Value| Message::text(message.to_string());
+    socket
+        .send(send(json!({ "type": "connection_init",
+                           "payload": { "Authorization": format!("Bearer {admin}") } })))
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("silence after {lines:?}"))
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        match message["type"].as_str() {
+            Some("connection_ack") => {
+                socket
+                    .send(send(json!({ "id": "t", "type": "subscribe", "payload": {
+                        "query": "subscription($id: ID!) { callTranscript(callId: $id) { seq role text } }",
+                        "variables": { "id": call } } })))
+                    .await
+                    .unwrap();
+            }
+            Some("next") => {
+                let segment = &message["payload"]["data"]["callTranscript"];
+                lines.push((
+                    segment["seq"].as_i64().unwrap(),
+                    segment["text"].as_str().unwrap().to_owned(),
+                    Instant::now(),
+                ));
+            }
+            Some("complete") => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+    }
+    let seqs: Vec<i64> = lines.iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "{lines:?}");
+    assert!(
+        lines[0].1.starts_with("Guten Tag Jürgen Müller"),
+        "{lines:?}"
+    );
+    // Live, not a replay at the end: the lines arrive as they are spoken, 0.8 s apart.
+    let spread = lines[5].2 - lines[0].2;
+    assert!(
+        spread >= Duration::from_secs(2),
+        "all at once ({spread:?}): {lines:?}"
+    );
+    let ended = graphql(
+        &client,
+        &url,
+        &admin,
+        &format!("{{ call(id: \"{call}\") {{ status disposition interactionId }} }}"),
+    )
+    .await;
+    assert_eq!(ended["data"]["call"]["status"], "ENDED", "{ended}");
+    assert_eq!(ended["data"]["call"]["disposition"], "ANSWERED");
+    stop(child);
+}
