@@ -32,6 +32,14 @@ pub(crate) const BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Event types already logged as ignored (each is logged once per process).
 static IGNORED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
+/// Whether `key` (provider and event type) is ignored for the first time in this process.
+fn first_ignored(key: &str) -> bool {
+    IGNORED
+        .lock()
+        .map(|mut seen| seen.get_or_insert_with(HashSet::new).insert(key.to_owned()))
+        .unwrap_or(false)
+}
+
 /// `POST /webhooks/voice/{provider}`.
 pub(crate) async fn receive(
     State(state): State<HttpState>,
@@ -90,14 +98,7 @@ pub(crate) async fn receive(
                     .and_then(|t| t.as_str().map(str::to_owned))
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        let first = IGNORED
-            .lock()
-            .map(|mut seen| {
-                seen.get_or_insert_with(HashSet::new)
-                    .insert(format!("{kind}:{event}"))
-            })
-            .unwrap_or(false);
-        if first {
+        if first_ignored(&format!("{kind}:{event}")) {
             tracing::info!(provider = %kind, event, "Voice webhook event type not used; accepted and ignored.");
         }
         return (StatusCode::OK, Json(json!({ "ignored": event }))).into_response();
@@ -141,4 +142,17 @@ pub(crate) async fn receive(
         }
     }
     (StatusCode::OK, Json(json!({ "applied": applied }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_ignored;
+
+    #[test]
+    fn an_ignored_event_type_is_logged_once_per_provider() {
+        assert!(first_ignored("retell:test_only_event"));
+        assert!(!first_ignored("retell:test_only_event"));
+        assert!(first_ignored("vapi:test_only_event"));
+        assert!(!first_ignored("vapi:test_only_event"));
+    }
 }

@@ -1118,6 +1118,46 @@ async fn the_queue_serves_higher_scores_first_then_the_longer_wait(backend: Test
         order,
         [queued[0].clone(), queued[2].clone(), queued[1].clone()]
     );
+
+    // The filters: by provider (the queue and the calls), by status.
+    let count = |query: &'static str| {
+        let app = &app;
+        async move {
+            let data = app.graphql_ok(query, json!({})).await;
+            let list = data.as_object().unwrap().values().next().unwrap().clone();
+            list.get("nodes").unwrap_or(&list).as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        count("{ callQueue(filter: {provider: \"simulator\"}) { id } }").await,
+        3
+    );
+    assert_eq!(
+        count("{ callQueue(filter: {provider: \"retell\"}) { id } }").await,
+        0
+    );
+    assert_eq!(
+        count("{ calls(filter: {status: [QUEUED]}) { nodes { id } } }").await,
+        3
+    );
+    assert_eq!(
+        count("{ calls(filter: {status: [ENDED, DIALING]}) { nodes { id } } }").await,
+        0
+    );
+    assert_eq!(
+        count("{ calls(filter: {provider: \"vapi\"}) { nodes { id } } }").await,
+        0
+    );
+    app.graphql_ok(
+        "mutation($id: ID!) { cancelQueuedCall(id: $id) { id } }",
+        json!({ "id": queued[1] }),
+    )
+    .await;
+    assert_eq!(
+        count("{ calls(filter: {status: [ENDED]}) { nodes { id } } }").await,
+        1
+    );
+    assert_eq!(count("{ callQueue { id } }").await, 2);
 }
 
 /// The simulator rolls each attempt anew: a number missed at first answers its retry an hour
