@@ -161,13 +161,49 @@ pub struct CallPayload {
     pub call_id: CallId,
 }
 
-/// The payload of `voice-deliver`.
+/// The payload of `voice-deliver`: one scripted delivery, and the ones after it. A call's
+/// deliveries run one after the other: each job, once its body is ingested, queues the next
+/// (at its time), so that lines due close together (or a worker's batch of due jobs run at
+/// once) cannot overtake each other, and the end never comes before the last line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeliveryPayload {
     /// The provider whose parser reads the body.
     pub provider: String,
     /// The body, as the provider would post it.
     pub body: String,
+    /// The call, and this delivery's place in its script (for the next one's dedupe key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<(CallId, usize)>,
+    /// The deliveries still to come: when, and the body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<(DateTime<Utc>, String)>,
+}
+
+impl DeliveryPayload {
+    /// The job of delivery `n` of `call`'s script, at `at`, with the rest after it.
+    fn job(
+        provider: &str,
+        call: CallId,
+        n: usize,
+        at: DateTime<Utc>,
+        body: String,
+        next: Vec<(DateTime<Utc>, String)>,
+    ) -> NewJob {
+        NewJob {
+            kind: VOICE_DELIVER.to_owned(),
+            payload: serde_json::to_string(&Self {
+                provider: provider.to_owned(),
+                body,
+                call: Some((call, n)),
+                next,
+            })
+            .unwrap_or_default(),
+            dedupe_key: Some(format!("{VOICE_DELIVER}:{call}:{n}")),
+            priority: 10,
+            run_at: at,
+            max_attempts: RetryPolicy::default().max_attempts,
+        }
+    }
 }
 
 impl Voice {
@@ -690,24 +726,18 @@ impl Voice {
         };
         match provider.start_call(&start).await {
             Ok(started) => {
-                let jobs = provider
+                // The first scripted delivery, carrying the rest (see `DeliveryPayload`).
+                let mut script = provider
                     .scripted_deliveries(&start, &started, now)
                     .into_iter()
-                    .enumerate()
-                    .map(|(n, delivery)| NewJob {
-                        kind: VOICE_DELIVER.to_owned(),
-                        payload: serde_json::to_string(&DeliveryPayload {
-                            provider: kind.as_str().to_owned(),
-                            body: delivery.body,
-                        })
-                        .unwrap_or_default(),
-                        dedupe_key: Some(format!("{VOICE_DELIVER}:{}:{n}", call.id)),
-                        priority: 10,
-                        run_at: now + Duration::milliseconds(delivery.after_ms),
-                        max_attempts: RetryPolicy::default().max_attempts,
+                    .map(|d| (now + Duration::milliseconds(d.after_ms), d.body));
+                let mut jobs: Vec<NewJob> = script
+                    .next()
+                    .map(|(at, body)| {
+                        DeliveryPayload::job(kind.as_str(), call.id, 0, at, body, script.collect())
                     })
+                    .into_iter()
                     .collect();
-                let mut jobs: Vec<NewJob> = jobs;
                 if jobs.is_empty() {
                     // A provider that posts webhooks: look it up if its end never arrives.
                     jobs.push(reconcile_job(call.id, now + self.settings.reconcile_after));
@@ -1103,6 +1133,21 @@ impl JobHandler for VoiceDeliver {
                 }
                 Err(error) => return Err(JobError::Fatal(error.to_string())),
             }
+        }
+        // Then the next delivery of the script (once: its dedupe key is its place).
+        if let (Some((call, n)), Some((at, body))) = (delivery.call, delivery.next.first().cloned())
+        {
+            let job = DeliveryPayload::job(
+                &delivery.provider,
+                call,
+                n + 1,
+                at,
+                body,
+                delivery.next[1..].to_vec(),
+            );
+            crm_store::jobs::enqueue(&self.0.db, &job, self.0.clock.now())
+                .await
+                .map_err(|e| JobError::Retryable(e.to_string()))?;
         }
         Ok(())
     }
