@@ -4,9 +4,10 @@
 //!
 //! It speaks through the same path as the real providers: [`Simulator::start_call`] places
 //! nothing, and [`Simulator::scripted_deliveries`] returns the webhook bodies the call will
-//! produce and when; the app stores them as jobs due at those times, and each job feeds its
-//! body to [`Simulator::parse_webhook`] and the common ingest, exactly as a provider's webhook
-//! would. The plan of a call is deterministic under `seed`, the dialled number and the attempt
+//! produce and when; the app stores them as a chain of jobs (each due at its time, each
+//! queueing the next once it has run, so they never overtake each other), and each job feeds
+//! its body to [`Simulator::parse_webhook`] and the common ingest, exactly as a provider's
+//! webhook would. The plan of a call is deterministic under `seed`, the dialled number and the attempt
 //! (see [`script`]).
 
 mod config;
