@@ -63,9 +63,11 @@ fn verify_bearer(
     }
 }
 
-/// The key of a base64 secret (`secretIsBase64`), standard or URL-safe alphabet.
+/// The key of a base64 secret (`secretIsBase64`), standard or URL-safe alphabet, with or
+/// without Svix's `whsec_` prefix.
 pub(super) fn base64_key(secret: &str) -> Option<Vec<u8>> {
     let secret = secret.trim();
+    let secret = secret.strip_prefix("whsec_").unwrap_or(secret);
     base64::engine::general_purpose::STANDARD
         .decode(secret)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(secret))
@@ -103,28 +105,37 @@ fn verify_hmac_signature(
     } else {
         None
     };
+    // Several signatures may be sent, separated by spaces (Svix style, while a secret
+    // rotates): any one that verifies will do.
     let prefix = config.hmac_signature_prefix.trim();
     let algorithm_prefix = format!("{}=", config.hmac_algorithm.as_str());
-    let signature = [prefix, algorithm_prefix.as_str()]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .find_map(|p| {
-            signature
-                .get(..p.len())
-                .filter(|head| head.eq_ignore_ascii_case(p))
-                .and_then(|_| signature.get(p.len()..))
-        })
-        .unwrap_or(signature);
-    let base64 = || {
-        base64::engine::general_purpose::STANDARD
-            .decode(signature)
-            .ok()
+    let decode = |signature: &str| {
+        let signature = [prefix, algorithm_prefix.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .find_map(|p| {
+                signature
+                    .get(..p.len())
+                    .filter(|head| head.eq_ignore_ascii_case(p))
+                    .and_then(|_| signature.get(p.len()..))
+            })
+            .unwrap_or(signature);
+        let base64 = || {
+            base64::engine::general_purpose::STANDARD
+                .decode(signature)
+                .ok()
+        };
+        match config.hmac_signature_encoding {
+            SignatureEncoding::Hex => hex_decode(signature).or_else(base64),
+            SignatureEncoding::Base64 => base64().or_else(|| hex_decode(signature)),
+        }
     };
-    let signature = match config.hmac_signature_encoding {
-        SignatureEncoding::Hex => hex_decode(signature).or_else(base64),
-        SignatureEncoding::Base64 => base64().or_else(|| hex_decode(signature)),
+    let signatures: Vec<Vec<u8>> = signature.split_whitespace().filter_map(decode).collect();
+    if signatures.is_empty() {
+        return Err(WebhookError::Unauthenticated(
+            "the signature is not hex or base64".into(),
+        ));
     }
-    .ok_or_else(|| WebhookError::Unauthenticated("the signature is not hex or base64".into()))?;
     let key = if config.hmac_secret_is_base64 {
         base64_key(&String::from_utf8_lossy(secret)).ok_or_else(|| {
             WebhookError::Unauthenticated("the webhook secret is not base64".into())
@@ -153,11 +164,13 @@ fn verify_hmac_signature(
             }
         }
     }
-    let valid = match config.hmac_algorithm {
-        HmacAlgorithm::Sha256 => mac_matches::<Hmac<sha2::Sha256>>(&key, &message, &signature),
-        HmacAlgorithm::Sha512 => mac_matches::<Hmac<sha2::Sha512>>(&key, &message, &signature),
-        HmacAlgorithm::Sha1 => mac_matches::<Hmac<sha1::Sha1>>(&key, &message, &signature),
-    };
+    let valid = signatures
+        .iter()
+        .any(|signature| match config.hmac_algorithm {
+            HmacAlgorithm::Sha256 => mac_matches::<Hmac<sha2::Sha256>>(&key, &message, signature),
+            HmacAlgorithm::Sha512 => mac_matches::<Hmac<sha2::Sha512>>(&key, &message, signature),
+            HmacAlgorithm::Sha1 => mac_matches::<Hmac<sha1::Sha1>>(&key, &message, signature),
+        });
     if !valid {
         return Err(WebhookError::Unauthenticated("wrong signature".into()));
     }

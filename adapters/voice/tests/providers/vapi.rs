@@ -753,6 +753,46 @@ fn hmac_credentials_with_other_algorithms_formats_and_encodings_verify() {
         ("svix-id", "msg_2Lh9"),
     ]);
     assert_eq!(vapi.verify_webhook(&delivery(&valid, body, now)), Ok(()));
+    // Svix style: `v1,<base64>` signatures, several while a secret rotates, a `whsec_` key.
+    let vapi_svix = hmac_vapi(|c| {
+        c.webhook_secret = Some(format!("whsec_{}", b64(key)).into());
+        c.hmac_secret_is_base64 = true;
+        c.hmac_payload_format = "{method} {url}\n{svix-id}.{timestamp}.{body}".into();
+        c.hmac_timestamp_header = "svix-timestamp".into();
+        c.hmac_signature_header = "svix-signature".into();
+        c.hmac_signature_prefix = "v1,".into();
+        c.hmac_signature_encoding = crm_voice::vapi::SignatureEncoding::Base64;
+        c.server_url = Some("https://crm.example.com/webhooks/voice/vapi".into());
+    })
+    .unwrap();
+    let rotated = format!(
+        "v1,{} v1,{}",
+        b64(&mac::<hmac::Hmac<sha2::Sha256>>(b"the old key", &payload)),
+        b64(&mac::<hmac::Hmac<sha2::Sha256>>(key, &payload))
+    );
+    let both = headers(&[
+        ("svix-signature", &rotated),
+        ("svix-timestamp", &ts),
+        ("svix-id", "msg_2Lh9"),
+    ]);
+    assert_eq!(
+        vapi_svix.verify_webhook(&delivery(&both, body, now)),
+        Ok(())
+    );
+    let old_only = format!(
+        "v1,{}",
+        b64(&mac::<hmac::Hmac<sha2::Sha256>>(b"the old key", &payload))
+    );
+    let stale = headers(&[
+        ("svix-signature", &old_only),
+        ("svix-timestamp", &ts),
+        ("svix-id", "msg_2Lh9"),
+    ]);
+    assert!(
+        vapi_svix
+            .verify_webhook(&delivery(&stale, body, now))
+            .is_err()
+    );
     let other_id = headers(&[
         ("svix-signature", &signature),
         ("svix-timestamp", &ts),
