@@ -32,6 +32,7 @@ on_both_backends!(
     call_events_reach_only_those_who_may_see_the_customer,
     a_lead_asking_not_to_be_called_is_listed_and_not_called_again,
     a_lead_without_an_agent_of_its_language_gets_the_default_agent,
+    the_pipeline_moves_on_after_the_last_unanswered_attempt,
     the_queue_serves_higher_scores_first_then_the_longer_wait,
 );
 
@@ -1299,4 +1300,51 @@ async fn a_lead_without_an_agent_of_its_language_gets_the_default_agent(backend:
             .contains("klingon"),
         "{unknown_agent:#}"
     );
+}
+
+/// A hot lead the pipeline calls who never answers: the voice-call step waits through every
+/// attempt (three, spaced 60 and 240 minutes) and only then completes with the final outcome,
+/// and the run moves on to the follow-up.
+async fn the_pipeline_moves_on_after_the_last_unanswered_attempt(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = lead(&app, &number_missed(3), json!({})).await;
+    app.run_jobs().await;
+    const RUN: &str =
+        "query($id: ID!) { pipelineRun(id: $id) { status steps { name status detail } } }";
+    let calls = app
+        .graphql_ok(
+            "query($c: ID!) { calls(filter: { customerId: $c }) { nodes { runId } } }",
+            json!({ "c": customer }),
+        )
+        .await;
+    let run = calls["calls"]["nodes"][0]["runId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let step = |data: &Value, n: usize| data["pipelineRun"]["steps"][n].clone();
+    for wait in [61, 241] {
+        play(&app, 30).await;
+        let during = app.graphql_ok(RUN, json!({ "id": run })).await;
+        assert_eq!(during["pipelineRun"]["status"], "RUNNING", "{during:#}");
+        assert_eq!(
+            step(&during, 2)["status"],
+            "PENDING",
+            "a retry is due: {during:#}"
+        );
+        app.clock.advance(Duration::minutes(wait));
+        app.run_jobs().await;
+    }
+    play(&app, 30).await;
+    let after = app.graphql_ok(RUN, json!({ "id": run })).await;
+    assert_eq!(after["pipelineRun"]["status"], "COMPLETED", "{after:#}");
+    let call_step = step(&after, 2);
+    assert_eq!(call_step["name"], "voice-call");
+    assert_eq!(call_step["status"], "DONE");
+    assert_eq!(
+        call_step["detail"]["disposition"], "no_answer",
+        "{call_step:#}"
+    );
+    assert_eq!(call_step["detail"]["attempts"], 3);
+    assert_eq!(step(&after, 3)["name"], "follow-up");
+    assert_eq!(step(&after, 3)["status"], "DONE", "{after:#}");
 }
