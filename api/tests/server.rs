@@ -25,18 +25,28 @@ fn server(dir: &std::path::Path) -> Command {
     command
 }
 
-/// Starts `serve` with trace logs; returns the child, its base URL and the bootstrap key.
-fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, String) {
+/// A running `crm-server`, killed when dropped: also when a test fails before [`stop`].
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` with trace logs; returns the server, its base URL and the bootstrap key.
+fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String, String) {
     let (mut child, key) = spawn_serve(dir, env, true);
     let url = listening(&mut child);
-    (child, url, key)
+    (Server(child), url, key)
 }
 
 /// Starts `serve` again over an existing database (no bootstrap key is printed then).
-fn start_again(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, String, String) {
+fn start_again(dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String, String) {
     let (mut child, key) = spawn_serve(dir, env, false);
     let url = listening(&mut child);
-    (child, url, key)
+    (Server(child), url, key)
 }
 
 fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)], first: bool) -> (Child, String) {
@@ -101,9 +111,8 @@ thread_local! {
     static LOGS: std::cell::RefCell<Option<std::sync::mpsc::Receiver<String>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn stop(mut child: Child) -> String {
-    let _ = child.kill();
-    let _ = child.wait();
+fn stop(server: Server) -> String {
+    drop(server);
     LOGS.with(|logs| {
         logs.borrow_mut()
             .take()
@@ -368,14 +377,16 @@ async fn acknowledged_then_killed(dir: &std::path::Path, database_url: &str) {
         ("CRM_LOG__FILTER", "info"),
         ("CRM_INTAKE__WEBHOOK_SECRETS__WEBSITE", secret.as_str()),
     ];
-    let mut restarted = server(dir)
-        .envs(env.iter().copied())
-        .env("CRM_SERVER__BIND", "127.0.0.1:0")
-        .arg("worker")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let restarted = Server(
+        server(dir)
+            .envs(env.iter().copied())
+            .env("CRM_SERVER__BIND", "127.0.0.1:0")
+            .arg("worker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (child, url, _) = start_again(dir, &env);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut found = Value::Null;
@@ -395,8 +406,7 @@ async fn acknowledged_then_killed(dir: &std::path::Path, database_url: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = restarted.kill();
-    let _ = restarted.wait();
+    drop(restarted);
     let _ = stop(child);
     assert_eq!(
         found["data"]["customers"]["nodes"],
