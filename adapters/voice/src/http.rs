@@ -140,33 +140,8 @@ impl ApiClient {
         body: Option<&Value>,
         idempotency: Idempotency,
     ) -> Result<Answer, ProviderError> {
-        let attempts = match idempotency {
-            Idempotency::PlacesCall => 1,
-            Idempotency::Safe => 1 + SAFE_RETRIES,
-        };
-        let mut backoff = RETRY_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self
-                .send_once(method.clone(), path, body, idempotency)
-                .await
-            {
-                Err(ProviderError::Unavailable(message)) if attempt < attempts => {
-                    tracing::warn!(
-                        provider = %self.kind,
-                        %method,
-                        path,
-                        attempt,
-                        error = %message,
-                        "Retrying a safe provider request"
-                    );
-                    Delay::new(backoff).await;
-                    backoff = backoff.saturating_mul(2);
-                    attempt += 1;
-                }
-                outcome => return outcome,
-            }
-        }
+        let url = format!("{}{path}", self.base_url);
+        self.request(method, &url, true, body, idempotency).await
     }
 
     /// Deletes a call's data with `DELETE {path}`: a 2xx is [`CallDeletion::Deleted`] (the body
@@ -199,15 +174,40 @@ impl ApiClient {
                 "the call's control address is not an http(s) URL".into(),
             ));
         }
+        self.request(Method::POST, url, false, Some(body), Idempotency::Safe)
+            .await
+    }
+
+    /// One request to `url` (`authorized`: with our key), retried on `Unavailable` when it
+    /// is safe to repeat.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        authorized: bool,
+        body: Option<&Value>,
+        idempotency: Idempotency,
+    ) -> Result<Answer, ProviderError> {
+        let attempts = match idempotency {
+            Idempotency::PlacesCall => 1,
+            Idempotency::Safe => 1 + SAFE_RETRIES,
+        };
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
         loop {
             match self
-                .request_once(Method::POST, url, false, Some(body), Idempotency::Safe)
+                .request_once(method.clone(), url, authorized, body, idempotency)
                 .await
             {
-                Err(ProviderError::Unavailable(message)) if attempt <= SAFE_RETRIES => {
-                    tracing::warn!(provider = %self.kind, attempt, error = %message, "Retrying a call control request");
+                Err(ProviderError::Unavailable(message)) if attempt < attempts => {
+                    tracing::warn!(
+                        provider = %self.kind,
+                        %method,
+                        path = self.log_path(url),
+                        attempt,
+                        error = %message,
+                        "Retrying a safe provider request"
+                    );
                     Delay::new(backoff).await;
                     backoff = backoff.saturating_mul(2);
                     attempt += 1;
@@ -217,16 +217,11 @@ impl ApiClient {
         }
     }
 
-    async fn send_once(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        idempotency: Idempotency,
-    ) -> Result<Answer, ProviderError> {
-        let url = format!("{}{path}", self.base_url);
-        self.request_once(method, &url, true, body, idempotency)
-            .await
+    /// What a log line says of `url`: its path on the API, never an address handed out as a
+    /// capability.
+    fn log_path<'a>(&self, url: &'a str) -> &'a str {
+        url.strip_prefix(self.base_url.as_str())
+            .unwrap_or("(a call's own address)")
     }
 
     async fn request_once(
@@ -237,9 +232,7 @@ impl ApiClient {
         body: Option<&Value>,
         idempotency: Idempotency,
     ) -> Result<Answer, ProviderError> {
-        let path = url
-            .strip_prefix(self.base_url.as_str())
-            .unwrap_or("(a call's own address)");
+        let path = self.log_path(url);
         let mut request = self
             .http
             .request(method.clone(), url)
