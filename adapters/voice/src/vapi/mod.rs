@@ -41,6 +41,8 @@ use secrecy::ExposeSecret as _;
 pub struct Vapi {
     config: Config,
     api: ApiClient,
+    /// The HMAC credential, when server messages are signed with one.
+    hmac: Option<webhook::HmacPlan>,
 }
 
 impl Vapi {
@@ -64,23 +66,16 @@ impl Vapi {
             "authorization",
             &format!("Bearer {}", key.expose_secret().trim()),
         )?;
-        if config.webhook_auth == WebhookAuth::Hmac {
-            config
-                .payload_pieces()
-                .map_err(|problem| ConfigError::new(kind, problem))?;
-            if config.hmac_secret_is_base64
-                && let Some(secret) = &config.webhook_secret
-                && webhook::base64_key(secret.expose_secret()).is_none()
-            {
-                return Err(ConfigError::new(
-                    kind,
-                    "hmac_secret_is_base64 is set, but webhook_secret is not base64",
-                ));
+        let hmac = match config.webhook_auth {
+            WebhookAuth::Hmac => {
+                webhook::HmacPlan::new(config).map_err(|problem| ConfigError::new(kind, problem))?
             }
-        }
+            WebhookAuth::Bearer => None,
+        };
         Ok(Self {
             config: config.clone(),
             api,
+            hmac,
         })
     }
 }
@@ -112,7 +107,7 @@ impl VoiceProvider for Vapi {
     }
 
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {
-        webhook::verify(&self.config, request)
+        webhook::verify(&self.config, self.hmac.as_ref(), request)
     }
 
     fn parse_webhook(&self, body: &[u8]) -> Result<Vec<CallUpdate>, WebhookError> {

@@ -20,17 +20,49 @@ use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
-/// Checks a delivery against the configured credential (bearer token or HMAC).
-pub(super) fn verify(config: &Config, request: &WebhookRequest<'_>) -> Result<(), WebhookError> {
-    let Some(secret) = config.webhook_secret.as_ref() else {
-        return Err(WebhookError::Unauthenticated(
-            "no Vapi webhook secret is configured".into(),
-        ));
-    };
-    let secret = secret.expose_secret().as_bytes();
+/// Checks a delivery against the configured credential: the bearer token, or the HMAC
+/// credential read at start (`hmac`).
+pub(super) fn verify(
+    config: &Config,
+    hmac: Option<&HmacPlan>,
+    request: &WebhookRequest<'_>,
+) -> Result<(), WebhookError> {
+    let unconfigured =
+        || WebhookError::Unauthenticated("no Vapi webhook secret is configured".into());
     match config.webhook_auth {
-        WebhookAuth::Bearer => verify_bearer(config, secret, request),
-        WebhookAuth::Hmac => verify_hmac_signature(config, secret, request),
+        WebhookAuth::Bearer => {
+            let secret = config.webhook_secret.as_ref().ok_or_else(unconfigured)?;
+            verify_bearer(config, secret.expose_secret().as_bytes(), request)
+        }
+        WebhookAuth::Hmac => verify_hmac_signature(config, hmac.ok_or_else(unconfigured)?, request),
+    }
+}
+
+/// An HMAC credential as read once at start: what is signed, and the key.
+#[derive(Debug)]
+pub(super) struct HmacPlan {
+    pieces: Vec<Piece>,
+    key: secrecy::SecretSlice<u8>,
+}
+
+impl HmacPlan {
+    /// The credential of `config`: `None` without a secret (every delivery is then refused),
+    /// an error for a payload format or a key that cannot work.
+    pub(super) fn new(config: &Config) -> Result<Option<Self>, String> {
+        let pieces = config.payload_pieces()?;
+        let Some(secret) = &config.webhook_secret else {
+            return Ok(None);
+        };
+        let key = if config.hmac_secret_is_base64 {
+            base64_key(secret.expose_secret())
+                .ok_or("hmac_secret_is_base64 is set, but webhook_secret is not base64")?
+        } else {
+            secret.expose_secret().as_bytes().to_vec()
+        };
+        Ok(Some(Self {
+            pieces,
+            key: key.into(),
+        }))
     }
 }
 
@@ -65,7 +97,7 @@ fn verify_bearer(
 
 /// The key of a base64 secret (`secretIsBase64`), standard or URL-safe alphabet, with or
 /// without Svix's `whsec_` prefix.
-pub(super) fn base64_key(secret: &str) -> Option<Vec<u8>> {
+fn base64_key(secret: &str) -> Option<Vec<u8>> {
     let secret = secret.trim();
     let secret = secret.strip_prefix("whsec_").unwrap_or(secret);
     base64::engine::general_purpose::STANDARD
@@ -79,12 +111,9 @@ pub(super) fn base64_key(secret: &str) -> Option<Vec<u8>> {
 /// format filled from this delivery, and the timestamp (when included) inside the window.
 fn verify_hmac_signature(
     config: &Config,
-    secret: &[u8],
+    plan: &HmacPlan,
     request: &WebhookRequest<'_>,
 ) -> Result<(), WebhookError> {
-    let pieces = config
-        .payload_pieces()
-        .map_err(WebhookError::Unauthenticated)?;
     let signature_header = config.hmac_signature_header.trim();
     let signature = request
         .header(signature_header)
@@ -136,15 +165,9 @@ fn verify_hmac_signature(
             "the signature is not hex or base64".into(),
         ));
     }
-    let key = if config.hmac_secret_is_base64 {
-        base64_key(&String::from_utf8_lossy(secret)).ok_or_else(|| {
-            WebhookError::Unauthenticated("the webhook secret is not base64".into())
-        })?
-    } else {
-        secret.to_vec()
-    };
+    let key = plan.key.expose_secret();
     let mut message = Vec::with_capacity(request.body.len() + 64);
-    for piece in &pieces {
+    for piece in &plan.pieces {
         match piece {
             Piece::Text(text) => message.extend_from_slice(text.as_bytes()),
             Piece::Body => message.extend_from_slice(request.body),
@@ -167,9 +190,9 @@ fn verify_hmac_signature(
     let valid = signatures
         .iter()
         .any(|signature| match config.hmac_algorithm {
-            HmacAlgorithm::Sha256 => mac_matches::<Hmac<sha2::Sha256>>(&key, &message, signature),
-            HmacAlgorithm::Sha512 => mac_matches::<Hmac<sha2::Sha512>>(&key, &message, signature),
-            HmacAlgorithm::Sha1 => mac_matches::<Hmac<sha1::Sha1>>(&key, &message, signature),
+            HmacAlgorithm::Sha256 => mac_matches::<Hmac<sha2::Sha256>>(key, &message, signature),
+            HmacAlgorithm::Sha512 => mac_matches::<Hmac<sha2::Sha512>>(key, &message, signature),
+            HmacAlgorithm::Sha1 => mac_matches::<Hmac<sha1::Sha1>>(key, &message, signature),
         });
     if !valid {
         return Err(WebhookError::Unauthenticated("wrong signature".into()));
