@@ -247,10 +247,29 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("cannot start a sibling app: {e:#}"))
     }
 
+    /// Takes the PostgreSQL database away from the app, as an outage would: no new connections
+    /// (committed on its own first: in one implicit transaction with the terminations, the
+    /// pool could reconnect before it took effect), then the open ones ended, waiting until
+    /// each backend has exited. Panics on SQLite.
+    pub async fn take_database_away(&self) {
+        self.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")
+            .await;
+        self.postgres_admin(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND pid <> pg_backend_pid()",
+        )
+        .await;
+    }
+
+    /// Gives the database taken by [`TestApp::take_database_away`] back.
+    pub async fn give_database_back(&self) {
+        self.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")
+            .await;
+    }
+
     /// Runs `sql` on the PostgreSQL server as its admin, with `{db}` replaced by this app's
-    /// database name (to take the database away from the app and give it back). Panics on
-    /// SQLite.
-    pub async fn postgres_admin(&self, sql: &str) {
+    /// database name. Panics on SQLite.
+    async fn postgres_admin(&self, sql: &str) {
         let Some(pg) = self._pg.as_ref() else {
             panic!("postgres_admin needs an app on PostgreSQL");
         };

@@ -431,16 +431,7 @@ async fn deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_
     let (status, body) = deliver(&app, "/webhooks/leads", "away-0", NEW, 0, &lead(0)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 
-    // No new connections (committed on its own first: in one implicit transaction with the
-    // terminations, the pool could reconnect before it took effect), then the open ones
-    // ended, waiting until each backend has exited.
-    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")
-        .await;
-    app.postgres_admin(
-        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
-         WHERE datname = '{db}' AND pid <> pg_backend_pid()",
-    )
-    .await;
+    app.take_database_away().await;
     let away = futures_util::future::join_all((1..=5).map(|i| {
         let (app, lead) = (&app, lead(i));
         async move { deliver(app, "/webhooks/leads", &format!("away-{i}"), NEW, 0, &lead).await }
@@ -450,8 +441,7 @@ async fn deliveries_while_the_database_is_away_are_refused_and_stored_when_sent_
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
 
-    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")
-        .await;
+    app.give_database_back().await;
     for i in 1..=5 {
         let id = format!("away-{i}");
         let (status, body) = deliver(&app, "/webhooks/leads", &id, NEW, 0, &lead(i)).await;

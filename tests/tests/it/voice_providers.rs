@@ -2721,13 +2721,7 @@ async fn a_webhook_while_the_database_is_away_is_refused_and_applied_when_sent_a
     app.run_jobs().await;
     assert_eq!(call(&app, &id).await["status"], "DIALING");
 
-    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")
-        .await;
-    app.postgres_admin(
-        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
-         WHERE datname = '{db}' AND pid <> pg_backend_pid()",
-    )
-    .await;
+    app.take_database_away().await;
     let t0 = app.clock.now().timestamp_millis();
     let started = retell_call(
         &id,
@@ -2740,8 +2734,7 @@ async fn a_webhook_while_the_database_is_away_is_refused_and_applied_when_sent_a
         "{answer}"
     );
 
-    app.postgres_admin("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")
-        .await;
+    app.give_database_back().await;
     let (status, answer) = retell_event(&app, "call_started", started.clone()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["applied"][0]["status"], "in_progress", "{answer}");
