@@ -45,21 +45,29 @@ const START: &str = "mutation($c: ID!) { startVoiceCall(customerId: $c) { id sta
 /// The simulator's default seed (crm.example.toml).
 const SEED: u64 = 42;
 
-/// A German number the simulator plays with `disposition`.
-fn number_with(disposition: Disposition) -> String {
-    (0..10_000)
-        .map(|n| format!("+4930555{n:04}"))
-        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).disposition == disposition)
-        .unwrap()
+/// The plan the simulator plays for attempt `attempt` to `number`.
+fn plan(number: &str, attempt: u32) -> script::Plan {
+    script::plan_attempt(SEED, number, attempt, "de", &|_| String::new())
 }
 
-/// `count` numbers starting with `prefix` that the simulator gives `disposition`.
-fn numbers_with(prefix: &str, disposition: Disposition, count: usize) -> Vec<String> {
+/// The first `count` numbers starting with `prefix` (and four digits) that `wanted` accepts.
+fn numbers_where(prefix: &str, count: usize, wanted: impl Fn(&str) -> bool) -> Vec<String> {
     (0..10_000)
         .map(|n| format!("{prefix}{n:04}"))
-        .filter(|n| script::plan(SEED, n, "de", &|_| String::new()).disposition == disposition)
+        .filter(|n| wanted(n))
         .take(count)
         .collect()
+}
+
+/// `count` numbers starting with `prefix` whose first call the simulator plays with
+/// `disposition`.
+fn numbers_with(prefix: &str, disposition: Disposition, count: usize) -> Vec<String> {
+    numbers_where(prefix, count, |n| plan(n, 1).disposition == disposition)
+}
+
+/// A German number the simulator plays with `disposition`.
+fn number_with(disposition: Disposition) -> String {
+    numbers_with("+4930555", disposition, 1).remove(0)
 }
 
 async fn lead(app: &TestApp, phone: &str, extra: Value) -> String {
@@ -232,15 +240,10 @@ async fn the_pipeline_calls_a_hot_lead_and_moves_on_after_the_call(backend: Test
 
 /// A number the simulator leaves unanswered on each of `attempts` attempts (each rolls anew).
 fn number_missed(attempts: u32) -> String {
-    (0..10_000)
-        .map(|n| format!("+4930555{n:04}"))
-        .find(|n| {
-            (1..=attempts).all(|a| {
-                script::plan_attempt(SEED, n, a, "de", &|_| String::new()).disposition
-                    == Disposition::NoAnswer
-            })
-        })
-        .unwrap()
+    numbers_where("+4930555", 1, |n| {
+        (1..=attempts).all(|a| plan(n, a).disposition == Disposition::NoAnswer)
+    })
+    .remove(0)
 }
 
 async fn unanswered_calls_are_retried_with_spacing_then_end(backend: TestBackend) {
@@ -433,12 +436,7 @@ async fn a_provider_at_its_concurrency_limit_defers_the_next_call(backend: TestB
     .await;
     let answered = number_with(Disposition::Answered);
     let first = lead(&app, &answered, json!({})).await;
-    let other = (0..10_000)
-        .map(|n| format!("+4940555{n:04}"))
-        .find(|n| {
-            script::plan(SEED, n, "de", &|_| String::new()).disposition == Disposition::Answered
-        })
-        .unwrap();
+    let other = numbers_with("+4940555", Disposition::Answered, 1).remove(0);
     let second = lead(&app, &other, json!({})).await;
     let a = start(&app, &first).await;
     let b = start(&app, &second).await;
@@ -964,10 +962,8 @@ async fn a_dial_cut_off_after_its_claim_ends_and_its_number_stays_spaced(backend
 async fn an_appointment_is_proposed_with_an_invitation_and_a_task(backend: TestBackend) {
     let app = TestApp::spawn(backend).await;
     // A number whose simulated call ends with an appointment.
-    let phone = (0..10_000)
-        .map(|n| format!("+4930666{n:04}"))
-        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).outcome == Some("appointment"))
-        .unwrap();
+    let phone =
+        numbers_where("+4930666", 1, |n| plan(n, 1).outcome == Some("appointment")).remove(0);
     let customer = lead(&app, &phone, json!({ "owner": "olga" })).await;
     app.run_jobs().await;
     play(&app, 40).await;
@@ -1165,14 +1161,11 @@ async fn the_queue_serves_higher_scores_first_then_the_longer_wait(backend: Test
 /// later, the conversation is logged, and no third attempt follows.
 async fn a_retry_reaches_the_lead_the_first_call_missed(backend: TestBackend) {
     let app = manual(backend).await;
-    let number = (0..10_000)
-        .map(|n| format!("+4930555{n:04}"))
-        .find(|n| {
-            let plan = |a| script::plan_attempt(SEED, n, a, "de", &|_| String::new());
-            plan(1).disposition == Disposition::NoAnswer
-                && plan(2).disposition == Disposition::Answered
-        })
-        .unwrap();
+    let number = numbers_where("+4930555", 1, |n| {
+        plan(n, 1).disposition == Disposition::NoAnswer
+            && plan(n, 2).disposition == Disposition::Answered
+    })
+    .remove(0);
     let customer = lead(&app, &number, json!({})).await;
     let first = start(&app, &customer).await;
     app.run_jobs().await;
@@ -1249,10 +1242,8 @@ async fn call_events_reach_only_those_who_may_see_the_customer(backend: TestBack
 /// (source `call`): no retry, and a new call is refused.
 async fn a_lead_asking_not_to_be_called_is_listed_and_not_called_again(backend: TestBackend) {
     let app = manual(backend).await;
-    let phone = (0..10_000)
-        .map(|n| format!("+4930555{n:04}"))
-        .find(|n| script::plan(SEED, n, "de", &|_| String::new()).outcome == Some("do_not_call"))
-        .unwrap();
+    let phone =
+        numbers_where("+4930555", 1, |n| plan(n, 1).outcome == Some("do_not_call")).remove(0);
     let customer = lead(&app, &phone, json!({})).await;
     let id = start(&app, &customer).await;
     app.run_jobs().await;
