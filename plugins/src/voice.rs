@@ -248,25 +248,32 @@ impl Voice {
                 .map(|(k, a)| (k.as_str(), a))
                 .ok_or_else(|| VoiceError::UnknownAgent(name.to_owned()));
         }
-        // The agent of the lead's exact language tag, else of its language: `sr` and `sr-RS`
-        // (a provider's locale) both serve an `sr` lead, the exact one first.
-        let primary = |tag: &str| tag.split(['-', '_']).next().unwrap_or_default().to_owned();
+        // The agent of the lead's exact language tag, else of its language, else one whose
+        // locale has that language (`sr-RS` serves an `sr` lead); the first by name on a tie.
         let by_language = customer.language.as_ref().and_then(|language| {
-            let tag = language.as_str();
-            let agents = &self.settings.agents;
-            agents
+            let (tag, primary) = (language.as_str(), language.primary());
+            self.settings
+                .agents
                 .iter()
-                .find(|(_, a)| a.spec.language.eq_ignore_ascii_case(tag))
-                .or_else(|| {
-                    agents
-                        .iter()
-                        .find(|(_, a)| a.spec.language.eq_ignore_ascii_case(&primary(tag)))
+                .filter_map(|agent| {
+                    let theirs = agent.1.spec.language.as_str();
+                    let rank = if theirs.eq_ignore_ascii_case(tag) {
+                        0
+                    } else if theirs.eq_ignore_ascii_case(primary) {
+                        1
+                    } else if theirs
+                        .split(['-', '_'])
+                        .next()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(primary))
+                    {
+                        2
+                    } else {
+                        return None;
+                    };
+                    Some((rank, agent))
                 })
-                .or_else(|| {
-                    agents.iter().find(|(_, a)| {
-                        primary(&a.spec.language).eq_ignore_ascii_case(&primary(tag))
-                    })
-                })
+                .min_by_key(|(rank, _)| *rank)
+                .map(|(_, agent)| agent)
         });
         by_language
             .or_else(|| {

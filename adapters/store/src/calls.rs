@@ -1099,7 +1099,7 @@ pub async fn ingest(
                 // lines alone: the customer may say "Ja." twice.)
                 let listed: std::collections::HashSet<(&str, &str)> = stored
                     .iter()
-                    .filter(|s| s.1.starts_with('p'))
+                    .filter(|s| before.status == CallStatus::Ended && s.1.starts_with('p'))
                     .map(|s| (s.2.as_str(), s.3.trim()))
                     .collect();
                 // `corrected`: an earlier seq sent again with the provider's corrected text.
@@ -1147,9 +1147,7 @@ pub async fn ingest(
                             streamed.swap_remove(i);
                             continue;
                         }
-                    } else if before.status == CallStatus::Ended
-                        && listed.contains(&(segment.role.as_str(), text.trim()))
-                    {
+                    } else if listed.contains(&(segment.role.as_str(), text.trim())) {
                         continue;
                     }
                     if i64::from(seq) >= MAX_SEGMENTS {
