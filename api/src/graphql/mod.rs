@@ -20,6 +20,7 @@ mod pipeline;
 mod reports;
 mod tasks;
 pub(crate) mod transcripts;
+mod writers;
 
 use crate::{
     authz::{Authorizer, AuthzExtension},

@@ -393,6 +393,7 @@ impl Feed {
         }
         let (received, mut rendering, mut sent) =
             (std::time::Instant::now(), Duration::ZERO, 0_usize);
+        let mut shares = Vec::new();
         for group in self.groups.values_mut() {
             let render = std::time::Instant::now();
             let rendered = group.renderer.render(segment.clone()).await;
@@ -429,7 +430,9 @@ impl Feed {
             }
             sent += targets.len();
             // A socket whose writer has gone leaves.
-            for token in fan_out(targets).await {
+            let (gone, spans) = fan_out(targets).await;
+            shares.extend(spans);
+            for token in gone {
                 group.subscribers.remove(&token);
             }
         }
@@ -441,6 +444,7 @@ impl Feed {
             since_commit_us = (chrono::Utc::now() - event.created_at).num_microseconds(),
             render_us = rendering.as_micros(),
             total_us = received.elapsed().as_micros(),
+            shares_us = ?shares,
             "Transcript segment fanned out."
         );
     }
@@ -468,14 +472,15 @@ struct Target {
     frame: Utf8Bytes,
 }
 
-/// Writes each frame to its socket; returns the tokens whose socket has gone. Many sockets
-/// are written from every core at once: each write is a system call that, on a local network,
-/// also runs the receiving side's TCP, so 10,000 of them take tens of milliseconds on one core. The feed's task takes one share; the others go to
-/// blocking threads (a runtime worker's newest spawned task cannot be taken over by another
-/// worker while this one is busy).
-async fn fan_out(mut targets: Vec<Target>) -> Vec<u64> {
-    fn write(targets: Vec<Target>) -> Vec<u64> {
-        targets
+/// Writes each frame to its socket; returns the tokens whose socket has gone, and each share's
+/// start and end (µs) for the debug log. Many sockets are written from every core at once, one
+/// share per writer thread (see [`super::writers`]): each write is a system call that, on a
+/// local network, also runs the receiving side's TCP, so 10,000 of them take tens of
+/// milliseconds on one core.
+async fn fan_out(mut targets: Vec<Target>) -> (Vec<u64>, Vec<(u128, u128)>) {
+    fn write(began: std::time::Instant, targets: Vec<Target>) -> (Vec<u64>, (u128, u128)) {
+        let start = began.elapsed().as_micros();
+        let gone = targets
             .into_iter()
             .filter_map(|target| {
                 target
@@ -484,24 +489,31 @@ async fn fan_out(mut targets: Vec<Target>) -> Vec<u64> {
                     .is_err()
                     .then_some(target.token)
             })
-            .collect()
+            .collect();
+        (gone, (start, began.elapsed().as_micros()))
     }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if cores < 2 || targets.len() < SHARD_MIN {
-        return write(targets);
+    let began = std::time::Instant::now();
+    let writers = super::writers::Writers::get();
+    if writers.len() < 2 || targets.len() < SHARD_MIN {
+        let (gone, span) = write(began, targets);
+        return (gone, vec![span]);
     }
-    let share = targets.len().div_ceil(cores);
-    let mut shards = Vec::with_capacity(cores - 1);
-    while targets.len() > share {
-        let shard = targets.split_off(targets.len() - share);
-        shards.push(tokio::task::spawn_blocking(move || write(shard)));
+    let share = targets.len().div_ceil(writers.len());
+    let mut shares = Vec::with_capacity(writers.len());
+    while !targets.is_empty() {
+        let shard = targets.split_off(targets.len().saturating_sub(share));
+        shares.push(writers.run(shares.len(), move || write(began, shard)));
     }
-    let mut gone = write(targets);
-    for shard in shards {
-        // A shard that panicked wrote what it could; its sockets stay until they fail again.
-        gone.extend(shard.await.unwrap_or_default());
+    let (mut gone, mut spans) = (Vec::new(), Vec::with_capacity(shares.len()));
+    for share in shares {
+        // A share whose thread panicked wrote what it could; its sockets stay until they fail
+        // again.
+        if let Ok((more, span)) = share.await {
+            gone.extend(more);
+            spans.push(span);
+        }
     }
-    gone
+    (gone, spans)
 }
 
 /// The `next` message (`data` in the older `graphql-ws` protocol) of operation `id` with a
