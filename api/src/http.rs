@@ -9,19 +9,15 @@ use crate::{
     ratelimit::{RateLimits, Refusal},
     ws::SubscriptionsOnly,
 };
-use async_graphql::{
-    ServerError,
-    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource},
-};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::{ServerError, http::GraphiQLSource};
+use async_graphql_axum::GraphQLProtocol;
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, Query, State, WebSocketUpgrade},
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
-use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use std::{
@@ -121,8 +117,9 @@ async fn graphql_ws(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
+    // Refuses an upgrade without a GraphQL protocol (its value is private: `protocol_of`).
+    _protocol: GraphQLProtocol,
+    upgrade: crate::websocket::Upgrade,
 ) -> Response {
     let ip = client_ip(peer, &headers, state.trust_forwarded_for);
     if let Err(refusal) = state.limits.check_ip(ip) {
@@ -135,19 +132,20 @@ async fn graphql_ws(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        // Small buffers (they grow for a large message): 10,000 idle subscribers must not
-        // hold 128 KiB each of read and write buffer.
+    // Small buffers (they grow for a large message): 10,000 idle subscribers must not hold
+    // 128 KiB each of read and write buffer.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| async move {
+        .max_message_size(Some(256 * 1024));
+    upgrade.on_upgrade(
+        wire_protocol.sec_websocket_protocol(),
+        config,
+        move |socket| async move {
             // Everything this socket sends passes one outbox: async-graphql's messages and the
             // frames of shared transcript feeds (see `crate::ws`).
             let outbox = crate::ws::Outbox::default();
-            let (sink, stream) = socket.split();
-            let writer = tokio::spawn(crate::ws::write(sink, outbox.clone()));
+            let writer = tokio::spawn(crate::ws::write(socket.clone(), outbox.clone()));
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),
                 state.context.clone(),
@@ -155,17 +153,20 @@ async fn graphql_ws(
                 (outbox.clone(), wire_protocol),
             );
             let init = executor.clone();
-            let sink = crate::ws::graphql_sink(outbox.clone());
-            let stream = stream.map(|message| message.map(crate::ws::tag_operation));
-            GraphQLWebSocket::new_with_pair(sink, stream, executor, protocol)
-                .on_connection_init(move |payload| async move { init.init(&payload, header).await })
-                .serve()
-                .await;
+            crate::ws::serve(
+                socket,
+                outbox.clone(),
+                executor,
+                wire_protocol,
+                move |payload| async move { init.init(&payload, header).await },
+            )
+            .await;
             // What waits is still written (a close frame, a last `complete`); feeds that send
             // later find the outbox closed and drop the subscriber.
             outbox.close();
             let _ = writer.await;
-        })
+        },
+    )
 }
 
 /// A request's headers as (lower-case name, trimmed value) pairs, for provider webhook

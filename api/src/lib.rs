@@ -19,6 +19,7 @@ mod report_routes;
 pub mod telemetry;
 mod voice_webhooks;
 pub mod webhooks;
+mod websocket;
 mod ws;
 
 pub use app::Application;

@@ -15,6 +15,7 @@
 //!   the socket while its writer task is idle, else queued for that task, which flushes once
 //!   per batch.
 
+use crate::websocket::{Connection, Direct, Frame};
 use crate::{
     audit::RequestId,
     auth::Authenticator,
@@ -30,8 +31,7 @@ use async_graphql::{
     http::WebSocketProtocols,
     parser::types::{ExecutableDocument, OperationType, Selection},
 };
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::{Sink, SinkExt as _, stream::SplitSink};
+use futures_util::{Sink, SinkExt as _};
 use std::{
     collections::VecDeque,
     pin::Pin,
@@ -42,6 +42,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Most of async-graphql's messages that wait in one socket's outbox: beyond that its
 /// subscription streams wait (and a lagging one re-reads from the event table).
@@ -261,7 +262,7 @@ pub(crate) fn protocol_of(headers: &axum::http::HeaderMap) -> Option<WebSocketPr
 
 /// An incoming message as the executor should see it: a `subscribe` (`start`) carries its
 /// operation id into the request's extensions.
-pub(crate) fn tag_operation(message: Message) -> Message {
+fn tag_operation(message: Message) -> Message {
     let Message::Text(text) = &message else {
         return message;
     };
@@ -292,6 +293,48 @@ pub(crate) fn tag_operation(message: Message) -> Message {
     Message::Text(value.to_string().into())
 }
 
+/// Serves the GraphQL WebSocket protocol on `socket`: the client's messages go to
+/// async-graphql, its replies to the outbox.
+pub(crate) async fn serve<E, F, R>(
+    socket: Connection,
+    outbox: Outbox,
+    executor: E,
+    protocol: WebSocketProtocols,
+    init: F,
+) where
+    E: Executor,
+    F: FnOnce(serde_json::Value) -> R + Send + 'static,
+    R: Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
+    let input = socket
+        .take_while(|message| std::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            std::future::ready(match message.map(tag_operation) {
+                Ok(Message::Text(text)) => Some(axum::body::Bytes::from(text)),
+                Ok(Message::Binary(bytes)) => Some(bytes),
+                _ => None,
+            })
+        });
+    let replies =
+        async_graphql::http::WebSocket::new(executor, input, protocol).on_connection_init(init);
+    let sink = graphql_sink(outbox);
+    futures_util::pin_mut!(replies, sink);
+    while let Some(reply) = replies.next().await {
+        let message = match reply {
+            async_graphql::http::WsMessage::Text(text) => Message::Text(text.into()),
+            async_graphql::http::WsMessage::Close(code, reason) => {
+                Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                }))
+            }
+        };
+        if sink.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// async-graphql's way into the outbox, waiting while [`OUTBOX_BUDGET`] messages wait.
 pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
     let budget = Arc::new(Semaphore::new(OUTBOX_BUDGET));
@@ -299,18 +342,25 @@ pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
         let budget = budget.clone();
         async move {
             let permit = budget.acquire_owned().await.map_err(|_| ())?;
-            outbox.send((message, Some(permit))).map_err(|_| ())?;
+            outbox
+                .send(Outgoing::Message(message, Some(permit)))
+                .map_err(|_| ())?;
             Ok(outbox)
         }
     })
 }
 
-/// A message for a socket's writer, with the permit that bounds how much of async-graphql's
-/// output may wait (none for a feed's frames, which one call's transcript bounds).
-pub(crate) type Outgoing = (Message, Option<OwnedSemaphorePermit>);
+/// What a socket sends.
+pub(crate) enum Outgoing {
+    /// async-graphql's message, with the permit that bounds how much of its output may wait.
+    Message(Message, Option<OwnedSemaphorePermit>),
+    /// A shared feed's frame, encoded once for all its sockets (one call's transcript bounds
+    /// how many may wait).
+    Frame(Frame),
+}
 
-/// The sending half of a socket.
-type Socket = SplitSink<WebSocket, Message>;
+/// The sending side of a socket.
+type Socket = Connection;
 
 /// Everything one socket sends passes here, in order: async-graphql's messages and the frames
 /// of shared transcript feeds. While the socket's writer task has nothing to do, it lends the
@@ -352,38 +402,34 @@ impl std::fmt::Debug for Queue {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
-/// How a write straight into the socket went.
-enum Direct {
-    /// Written and flushed.
-    Sent,
-    /// In the socket's buffer, not all of it flushed yet.
-    Unflushed,
-    /// The socket could not take it now.
-    Busy(Outgoing),
-    /// The socket failed.
-    Failed,
-}
-
-/// Writes `message` into `socket` without waiting: the socket is polled once, with a waker
-/// that does nothing (a write that must wait is handed to the writer task, which polls again
-/// with its own waker).
-fn write_now(socket: &mut Socket, message: Outgoing) -> Direct {
+/// Writes `message` into `socket` without waiting: a frame as its bytes, a message through
+/// tungstenite, polled once with a waker that does nothing (a write that must wait is handed
+/// to the writer task, which polls again with its own waker).
+fn write_now(socket: &mut Socket, message: Outgoing) -> (Direct, Option<Outgoing>) {
+    let (message, _permit) = match message {
+        Outgoing::Frame(frame) => {
+            return match socket.write_frame(&frame) {
+                Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame))),
+                done => (done, None),
+            };
+        }
+        Outgoing::Message(message, permit) => (message, permit),
+    };
     let mut cx = Context::from_waker(Waker::noop());
     let mut socket = Pin::new(socket);
     match socket.as_mut().poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(_)) => return Direct::Failed,
-        Poll::Pending => return Direct::Busy(message),
+        Poll::Ready(Err(_)) => return (Direct::Failed, None),
+        Poll::Pending => return (Direct::Busy, Some(Outgoing::Message(message, _permit))),
     }
     // The permit is returned once its message is in the socket's buffer.
-    let (message, _permit) = message;
     if socket.as_mut().start_send(message).is_err() {
-        return Direct::Failed;
+        return (Direct::Failed, None);
     }
     match socket.poll_flush(&mut cx) {
-        Poll::Ready(Ok(())) => Direct::Sent,
-        Poll::Ready(Err(_)) => Direct::Failed,
-        Poll::Pending => Direct::Unflushed,
+        Poll::Ready(Ok(())) => (Direct::Sent, None),
+        Poll::Ready(Err(_)) => (Direct::Failed, None),
+        Poll::Pending => (Direct::Unflushed, None),
     }
 }
 
@@ -412,13 +458,13 @@ impl Outbox {
         let message = match queue.lent.as_mut() {
             Some(socket) if queue.messages.is_empty() && !queue.unflushed => {
                 match write_now(socket, message) {
-                    Direct::Sent => return Ok(()),
-                    Direct::Unflushed => {
+                    (Direct::Sent, _) => return Ok(()),
+                    (Direct::Unflushed, _) => {
                         queue.unflushed = true;
                         None
                     }
-                    Direct::Busy(message) => Some(message),
-                    Direct::Failed => {
+                    (Direct::Busy, message) => message,
+                    (Direct::Failed, _) => {
                         // Nothing was queued (a direct write needs an empty queue).
                         queue.closed = true;
                         drop(guard);
@@ -473,7 +519,11 @@ pub(crate) async fn write(socket: Socket, outbox: Outbox) {
             continue;
         };
         let mut failed = false;
-        for (message, _permit) in batch.drain(..) {
+        for outgoing in batch.drain(..) {
+            let (message, _permit) = match outgoing {
+                Outgoing::Message(message, permit) => (message, permit),
+                Outgoing::Frame(frame) => (frame.message(), None),
+            };
             if writing.feed(message).await.is_err() {
                 failed = true;
                 break;

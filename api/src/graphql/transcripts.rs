@@ -22,11 +22,15 @@
 //! bounded by one call's transcript, which the replay holds in memory too.
 
 use super::{ApiContext, AppSchema, calls::SegmentNode};
-use crate::{audit::RequestId, events::EventHub, ws::Outbox};
+use crate::{
+    audit::RequestId,
+    events::EventHub,
+    websocket::Frame,
+    ws::{Outbox, Outgoing},
+};
 use async_graphql::{
     Request, Response, Variables, futures_util::StreamExt as _, http::WebSocketProtocols,
 };
-use axum::extract::ws::{Message, Utf8Bytes};
 use crm_domain::{CallId, CustomerScope, Principal};
 use crm_store::{calls, effects::Event};
 use std::{
@@ -345,7 +349,7 @@ impl Feed {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
                 if subscriber
                     .outbox
-                    .send_unless((Message::Text(frame), None), &subscriber.left)
+                    .send_unless(Outgoing::Frame(frame), &subscriber.left)
                     .is_err()
                 {
                     return;
@@ -402,7 +406,7 @@ impl Feed {
                 continue;
             };
             // Usually every socket of a group chose the same operation id: one frame for all.
-            let mut frames: Vec<(WebSocketProtocols, Arc<str>, Utf8Bytes)> = Vec::new();
+            let mut frames: Vec<(WebSocketProtocols, Arc<str>, Frame)> = Vec::new();
             let mut targets = Vec::with_capacity(group.subscribers.len());
             for (token, subscriber) in &mut group.subscribers {
                 // A correction goes to everyone; anything else once per subscriber.
@@ -469,7 +473,7 @@ struct Target {
     token: u64,
     outbox: Outbox,
     left: Arc<AtomicBool>,
-    frame: Utf8Bytes,
+    frame: Frame,
 }
 
 /// Writes each frame to its socket; returns the tokens whose socket has gone, and each share's
@@ -485,7 +489,7 @@ async fn fan_out(mut targets: Vec<Target>) -> (Vec<u64>, Vec<(u128, u128)>) {
             .filter_map(|target| {
                 target
                     .outbox
-                    .send_unless((Message::Text(target.frame), None), &target.left)
+                    .send_unless(Outgoing::Frame(target.frame), &target.left)
                     .is_err()
                     .then_some(target.token)
             })
@@ -518,13 +522,15 @@ async fn fan_out(mut targets: Vec<Target>) -> (Vec<u64>, Vec<(u128, u128)>) {
 
 /// The `next` message (`data` in the older `graphql-ws` protocol) of operation `id` with a
 /// rendered `payload`, as async-graphql writes it.
-fn next_frame(protocol: WebSocketProtocols, id: &str, payload: &str) -> Utf8Bytes {
+fn next_frame(protocol: WebSocketProtocols, id: &str, payload: &str) -> Frame {
     let kind = match protocol {
         WebSocketProtocols::SubscriptionsTransportWS => "data",
         WebSocketProtocols::GraphQLWS => "next",
     };
     let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-    format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#).into()
+    Frame::text(&format!(
+        r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#
+    ))
 }
 
 #[cfg(test)]
