@@ -119,12 +119,7 @@ impl Upgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let wire = Wire {
-                io: TokioIo::new(upgraded),
-                rest: Bytes::new(),
-                stalled: false,
-                closed: false,
-            };
+            let wire = Wire::new(TokioIo::new(upgraded));
             let socket = WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await;
             serve(Connection(Arc::new(Mutex::new(socket)))).await;
         });
@@ -183,8 +178,8 @@ impl Frame {
 
 /// The upgraded stream under tungstenite: passes everything through, and keeps what a direct
 /// frame write left unwritten, to be written before anything else.
-pub(crate) struct Wire {
-    io: TokioIo<hyper::upgrade::Upgraded>,
+pub(crate) struct Wire<S = TokioIo<hyper::upgrade::Upgraded>> {
+    io: S,
     /// The unwritten end of a direct frame write.
     rest: Bytes,
     /// A write of tungstenite's had to wait: its buffer may hold part of a frame until it
@@ -194,7 +189,16 @@ pub(crate) struct Wire {
     closed: bool,
 }
 
-impl Wire {
+impl<S: AsyncWrite + Unpin> Wire<S> {
+    fn new(io: S) -> Self {
+        Self {
+            io,
+            rest: Bytes::new(),
+            stalled: false,
+            closed: false,
+        }
+    }
+
     fn poll_rest(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.rest.is_empty() {
             let written = ready!(Pin::new(&mut self.io).poll_write(cx, &self.rest))?;
@@ -207,7 +211,7 @@ impl Wire {
     }
 }
 
-impl AsyncRead for Wire {
+impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -217,7 +221,7 @@ impl AsyncRead for Wire {
     }
 }
 
-impl AsyncWrite for Wire {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -263,15 +267,20 @@ pub(crate) enum Direct {
     Failed,
 }
 
-type Socket = WebSocketStream<Wire>;
+type Socket<S> = WebSocketStream<Wire<S>>;
 
 /// One WebSocket connection, shared by its reading and writing halves (each takes the lock
 /// for one poll at a time).
-#[derive(Clone)]
-pub(crate) struct Connection(Arc<Mutex<Socket>>);
+pub(crate) struct Connection<S = TokioIo<hyper::upgrade::Upgraded>>(Arc<Mutex<Socket<S>>>);
 
-impl Connection {
-    fn lock(&self) -> MutexGuard<'_, Socket> {
+impl<S> Clone for Connection<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn lock(&self) -> MutexGuard<'_, Socket<S>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -298,7 +307,7 @@ impl Connection {
     }
 }
 
-impl Stream for Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Connection<S> {
     type Item = Result<Message, tokio_tungstenite::tungstenite::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -311,7 +320,7 @@ impl Stream for Connection {
     }
 }
 
-impl Sink<Message> for Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for Connection<S> {
     type Error = tokio_tungstenite::tungstenite::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -331,7 +340,9 @@ impl Sink<Message> for Connection {
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut *self.lock()).poll_close(cx)
+        let mut socket = self.lock();
+        socket.get_mut().closed = true;
+        Pin::new(&mut *socket).poll_close(cx)
     }
 }
 
@@ -350,5 +361,58 @@ mod tests {
         assert_eq!(&long.bytes[..2], &[0x81, 127]);
         assert_eq!(&long.bytes[2..10], &70_000_u64.to_be_bytes());
         assert!(matches!(long.message(), Message::Text(text) if text.len() == 70_000));
+    }
+
+    /// Frames written as bytes (whole, cut short, or queued behind a cut one) and messages
+    /// written by tungstenite reach the client intact and in the order they were sent, through
+    /// a pipe too narrow for most frames; nothing is written after the close.
+    #[tokio::test]
+    async fn direct_frames_and_tungstenite_messages_keep_their_order() {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        let (server, client) = tokio::io::duplex(64);
+        let socket = WebSocketStream::from_raw_socket(Wire::new(server), Role::Server, None).await;
+        let connection = Connection(Arc::new(Mutex::new(socket)));
+        let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(Ok(message)) = client.next().await {
+                match message {
+                    Message::Text(text) => got.push(text.to_string()),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            got
+        });
+        let (mut writer, mut sent, mut ways) = (connection.clone(), Vec::new(), [0; 3]);
+        for n in 0..60 {
+            let text = format!("{n}:{}", "x".repeat(n * 5));
+            if n % 4 == 0 {
+                writer.send(Message::text(text.clone())).await.unwrap();
+            } else {
+                let frame = Frame::text(&text);
+                match connection.write_frame(&frame) {
+                    Direct::Sent => ways[0] += 1,
+                    // The rest goes out ahead of whatever tungstenite writes next.
+                    Direct::Unflushed => ways[1] += 1,
+                    Direct::Busy => {
+                        ways[2] += 1;
+                        writer.send(frame.message()).await.unwrap();
+                    }
+                    Direct::Failed => panic!("the pipe failed"),
+                }
+            }
+            sent.push(text);
+            // The client reads between the writes: a frame cut short is then followed by one
+            // that would fit, and must still wait for the rest.
+            tokio::task::yield_now().await;
+        }
+        writer.close().await.unwrap();
+        assert!(ways.iter().all(|&n| n > 0), "every way was taken: {ways:?}");
+        assert_eq!(reader.await.unwrap(), sent);
+        assert!(matches!(
+            connection.write_frame(&Frame::text("late")),
+            Direct::Failed
+        ));
     }
 }
