@@ -41,8 +41,9 @@ pub(crate) struct Upgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
 }
 
+/// A refused handshake, in the API's error shape.
 fn refuse(status: StatusCode, message: &'static str) -> Response {
-    (status, message).into_response()
+    crate::http::error_response(status, crate::error::code::BAD_REQUEST, message)
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {

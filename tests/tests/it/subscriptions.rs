@@ -16,6 +16,7 @@ on_both_backends!(
     pipeline_events_stream_as_runs_advance_and_resume_after_a_seq,
     subscriptions_need_credentials_a_rule_and_see_only_their_rows,
     the_socket_serves_only_subscriptions_and_rechecks_credentials,
+    handshakes_that_are_not_websocket_upgrades_are_refused_clearly,
 );
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -236,4 +237,54 @@ async fn the_socket_serves_only_subscriptions_and_rechecks_credentials(backend: 
         }
     };
     assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+}
+
+async fn handshakes_that_are_not_websocket_upgrades_are_refused_clearly(backend: TestBackend) {
+    let app = TestApp::spawn(backend).await;
+    let url = format!("{}/graphql/ws", app.url);
+    let handshake = |version: &str| {
+        app.client
+            .get(&url)
+            .header("sec-websocket-protocol", "graphql-transport-ws")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", version)
+            // RFC 6455's own example (section 1.3).
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    // A plain GET asks for no upgrade.
+    let plain = app
+        .client
+        .get(&url)
+        .header("sec-websocket-protocol", "graphql-transport-ws")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 426);
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+    // An older WebSocket version.
+    let old = handshake("8").send().await.unwrap();
+    assert_eq!(old.status(), 400);
+    let body: Value = old.json().await.unwrap();
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Sec-WebSocket-Version: 13")),
+        "{body}"
+    );
+    // A proper one: switched, with the RFC's accept key for that nonce and the protocol.
+    let switched = handshake("13").send().await.unwrap();
+    assert_eq!(switched.status(), 101);
+    assert_eq!(
+        switched.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert_eq!(
+        switched.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
 }
