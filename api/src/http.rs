@@ -144,8 +144,8 @@ async fn graphql_ws(
         move |socket| async move {
             // Everything this socket sends passes one outbox: async-graphql's messages and the
             // frames of shared transcript feeds (see `crate::ws`).
-            let outbox = crate::ws::Outbox::default();
-            let writer = tokio::spawn(crate::ws::write(socket.clone(), outbox.clone()));
+            let outbox = crate::ws::Outbox::new(socket.clone());
+            let writer = tokio::spawn(crate::ws::write(outbox.clone()));
             let executor = SubscriptionsOnly::new(
                 state.schema.clone(),
                 state.context.clone(),

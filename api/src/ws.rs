@@ -363,25 +363,31 @@ pub(crate) enum Outgoing {
 type Socket = Connection;
 
 /// Everything one socket sends passes here, in order: async-graphql's messages and the frames
-/// of shared transcript feeds. While the socket's writer task has nothing to do, it lends the
-/// socket to the outbox, and a sender writes its message straight into the socket (no queue, no
-/// task wake-up: a feed's segment reaches 10,000 sockets as 10,000 writes). A
+/// of shared transcript feeds. While the socket's writer task has nothing to do, a sender
+/// writes its message straight into the socket (no queue, no task wake-up: a feed's segment
+/// reaches 10,000 sockets as 10,000 writes). A
 /// message that cannot go out at once (the socket's buffer is full, or its reader holds it for
 /// a moment) waits in the queue for the writer task, which waits for the socket to drain.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Outbox(Arc<OutboxState>);
 
-#[derive(Debug, Default)]
 struct OutboxState {
     queue: Mutex<Queue>,
     ready: Notify,
+    socket: Socket,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Outbox").field(&*self.queue()).finish()
+    }
 }
 
 #[derive(Default)]
 struct Queue {
     messages: VecDeque<Outgoing>,
-    /// The socket, while the writer task waits: senders may write to it.
-    lent: Option<Socket>,
+    /// The writer task waits: senders may write to the socket themselves.
+    idle: bool,
     /// A sender's write did not finish flushing: the writer task flushes the rest.
     unflushed: bool,
     closed: bool,
@@ -391,7 +397,7 @@ impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("messages", &self.messages.len())
-            .field("lent", &self.lent.is_some())
+            .field("idle", &self.idle)
             .field("unflushed", &self.unflushed)
             .field("closed", &self.closed)
             .finish()
@@ -405,8 +411,8 @@ pub(crate) struct Closed;
 /// Writes `message` into `socket` without waiting: a frame as its bytes, a message through
 /// tungstenite, polled once with a waker that does nothing (a write that must wait is handed
 /// to the writer task, which polls again with its own waker).
-fn write_now(socket: &mut Socket, message: Outgoing) -> (Direct, Option<Outgoing>) {
-    let (message, _permit) = match message {
+fn write_now(socket: &Socket, message: Outgoing) -> (Direct, Option<Outgoing>) {
+    let (message, permit) = match message {
         Outgoing::Frame(frame) => {
             return match socket.write_frame(&frame) {
                 Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame))),
@@ -416,13 +422,15 @@ fn write_now(socket: &mut Socket, message: Outgoing) -> (Direct, Option<Outgoing
         Outgoing::Message(message, permit) => (message, permit),
     };
     let mut cx = Context::from_waker(Waker::noop());
-    let mut socket = Pin::new(socket);
+    let mut socket = socket.clone();
+    let mut socket = Pin::new(&mut socket);
     match socket.as_mut().poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
         Poll::Ready(Err(_)) => return (Direct::Failed, None),
-        Poll::Pending => return (Direct::Busy, Some(Outgoing::Message(message, _permit))),
+        Poll::Pending => return (Direct::Busy, Some(Outgoing::Message(message, permit))),
     }
     // The permit is returned once its message is in the socket's buffer.
+    let _permit = permit;
     if socket.as_mut().start_send(message).is_err() {
         return (Direct::Failed, None);
     }
@@ -434,6 +442,15 @@ fn write_now(socket: &mut Socket, message: Outgoing) -> (Direct, Option<Outgoing
 }
 
 impl Outbox {
+    /// The outbox of `socket`; its writer task is [`write`].
+    pub(crate) fn new(socket: Socket) -> Self {
+        Self(Arc::new(OutboxState {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            socket,
+        }))
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -455,25 +472,24 @@ impl Outbox {
         if left.load(Ordering::Acquire) {
             return Ok(());
         }
-        let message = match queue.lent.as_mut() {
-            Some(socket) if queue.messages.is_empty() && !queue.unflushed => {
-                match write_now(socket, message) {
-                    (Direct::Sent, _) => return Ok(()),
-                    (Direct::Unflushed, _) => {
-                        queue.unflushed = true;
-                        None
-                    }
-                    (Direct::Busy, message) => message,
-                    (Direct::Failed, _) => {
-                        // Nothing was queued (a direct write needs an empty queue).
-                        queue.closed = true;
-                        drop(guard);
-                        self.0.ready.notify_one();
-                        return Err(Closed);
-                    }
+        let message = if queue.idle && queue.messages.is_empty() && !queue.unflushed {
+            match write_now(&self.0.socket, message) {
+                (Direct::Sent, _) => return Ok(()),
+                (Direct::Unflushed, _) => {
+                    queue.unflushed = true;
+                    None
+                }
+                (Direct::Busy, message) => message,
+                (Direct::Failed, _) => {
+                    // Nothing was queued (a direct write needs an empty queue).
+                    queue.closed = true;
+                    drop(guard);
+                    self.0.ready.notify_one();
+                    return Err(Closed);
                 }
             }
-            _ => Some(message),
+        } else {
+            Some(message)
         };
         queue.messages.extend(message);
         drop(guard);
@@ -489,35 +505,31 @@ impl Outbox {
 }
 
 /// The socket's writer task: writes what waits in the outbox, flushing once per batch, and
-/// lends the socket to the outbox while nothing waits. Ends when the outbox is closed and
+/// leaves the socket to the senders while nothing waits. Ends when the outbox is closed and
 /// empty (then closes the socket), or the socket fails (then closes the outbox).
-pub(crate) async fn write(socket: Socket, outbox: Outbox) {
-    let mut socket = Some(socket);
+pub(crate) async fn write(outbox: Outbox) {
+    let mut writing = outbox.0.socket.clone();
     let mut batch = VecDeque::new();
     loop {
         // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
         let ready = outbox.0.ready.notified();
-        let unflushed = {
+        let idle = {
             let mut queue = outbox.queue();
-            if queue.messages.is_empty() && !queue.unflushed {
-                if queue.closed {
-                    socket = socket.or_else(|| queue.lent.take());
-                    break;
-                }
-                if let Some(socket) = socket.take() {
-                    queue.lent = Some(socket);
-                }
-                None
-            } else {
-                socket = socket.or_else(|| queue.lent.take());
-                std::mem::swap(&mut queue.messages, &mut batch);
-                Some(std::mem::take(&mut queue.unflushed))
+            queue.idle = queue.messages.is_empty() && !queue.unflushed;
+            if queue.idle && queue.closed {
+                break;
             }
+            if !queue.idle {
+                // What a sender's direct write left unflushed goes with this batch's flush.
+                std::mem::swap(&mut queue.messages, &mut batch);
+                queue.unflushed = false;
+            }
+            queue.idle
         };
-        let (Some(_), Some(writing)) = (unflushed, socket.as_mut()) else {
+        if idle {
             ready.await;
             continue;
-        };
+        }
         let mut failed = false;
         for outgoing in batch.drain(..) {
             let (message, _permit) = match outgoing {
@@ -534,7 +546,5 @@ pub(crate) async fn write(socket: Socket, outbox: Outbox) {
             return;
         }
     }
-    if let Some(mut socket) = socket {
-        let _ = socket.close().await;
-    }
+    let _ = writing.close().await;
 }
