@@ -285,6 +285,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads a word next to the connection's lock (see `Outbox::warm`).
+    pub(crate) fn warm(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// Writes `frame` straight into the socket if nothing of tungstenite's waits before it.
     pub(crate) fn write_frame(&self, frame: &Frame) -> Direct {
         let mut socket = self.lock();

@@ -408,18 +408,40 @@ impl std::fmt::Debug for Queue {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
+/// What a sender hands the outbox: its own message, or a feed's frame that many sockets share
+/// (copied only if it must wait in the queue).
+enum Pending<'a> {
+    Owned(Outgoing),
+    Shared(&'a Frame),
+}
+
+impl Pending<'_> {
+    fn into_owned(self) -> Outgoing {
+        match self {
+            Self::Owned(outgoing) => outgoing,
+            Self::Shared(frame) => Outgoing::Frame(frame.clone()),
+        }
+    }
+}
+
 /// Writes `message` into `socket` without waiting: a frame as its bytes, a message through
 /// tungstenite, polled once with a waker that does nothing (a write that must wait is handed
 /// to the writer task, which polls again with its own waker).
-fn write_now(socket: &Socket, message: Outgoing) -> (Direct, Option<Outgoing>) {
+fn write_now(socket: &Socket, message: Pending<'_>) -> (Direct, Option<Outgoing>) {
     let (message, permit) = match message {
-        Outgoing::Frame(frame) => {
+        Pending::Shared(frame) => {
+            return match socket.write_frame(frame) {
+                Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame.clone()))),
+                done => (done, None),
+            };
+        }
+        Pending::Owned(Outgoing::Frame(frame)) => {
             return match socket.write_frame(&frame) {
                 Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame))),
                 done => (done, None),
             };
         }
-        Outgoing::Message(message, permit) => (message, permit),
+        Pending::Owned(Outgoing::Message(message, permit)) => (message, permit),
     };
     let mut cx = Context::from_waker(Waker::noop());
     let mut socket = socket.clone();
@@ -451,6 +473,12 @@ impl Outbox {
         }))
     }
 
+    /// Reads a word of the outbox's state and of its connection's, so that a pass over many
+    /// outboxes brings them into the cache side by side (see `transcripts`).
+    pub(crate) fn warm(&self) -> usize {
+        Arc::strong_count(&self.0).wrapping_add(self.0.socket.warm())
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -464,6 +492,16 @@ impl Outbox {
     /// Sends `message` unless `left` is set, which is read under the outbox's lock: a
     /// subscription that sets it before its socket sends `complete` gets nothing after that.
     pub(crate) fn send_unless(&self, message: Outgoing, left: &AtomicBool) -> Result<(), Closed> {
+        self.pass(Pending::Owned(message), left)
+    }
+
+    /// Sends a feed's `frame` unless `left` is set (as [`Self::send_unless`]); the frame is
+    /// copied only if it has to wait.
+    pub(crate) fn send_frame_unless(&self, frame: &Frame, left: &AtomicBool) -> Result<(), Closed> {
+        self.pass(Pending::Shared(frame), left)
+    }
+
+    fn pass(&self, message: Pending<'_>, left: &AtomicBool) -> Result<(), Closed> {
         let mut guard = self.queue();
         let queue = &mut *guard;
         if queue.closed {
@@ -489,7 +527,7 @@ impl Outbox {
                 }
             }
         } else {
-            Some(message)
+            Some(message.into_owned())
         };
         queue.messages.extend(message);
         drop(guard);

@@ -36,8 +36,8 @@ use crm_store::{calls, effects::Event};
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, PoisonError, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -193,19 +193,27 @@ fn render_key(
     .into()
 }
 
+/// Where a subscription's segments go: what a writer thread needs of one subscriber, shared by
+/// the feed's target list and the socket's [`Lease`].
+#[derive(Debug)]
+struct Sink {
+    token: u64,
+    outbox: Outbox,
+    /// Set when the subscription ends on the socket's side (see [`Outbox::send_unless`]).
+    left: AtomicBool,
+    /// The last seq this subscriber has been sent (only the feed's fan-outs, one at a time,
+    /// change it).
+    last: AtomicI32,
+}
+
 /// One socket's subscription to a feed.
 #[derive(Debug)]
 pub(crate) struct Subscriber {
-    token: u64,
+    sink: Arc<Sink>,
     /// The operation id the client chose.
     id: Arc<str>,
     protocol: WebSocketProtocols,
-    outbox: Outbox,
     renderer: Arc<Renderer>,
-    /// The last seq this subscriber has been sent.
-    last: i32,
-    /// Set when the subscription ends on the socket's side (see [`Outbox::send_unless`]).
-    left: Arc<AtomicBool>,
     /// Dropped (or fired) when the feed is done with this subscriber.
     done: oneshot::Sender<()>,
 }
@@ -226,23 +234,23 @@ pub(crate) fn join(
         return None;
     }
     let renderer = Arc::new(renderer(joined.principal, &joined.scope));
-    let token = TOKENS.fetch_add(1, Ordering::Relaxed);
     let (done, finished) = oneshot::channel();
-    let left = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(Sink {
+        token: TOKENS.fetch_add(1, Ordering::Relaxed),
+        outbox,
+        left: AtomicBool::new(false),
+        last: AtomicI32::new(joined.last),
+    });
     let lease = Lease {
         key: renderer.key.clone(),
-        token,
         feed: joined.feed,
-        left: left.clone(),
+        sink: sink.clone(),
     };
     let subscriber = Subscriber {
-        token,
+        sink,
         id,
         protocol,
-        outbox,
         renderer,
-        last: joined.last,
-        left,
         done,
     };
     // A feed that stopped drops the subscriber, and with it `done`: the stream completes.
@@ -254,19 +262,18 @@ pub(crate) fn join(
 #[derive(Debug)]
 pub(crate) struct Lease {
     key: RenderKey,
-    token: u64,
     feed: Arc<FeedHandle>,
-    left: Arc<AtomicBool>,
+    sink: Arc<Sink>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         // Before the socket answers the client's `complete`: no segment follows it, even one
         // the feed writes before it has read the `Leave`.
-        self.left.store(true, Ordering::Release);
+        self.sink.left.store(true, Ordering::Release);
         let _ = self.feed.commands.send(Command::Leave {
             key: self.key.clone(),
-            token: self.token,
+            token: self.sink.token,
         });
     }
 }
@@ -276,6 +283,45 @@ impl Drop for Lease {
 struct Group {
     renderer: Arc<Renderer>,
     subscribers: HashMap<u64, Subscriber>,
+    /// What a segment is written to, kept from one segment to the next until someone joins
+    /// or leaves.
+    targets: Option<Targets>,
+}
+
+/// A group's sockets, each with its kind of frame: the frame of a segment differs only by the
+/// protocol and the operation id a client chose, so one is encoded per distinct pair. (Clients
+/// such as `graphql-ws` choose a fresh id for every subscription: then every socket has a kind
+/// of its own, and the writer threads encode the frames.)
+#[derive(Debug)]
+struct Targets {
+    kinds: Arc<[(WebSocketProtocols, Arc<str>)]>,
+    sinks: Arc<[(Arc<Sink>, usize)]>,
+}
+
+impl Group {
+    fn targets(&mut self) -> &Targets {
+        self.targets.get_or_insert_with(|| {
+            let mut kinds = Vec::new();
+            let mut index: HashMap<(WebSocketProtocols, &str), usize> = HashMap::new();
+            let sinks = self
+                .subscribers
+                .values()
+                .map(|subscriber| {
+                    let kind = *index
+                        .entry((subscriber.protocol, &subscriber.id))
+                        .or_insert_with(|| {
+                            kinds.push((subscriber.protocol, subscriber.id.clone()));
+                            kinds.len() - 1
+                        });
+                    (subscriber.sink.clone(), kind)
+                })
+                .collect();
+            Targets {
+                kinds: kinds.into(),
+                sinks,
+            }
+        })
+    }
 }
 
 /// One call's feed.
@@ -313,6 +359,7 @@ impl Feed {
                     Some(Command::Leave { key, token }) => {
                         if let Some(group) = self.groups.get_mut(&key) {
                             group.subscribers.remove(&token);
+                            group.targets = None;
                             if group.subscribers.is_empty() {
                                 self.groups.remove(&key);
                             }
@@ -337,19 +384,21 @@ impl Feed {
         // Corrections too, even of seqs the replay held: a correction committed between the
         // replay's read and this join reached no group (sent twice at worst, which replaces a
         // line with the same text).
+        let sink = subscriber.sink.clone();
+        let last = sink.last.load(Ordering::Relaxed);
         let missed: Vec<SegmentNode> = self
             .seen
             .iter()
-            .filter(|s| s.position() > subscriber.last || s.is_correction())
+            .filter(|s| s.position() > last || s.is_correction())
             .cloned()
             .collect();
         for segment in missed {
-            subscriber.last = subscriber.last.max(segment.position());
+            sink.last.fetch_max(segment.position(), Ordering::Relaxed);
             if let Some(payload) = subscriber.renderer.render(segment).await {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
-                if subscriber
+                if sink
                     .outbox
-                    .send_unless(Outgoing::Frame(frame), &subscriber.left)
+                    .send_unless(Outgoing::Frame(frame), &sink.left)
                     .is_err()
                 {
                     return;
@@ -365,10 +414,12 @@ impl Feed {
             .or_insert_with(|| Group {
                 renderer: subscriber.renderer.clone(),
                 subscribers: HashMap::new(),
+                targets: None,
             });
         // One renderer per group: 10,000 subscribers do not each keep their own.
         subscriber.renderer = group.renderer.clone();
-        group.subscribers.insert(subscriber.token, subscriber);
+        group.targets = None;
+        group.subscribers.insert(sink.token, subscriber);
     }
 
     async fn event(&mut self, event: &Event) {
@@ -405,37 +456,24 @@ impl Feed {
             let Some(payload) = rendered else {
                 continue;
             };
-            // Usually every socket of a group chose the same operation id: one frame for all.
-            let mut frames: Vec<(WebSocketProtocols, Arc<str>, Frame)> = Vec::new();
-            let mut targets = Vec::with_capacity(group.subscribers.len());
-            for (token, subscriber) in &mut group.subscribers {
-                // A correction goes to everyone; anything else once per subscriber.
-                if subscriber.last >= seq && !corrected {
-                    continue;
-                }
-                subscriber.last = subscriber.last.max(seq);
-                let frame = match frames
-                    .iter()
-                    .find(|(p, id, _)| *p == subscriber.protocol && *id == subscriber.id)
-                {
-                    Some((_, _, frame)) => frame.clone(),
-                    None => {
-                        let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
-                        frames.push((subscriber.protocol, subscriber.id.clone(), frame.clone()));
-                        frame
-                    }
-                };
-                targets.push(Target {
-                    token: *token,
-                    outbox: subscriber.outbox.clone(),
-                    left: subscriber.left.clone(),
-                    frame,
-                });
-            }
-            sent += targets.len();
+            let targets = group.targets();
+            let write = Write {
+                sinks: targets.sinks.clone(),
+                frames: targets.kinds.iter().map(|_| OnceLock::new()).collect(),
+                kinds: targets.kinds.clone(),
+                payload,
+                seq,
+                corrected,
+                next: AtomicUsize::new(0),
+                began: std::time::Instant::now(),
+            };
             // A socket whose writer has gone leaves.
-            let (gone, spans) = fan_out(targets).await;
+            let (gone, written, spans) = fan_out(write).await;
+            sent += written;
             shares.extend(spans);
+            if !gone.is_empty() {
+                group.targets = None;
+            }
             for token in gone {
                 group.subscribers.remove(&token);
             }
@@ -468,56 +506,114 @@ impl Feed {
 /// (the test suite) share out from two sockets on, so that the tests run the sharded path.
 const SHARD_MIN: usize = if cfg!(debug_assertions) { 2 } else { 1024 };
 
-/// One socket's frame of a segment.
-struct Target {
-    token: u64,
-    outbox: Outbox,
-    left: Arc<AtomicBool>,
-    frame: Frame,
+/// How many sockets a writer takes at a time. Shares are taken, not dealt: a thread that
+/// writes faster (its core less busy with anything else) writes more, and every thread
+/// finishes within one chunk of the others.
+const CHUNK: usize = if cfg!(debug_assertions) { 1 } else { 64 };
+
+/// One segment's write to a group's sockets, shared by the writer threads.
+struct Write {
+    sinks: Arc<[(Arc<Sink>, usize)]>,
+    /// The rendered `payload` of the segment's `next` message.
+    payload: String,
+    /// The protocol and operation id of each kind (see [`Targets`]).
+    kinds: Arc<[(WebSocketProtocols, Arc<str>)]>,
+    /// The frame of each kind, encoded by the first thread that needs it.
+    frames: Box<[OnceLock<Frame>]>,
+    seq: i32,
+    /// A correction goes to everyone; anything else once per subscriber.
+    corrected: bool,
+    /// The first socket no thread has taken yet.
+    next: AtomicUsize,
+    began: std::time::Instant,
 }
 
-/// Writes each frame to its socket; returns the tokens whose socket has gone, and each share's
-/// start and end (µs) for the debug log. Many sockets are written from every core at once, one
-/// share per writer thread (see [`super::writers`]): each write is a system call that, on a
-/// local network, also runs the receiving side's TCP, so 10,000 of them take tens of
-/// milliseconds on one core.
-async fn fan_out(mut targets: Vec<Target>) -> (Vec<u64>, Vec<(u128, u128)>) {
-    fn write(began: std::time::Instant, targets: Vec<Target>) -> (Vec<u64>, (u128, u128)) {
-        let start = began.elapsed().as_micros();
-        let gone = targets
-            .into_iter()
-            .filter_map(|target| {
-                target
-                    .outbox
-                    .send_unless(Outgoing::Frame(target.frame), &target.left)
-                    .is_err()
-                    .then_some(target.token)
-            })
-            .collect();
-        (gone, (start, began.elapsed().as_micros()))
+/// What one thread did of a [`Write`]: the tokens whose socket has gone, how many frames it
+/// wrote, and when it started and ended (µs after the fan-out began, for the debug log).
+struct Share {
+    gone: Vec<u64>,
+    written: usize,
+    span: (u128, u128),
+}
+
+impl Write {
+    fn share(&self) -> Share {
+        let start = self.began.elapsed().as_micros();
+        let (mut gone, mut written) = (Vec::new(), 0);
+        loop {
+            let from = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+            let Some(chunk) = self.sinks.get(from..self.sinks.len().min(from + CHUNK)) else {
+                break;
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            // Each target's state (its sink, outbox and connection) is read once for the whole
+            // chunk first: independent reads whose cache misses overlap, where the writes below
+            // would wait for them one after another.
+            std::hint::black_box(
+                chunk
+                    .iter()
+                    .map(|(sink, _)| sink.outbox.warm())
+                    .fold(0_usize, usize::wrapping_add),
+            );
+            for (sink, kind) in chunk {
+                // A sink is in one group once, and only this fan-out writes `last` now: a plain
+                // read and write (no locked instruction, which would wait for its cache miss).
+                let last = sink.last.load(Ordering::Relaxed);
+                if last >= self.seq && !self.corrected {
+                    continue;
+                }
+                sink.last.store(last.max(self.seq), Ordering::Relaxed);
+                let (Some(frame), Some((protocol, id))) =
+                    (self.frames.get(*kind), self.kinds.get(*kind))
+                else {
+                    continue;
+                };
+                let frame = frame.get_or_init(|| next_frame(*protocol, id, &self.payload));
+                match sink.outbox.send_frame_unless(frame, &sink.left) {
+                    Ok(()) => written += 1,
+                    Err(_) => gone.push(sink.token),
+                }
+            }
+        }
+        Share {
+            gone,
+            written,
+            span: (start, self.began.elapsed().as_micros()),
+        }
     }
-    let began = std::time::Instant::now();
+}
+
+/// Writes a segment's frame to each socket of a group; returns the tokens whose socket has
+/// gone, how many frames were written, and each share's start and end. Many sockets are
+/// written from every core at once, one share per writer thread (see [`super::writers`]): each
+/// write is a system call that, on a local network, also runs the receiving side's TCP, so
+/// 10,000 of them take tens of milliseconds on one core.
+async fn fan_out(write: Write) -> (Vec<u64>, usize, Vec<(u128, u128)>) {
     let writers = super::writers::Writers::get();
-    if writers.len() < 2 || targets.len() < SHARD_MIN {
-        let (gone, span) = write(began, targets);
-        return (gone, vec![span]);
+    if writers.len() < 2 || write.sinks.len() < SHARD_MIN {
+        let share = write.share();
+        return (share.gone, share.written, vec![share.span]);
     }
-    let share = targets.len().div_ceil(writers.len());
-    let mut shares = Vec::with_capacity(writers.len());
-    while !targets.is_empty() {
-        let shard = targets.split_off(targets.len().saturating_sub(share));
-        shares.push(writers.run(shares.len(), move || write(began, shard)));
-    }
-    let (mut gone, mut spans) = (Vec::new(), Vec::with_capacity(shares.len()));
+    let write = Arc::new(write);
+    let shares: Vec<_> = (0..writers.len())
+        .map(|index| {
+            let write = write.clone();
+            writers.run(index, move || write.share())
+        })
+        .collect();
+    let (mut gone, mut written, mut spans) = (Vec::new(), 0, Vec::with_capacity(shares.len()));
     for share in shares {
         // A share whose thread panicked wrote what it could; its sockets stay until they fail
         // again.
-        if let Ok((more, span)) = share.await {
-            gone.extend(more);
-            spans.push(span);
+        if let Ok(share) = share.await {
+            gone.extend(share.gone);
+            written += share.written;
+            spans.push(share.span);
         }
     }
-    (gone, spans)
+    (gone, written, spans)
 }
 
 /// The `next` message (`data` in the older `graphql-ws` protocol) of operation `id` with a

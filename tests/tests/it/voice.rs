@@ -22,6 +22,7 @@ on_both_backends!(
     a_queued_call_can_be_cancelled_once,
     transcripts_stream_live_and_resume_after_a_reconnect,
     many_transcript_subscribers_get_every_segment_in_order,
+    who_gets_the_next_segment_follows_joins_and_leaves_mid_call,
     shared_transcript_renders_stay_within_a_row_level_scope,
     call_events_stream_status_changes_to_integrations,
     a_call_whose_end_never_arrives_is_reconciled_with_the_provider,
@@ -712,6 +713,75 @@ async fn many_transcript_subscribers_get_every_segment_in_order(backend: TestBac
     let got = strip(before_quitting, "t");
     assert_eq!(got, expected[..got.len()]);
     silent(&mut quitter).await;
+}
+
+/// The seqs of the next `n` transcript messages on `socket`, each checked to carry `op`.
+async fn next_seqs(socket: &mut Socket, op: &str, n: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    for _ in 0..n {
+        let message = receive(socket).await;
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(message["id"], op, "{message}");
+        seqs.push(
+            message["payload"]["data"]["callTranscript"]["seq"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    seqs
+}
+
+async fn who_gets_the_next_segment_follows_joins_and_leaves_mid_call(backend: TestBackend) {
+    let app = manual(backend).await;
+    let customer = lead(&app, &number_with(Disposition::Answered), json!({})).await;
+    let id = start(&app, &customer).await;
+    let admin = json!({ "Authorization": format!("Bearer {}", app.token_for(Role::Admin, "ada")) });
+    let subscribe = |op: &str| {
+        json!({ "id": op, "type": "subscribe",
+                "payload": { "query": TRANSCRIPT, "variables": { "id": id, "after": null } } })
+    };
+    // Two subscribers of one shared render: the feed writes the first lines to both.
+    let (mut a, _) = connect(&app, admin.clone()).await;
+    send(&mut a, subscribe("a")).await;
+    let (mut b, _) = connect(&app, admin.clone()).await;
+    send(&mut b, subscribe("b")).await;
+    app.run_jobs().await;
+    play(&app, 8).await; // rings 3 s, then a line every 1.5 s
+    assert_eq!(next_seqs(&mut a, "a", 3).await, [1, 2, 3]);
+    assert_eq!(next_seqs(&mut b, "b", 3).await, [1, 2, 3]);
+
+    // A third joins the same render mid-call, with nobody leaving: it gets what is stored, then
+    // every later line as it comes.
+    let (mut c, _) = connect(&app, admin.clone()).await;
+    send(&mut c, subscribe("c")).await;
+    assert_eq!(next_seqs(&mut c, "c", 3).await, [1, 2, 3]);
+    play(&app, 3).await;
+    assert_eq!(next_seqs(&mut a, "a", 2).await, [4, 5]);
+    assert_eq!(next_seqs(&mut c, "c", 2).await, [4, 5]);
+    assert_eq!(next_seqs(&mut b, "b", 2).await, [4, 5]);
+
+    // One leaves: the others go on to the end, the one who left gets nothing more.
+    send(&mut b, json!({ "id": "b", "type": "complete" })).await;
+    assert!(
+        transcript_until_complete(&mut b, "callTranscript")
+            .await
+            .is_empty()
+    );
+    play(&app, 30).await;
+    let total = call(&app, &id).await["segments"].as_array().unwrap().len() as i64;
+    assert!(total > 5, "{total}");
+    for (op, socket) in [("a", &mut a), ("c", &mut c)] {
+        let seqs: Vec<i64> = transcript_until_complete(socket, "callTranscript")
+            .await
+            .into_iter()
+            .map(|(id, seq, _)| {
+                assert_eq!(id, op);
+                seq
+            })
+            .collect();
+        assert_eq!(seqs, (6..=total).collect::<Vec<_>>(), "subscriber {op}");
+    }
+    silent(&mut b).await;
 }
 
 async fn shared_transcript_renders_stay_within_a_row_level_scope(backend: TestBackend) {
