@@ -11,6 +11,11 @@
 #       server's cores (the latency to the kernel receive timestamp is then the server's alone)
 #   BACKEND=postgres bench/fanout.sh              # a fresh crm_fanout database on 127.0.0.1:5432
 #       (segments then reach the feed through LISTEN/NOTIFY's wake-up, as on a replica)
+#   QUIET=1 bench/fanout.sh                       # the generator reads its sockets only between
+#       segments (one sentinel reads at once), so no thread of it runs while a segment is fanned
+#       out: clients on other hosts (see tests/examples/fanout.rs)
+#   OPERATION_IDS=distinct bench/fanout.sh        # every subscription with an operation id of its
+#       own (as the graphql-ws client does), so every socket gets a frame of its own
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-8099}
