@@ -409,7 +409,8 @@ impl std::fmt::Debug for Queue {
 pub(crate) struct Closed;
 
 /// What a sender hands the outbox: its own message, or a feed's frame that many sockets share
-/// (copied only if it must wait in the queue).
+/// (a reference to it is taken only if it must wait in the queue: no reference count goes up
+/// and down per socket).
 enum Pending<'a> {
     Owned(Outgoing),
     Shared(&'a Frame),
@@ -496,7 +497,7 @@ impl Outbox {
     }
 
     /// Sends a feed's `frame` unless `left` is set (as [`Self::send_unless`]); the frame is
-    /// copied only if it has to wait.
+    /// cloned (a reference count) only if it has to wait.
     pub(crate) fn send_frame_unless(&self, frame: &Frame, left: &AtomicBool) -> Result<(), Closed> {
         self.pass(Pending::Shared(frame), left)
     }

@@ -201,8 +201,8 @@ struct Sink {
     outbox: Outbox,
     /// Set when the subscription ends on the socket's side (see [`Outbox::send_unless`]).
     left: AtomicBool,
-    /// The last seq this subscriber has been sent (only the feed's fan-outs, one at a time,
-    /// change it).
+    /// The last seq this subscriber has been sent (only the feed's task and its fan-outs, one
+    /// at a time, change it).
     last: AtomicI32,
 }
 
@@ -283,8 +283,8 @@ impl Drop for Lease {
 struct Group {
     renderer: Arc<Renderer>,
     subscribers: HashMap<u64, Subscriber>,
-    /// What a segment is written to, kept from one segment to the next until someone joins
-    /// or leaves.
+    /// What a segment is written to, kept from one segment to the next until someone joins,
+    /// leaves or is found gone.
     targets: Option<Targets>,
 }
 

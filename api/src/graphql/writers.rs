@@ -1,8 +1,9 @@
 //! The threads that write a transcript segment's frame to thousands of sockets at once (see
 //! `transcripts`): one per CPU this process may use, each pinned to its CPU on Linux.
 //!
-//! A segment's sockets are split into one share per thread. Each write is a system call that,
-//! on a local network, also runs the receiving side's TCP, so the shares must run side by side.
+//! Every thread takes its share of a segment's sockets, a chunk at a time, from one list. Each
+//! write is a system call that, on a local network, also runs the receiving side's TCP, so the
+//! shares must run side by side.
 //! Left to the scheduler they did not always: a share handed to a pool thread woke on the busy
 //! core, and the two shares took turns there in 4 ms slices while the other core ran other work
 //! (BENCHMARKS.md, session 13). Pinned, every share has a core of its own.
@@ -50,7 +51,8 @@ impl Writers {
     }
 
     /// Runs `work` on writer `index` (modulo their number); if that thread is gone (a job
-    /// panicked), here and now.
+    /// panicked), on tokio's blocking pool (so that it does not run before the other shares are
+    /// handed out), or here and now outside a runtime.
     pub(crate) fn run<T: Send + 'static>(
         &self,
         index: usize,
@@ -63,12 +65,20 @@ impl Writers {
         match self.threads.get(index % self.threads.len().max(1)) {
             Some(thread) => {
                 if let Err(mpsc::SendError(job)) = thread.send(job) {
-                    job();
+                    fallback(job);
                 }
             }
-            None => job(),
+            None => fallback(job),
         }
         result
+    }
+}
+
+/// Runs the job of a writer that is gone.
+fn fallback(job: Job) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(job)),
+        Err(_) => job(),
     }
 }
 
