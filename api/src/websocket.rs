@@ -145,7 +145,12 @@ pub(crate) struct Frame {
 
 impl Frame {
     pub(crate) fn text(text: &str) -> Self {
-        let len = text.len();
+        Self::text_of(&[text])
+    }
+
+    /// The text frame of `parts` joined, encoded in one buffer.
+    pub(crate) fn text_of(parts: &[&str]) -> Self {
+        let len = parts.iter().map(|part| part.len()).sum::<usize>();
         let mut bytes = Vec::with_capacity(len + 10);
         bytes.push(0x81); // FIN, text
         match (u8::try_from(len), u16::try_from(len)) {
@@ -160,7 +165,9 @@ impl Frame {
             }
         }
         let header = bytes.len();
-        bytes.extend_from_slice(text.as_bytes());
+        for part in parts {
+            bytes.extend_from_slice(part.as_bytes());
+        }
         Self {
             bytes: bytes.into(),
             header,
@@ -367,6 +374,10 @@ mod tests {
         assert_eq!(&long.bytes[..2], &[0x81, 127]);
         assert_eq!(&long.bytes[2..10], &70_000_u64.to_be_bytes());
         assert!(matches!(long.message(), Message::Text(text) if text.len() == 70_000));
+        let joined = Frame::text_of(&["{", &"c".repeat(124), "}"]);
+        assert_eq!(&joined.bytes[..4], &[0x81, 126, 0, 126]);
+        assert_eq!(&joined.bytes[4..5], b"{");
+        assert_eq!(joined.bytes.len(), 130);
     }
 
     /// Frames written as bytes (whole, cut short, or queued behind a cut one) and messages

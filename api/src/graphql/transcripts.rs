@@ -617,16 +617,22 @@ async fn fan_out(write: Write) -> (Vec<u64>, usize, Vec<(u128, u128)>) {
 }
 
 /// The `next` message (`data` in the older `graphql-ws` protocol) of operation `id` with a
-/// rendered `payload`, as async-graphql writes it.
+/// rendered `payload`, as async-graphql writes it, encoded in one buffer: with an operation id
+/// of its own per subscription, every socket gets a frame of its own.
 fn next_frame(protocol: WebSocketProtocols, id: &str, payload: &str) -> Frame {
     let kind = match protocol {
-        WebSocketProtocols::SubscriptionsTransportWS => "data",
-        WebSocketProtocols::GraphQLWS => "next",
+        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"data","id":"#,
+        WebSocketProtocols::GraphQLWS => r#"{"type":"next","id":"#,
     };
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-    Frame::text(&format!(
-        r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#
-    ))
+    // Ids are usually plain (a number, a UUID): quoted as they are; others as JSON escapes them.
+    let escaped;
+    let id: [&str; 3] = if id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        ["\"", id, "\""]
+    } else {
+        escaped = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+        ["", &escaped, ""]
+    };
+    Frame::text_of(&[kind, id[0], id[1], id[2], r#","payload":"#, payload, "}"])
 }
 
 #[cfg(test)]
@@ -648,6 +654,35 @@ mod tests {
             &principal,
             &scope,
         )
+    }
+
+    #[test]
+    fn next_frames_carry_the_operation_id_as_json_would() {
+        use tokio_tungstenite::tungstenite::Message;
+        for id in [
+            "1",
+            "0000002a-0000-4002-8000-00000001484f",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "ünï",
+        ] {
+            for (protocol, kind) in [
+                (WebSocketProtocols::GraphQLWS, "next"),
+                (WebSocketProtocols::SubscriptionsTransportWS, "data"),
+            ] {
+                let Message::Text(text) = next_frame(protocol, id, r#"{"data":{"n":1}}"#).message()
+                else {
+                    panic!("a text frame");
+                };
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(
+                    value,
+                    serde_json::json!({ "type": kind, "id": id, "payload": { "data": { "n": 1 } } }),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
