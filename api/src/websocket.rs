@@ -144,12 +144,8 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    pub(crate) fn text(text: &str) -> Self {
-        Self::text_of(&[text])
-    }
-
     /// The text frame of `parts` joined, encoded in one buffer.
-    pub(crate) fn text_of(parts: &[&str]) -> Self {
+    pub(crate) fn text(parts: &[&str]) -> Self {
         let len = parts.iter().map(|part| part.len()).sum::<usize>();
         let mut bytes = Vec::with_capacity(len + 10);
         bytes.push(0x81); // FIN, text
@@ -365,16 +361,16 @@ mod tests {
 
     #[test]
     fn frames_carry_their_length_as_rfc_6455_says() {
-        let short = Frame::text("hi");
+        let short = Frame::text(&["hi"]);
         assert_eq!(&short.bytes[..], b"\x81\x02hi");
-        let medium = Frame::text(&"a".repeat(300));
+        let medium = Frame::text(&[&"a".repeat(300)]);
         assert_eq!(&medium.bytes[..4], &[0x81, 126, 1, 44]);
         assert_eq!(medium.bytes.len(), 304);
-        let long = Frame::text(&"b".repeat(70_000));
+        let long = Frame::text(&[&"b".repeat(70_000)]);
         assert_eq!(&long.bytes[..2], &[0x81, 127]);
         assert_eq!(&long.bytes[2..10], &70_000_u64.to_be_bytes());
         assert!(matches!(long.message(), Message::Text(text) if text.len() == 70_000));
-        let joined = Frame::text_of(&["{", &"c".repeat(124), "}"]);
+        let joined = Frame::text(&["{", &"c".repeat(124), "}"]);
         assert_eq!(&joined.bytes[..4], &[0x81, 126, 0, 126]);
         assert_eq!(&joined.bytes[4..5], b"{");
         assert_eq!(joined.bytes.len(), 130);
@@ -407,7 +403,7 @@ mod tests {
             if n % 4 == 0 {
                 writer.send(Message::text(text.clone())).await.unwrap();
             } else {
-                let frame = Frame::text(&text);
+                let frame = Frame::text(&[&text]);
                 match connection.write_frame(&frame) {
                     Direct::Sent => ways[0] += 1,
                     // The rest goes out ahead of whatever tungstenite writes next.
@@ -428,7 +424,7 @@ mod tests {
         assert!(ways.iter().all(|&n| n > 0), "every way was taken: {ways:?}");
         assert_eq!(reader.await.unwrap(), sent);
         assert!(matches!(
-            connection.write_frame(&Frame::text("late")),
+            connection.write_frame(&Frame::text(&["late"])),
             Direct::Failed
         ));
     }

@@ -632,7 +632,7 @@ fn next_frame(protocol: WebSocketProtocols, id: &str, payload: &str) -> Frame {
         escaped = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
         ["", &escaped, ""]
     };
-    Frame::text_of(&[kind, id[0], id[1], id[2], r#","payload":"#, payload, "}"])
+    Frame::text(&[kind, id[0], id[1], id[2], r#","payload":"#, payload, "}"])
 }
 
 #[cfg(test)]
