@@ -342,9 +342,7 @@ pub(crate) fn graphql_sink(outbox: Outbox) -> impl Sink<Message, Error = ()> {
         let budget = budget.clone();
         async move {
             let permit = budget.acquire_owned().await.map_err(|_| ())?;
-            outbox
-                .send(Outgoing::Message(message, Some(permit)))
-                .map_err(|_| ())?;
+            outbox.send(message, Some(permit)).map_err(|_| ())?;
             Ok(outbox)
         }
     })
@@ -412,15 +410,15 @@ pub(crate) struct Closed;
 /// (a reference to it is taken only if it must wait in the queue: no reference count goes up
 /// and down per socket).
 enum Pending<'a> {
-    Owned(Outgoing),
-    Shared(&'a Frame),
+    Message(Message, Option<OwnedSemaphorePermit>),
+    Frame(&'a Frame),
 }
 
 impl Pending<'_> {
     fn into_owned(self) -> Outgoing {
         match self {
-            Self::Owned(outgoing) => outgoing,
-            Self::Shared(frame) => Outgoing::Frame(frame.clone()),
+            Self::Message(message, permit) => Outgoing::Message(message, permit),
+            Self::Frame(frame) => Outgoing::Frame(frame.clone()),
         }
     }
 }
@@ -430,19 +428,13 @@ impl Pending<'_> {
 /// to the writer task, which polls again with its own waker).
 fn write_now(socket: &Socket, message: Pending<'_>) -> (Direct, Option<Outgoing>) {
     let (message, permit) = match message {
-        Pending::Shared(frame) => {
+        Pending::Frame(frame) => {
             return match socket.write_frame(frame) {
                 Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame.clone()))),
                 done => (done, None),
             };
         }
-        Pending::Owned(Outgoing::Frame(frame)) => {
-            return match socket.write_frame(&frame) {
-                Direct::Busy => (Direct::Busy, Some(Outgoing::Frame(frame))),
-                done => (done, None),
-            };
-        }
-        Pending::Owned(Outgoing::Message(message, permit)) => (message, permit),
+        Pending::Message(message, permit) => (message, permit),
     };
     let mut cx = Context::from_waker(Waker::noop());
     let mut socket = socket.clone();
@@ -484,22 +476,22 @@ impl Outbox {
         self.0.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `message`: straight into the socket if nothing waits before it and the writer
-    /// task is idle, else through the writer task.
-    pub(crate) fn send(&self, message: Outgoing) -> Result<(), Closed> {
-        self.send_unless(message, &AtomicBool::new(false))
+    /// Sends async-graphql's `message` (its `permit` returned once it is in the socket's
+    /// buffer): straight into the socket if nothing waits before it and the writer task is
+    /// idle, else through the writer task.
+    pub(crate) fn send(
+        &self,
+        message: Message,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), Closed> {
+        self.pass(Pending::Message(message, permit), &AtomicBool::new(false))
     }
 
-    /// Sends `message` unless `left` is set, which is read under the outbox's lock: a
+    /// Sends a feed's `frame` unless `left` is set, which is read under the outbox's lock: a
     /// subscription that sets it before its socket sends `complete` gets nothing after that.
-    pub(crate) fn send_unless(&self, message: Outgoing, left: &AtomicBool) -> Result<(), Closed> {
-        self.pass(Pending::Owned(message), left)
-    }
-
-    /// Sends a feed's `frame` unless `left` is set (as [`Self::send_unless`]); the frame is
-    /// cloned (a reference count) only if it has to wait.
+    /// The frame is cloned (a reference count) only if it has to wait.
     pub(crate) fn send_frame_unless(&self, frame: &Frame, left: &AtomicBool) -> Result<(), Closed> {
-        self.pass(Pending::Shared(frame), left)
+        self.pass(Pending::Frame(frame), left)
     }
 
     fn pass(&self, message: Pending<'_>, left: &AtomicBool) -> Result<(), Closed> {

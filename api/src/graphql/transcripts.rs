@@ -22,12 +22,7 @@
 //! bounded by one call's transcript, which the replay holds in memory too.
 
 use super::{ApiContext, AppSchema, calls::SegmentNode};
-use crate::{
-    audit::RequestId,
-    events::EventHub,
-    websocket::Frame,
-    ws::{Outbox, Outgoing},
-};
+use crate::{audit::RequestId, events::EventHub, websocket::Frame, ws::Outbox};
 use async_graphql::{
     Request, Response, Variables, futures_util::StreamExt as _, http::WebSocketProtocols,
 };
@@ -199,7 +194,7 @@ fn render_key(
 struct Sink {
     token: u64,
     outbox: Outbox,
-    /// Set when the subscription ends on the socket's side (see [`Outbox::send_unless`]).
+    /// Set when the subscription ends on the socket's side (see [`Outbox::send_frame_unless`]).
     left: AtomicBool,
     /// The last seq this subscriber has been sent (only the feed's task and its fan-outs, one
     /// at a time, change it).
@@ -396,11 +391,7 @@ impl Feed {
             sink.last.fetch_max(segment.position(), Ordering::Relaxed);
             if let Some(payload) = subscriber.renderer.render(segment).await {
                 let frame = next_frame(subscriber.protocol, &subscriber.id, &payload);
-                if sink
-                    .outbox
-                    .send_unless(Outgoing::Frame(frame), &sink.left)
-                    .is_err()
-                {
+                if sink.outbox.send_frame_unless(&frame, &sink.left).is_err() {
                     return;
                 }
             }
