@@ -3,7 +3,10 @@
  * nothing else done per message. Options: n=10000 size=160 threads=2 rounds=10 warm=20,
  * shuf (send in a random order), ts (SO_TIMESTAMPNS on the receivers), sep (senders in an epoll
  * set too), idlereader / reader (two SCHED_IDLE / normal threads read the receivers meanwhile),
- * noepoll, noquick.
+ * noepoll, noquick, pause=MS (MS between rounds, the receivers read halfway: segments of a
+ * call come a second or more apart, as in bench/fanout.sh, and a receiver that has been idle
+ * longer than its retransmission timeout ACKs the next segment at once, in the sender's system
+ * call on loopback), each (print every round's time).
  *   gcc -O2 -o /tmp/sendfloor bench/sendfloor.c -lpthread && /tmp/sendfloor n=9000 threads=2
  */
 #define _GNU_SOURCE
@@ -25,7 +28,7 @@
 static int TS = 0; static int READER = 0; static int EPFD; static int SEP = 0;
 #include <sched.h>
 static void *reader(void*a){ struct sched_param p={0}; if(READER==2) sched_setscheduler(0,SCHED_IDLE,&p); struct epoll_event ev[256]; char b[4096]; for(;;){ int n=epoll_wait(EPFD,ev,256,-1); for(int i=0;i<n;i++){ while(recv(ev[i].data.fd,b,sizeof b,MSG_DONTWAIT)>0); } } return 0; }
- static int SHUF = 0; static int N = 10000, SIZE = 160, ROUNDS = 10, THREADS = 1, EPOLL = 1, NOQUICK = 0, WARM = 20;
+ static int SHUF = 0; static int PAUSE = 0; static int EACH = 0; static int N = 10000, SIZE = 160, ROUNDS = 10, THREADS = 1, EPOLL = 1, NOQUICK = 0, WARM = 20;
 static int *snd, *rcv;
 static char buf[65536];
 
@@ -42,7 +45,7 @@ static double round_(void){ pthread_t t[16]; struct job j[16]; double s=now(); i
   run(&j[0]); for(int k=1;k<THREADS;k++) pthread_join(t[k],0); return now()-s; }
 
 int main(int argc,char**argv){
-  for(int i=1;i<argc;i++){ char*a=argv[i]; if(!strncmp(a,"n=",2))N=atoi(a+2); else if(!strncmp(a,"size=",5))SIZE=atoi(a+5); else if(!strncmp(a,"threads=",8))THREADS=atoi(a+8); else if(!strcmp(a,"ts"))TS=1; else if(!strcmp(a,"reader"))READER=1; else if(!strcmp(a,"idlereader"))READER=2; else if(!strcmp(a,"sep"))SEP=1; else if(!strcmp(a,"shuf"))SHUF=1; else if(!strcmp(a,"noepoll"))EPOLL=0; else if(!strcmp(a,"noquick"))NOQUICK=1; else if(!strncmp(a,"warm=",5))WARM=atoi(a+5); else if(!strncmp(a,"rounds=",7))ROUNDS=atoi(a+7);}
+  for(int i=1;i<argc;i++){ char*a=argv[i]; if(!strncmp(a,"n=",2))N=atoi(a+2); else if(!strncmp(a,"size=",5))SIZE=atoi(a+5); else if(!strncmp(a,"threads=",8))THREADS=atoi(a+8); else if(!strcmp(a,"ts"))TS=1; else if(!strcmp(a,"reader"))READER=1; else if(!strcmp(a,"idlereader"))READER=2; else if(!strcmp(a,"sep"))SEP=1; else if(!strcmp(a,"shuf"))SHUF=1; else if(!strcmp(a,"noepoll"))EPOLL=0; else if(!strcmp(a,"noquick"))NOQUICK=1; else if(!strncmp(a,"warm=",5))WARM=atoi(a+5); else if(!strncmp(a,"pause=",6))PAUSE=atoi(a+6); else if(!strcmp(a,"each"))EACH=1; else if(!strncmp(a,"rounds=",7))ROUNDS=atoi(a+7);}
   struct rlimit rl={65536,65536}; setrlimit(RLIMIT_NOFILE,&rl);
   memset(buf,'x',sizeof buf);
   snd=calloc(N,sizeof(int)); rcv=calloc(N,sizeof(int));
@@ -55,6 +58,6 @@ int main(int argc,char**argv){
   if(SHUF){ srand(7); for(int i=N-1;i>0;i--){ int j=rand()%(i+1); int t=snd[i];snd[i]=snd[j];snd[j]=t; t=rcv[i];rcv[i]=rcv[j];rcv[j]=t; } }
   for(int w=0;w<WARM;w++){ int t=THREADS; THREADS=1; round_(); THREADS=t; drain(); }
   if(READER){ pthread_t r; pthread_create(&r,0,reader,0); pthread_t r2; pthread_create(&r2,0,reader,0);}
-  double best=1e18,sum=0; for(int r=0;r<ROUNDS;r++){ double d=round_(); drain(); sum+=d; if(d<best)best=d; }
-  printf("reader=%d sep=%d shuf=%d n=%d size=%d threads=%d epoll=%d noquick=%d: best %.0f us (%.2f us/send) mean %.0f us\n",READER,SEP,SHUF,N,SIZE,THREADS,EPOLL,NOQUICK,best,best/N,sum/ROUNDS);
+  double best=1e18,sum=0; for(int r=0;r<ROUNDS;r++){ double d=round_(); if(PAUSE) usleep(PAUSE*500); drain(); if(PAUSE) usleep(PAUSE*500); sum+=d; if(d<best)best=d; if(EACH) printf("%.0f ",d); }
+  printf("%sreader=%d pause=%d sep=%d shuf=%d n=%d size=%d threads=%d epoll=%d noquick=%d: best %.0f us (%.2f us/send) mean %.0f us\n",EACH?"\n":"",READER,PAUSE,SEP,SHUF,N,SIZE,THREADS,EPOLL,NOQUICK,best,best/N,sum/ROUNDS);
   return 0; }
