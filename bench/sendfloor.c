@@ -57,6 +57,7 @@ int main(int argc,char**argv){
     if(EPOLL){ struct epoll_event e={.events=EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET,.data.fd=rcv[i]}; epoll_ctl(ep,EPOLL_CTL_ADD,rcv[i],&e);} if(SEP){ struct epoll_event e={.events=EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET,.data.fd=snd[i]}; epoll_ctl(sep,EPOLL_CTL_ADD,snd[i],&e);} }
   if(SHUF){ srand(7); for(int i=N-1;i>0;i--){ int j=rand()%(i+1); int t=snd[i];snd[i]=snd[j];snd[j]=t; t=rcv[i];rcv[i]=rcv[j];rcv[j]=t; } }
   for(int w=0;w<WARM;w++){ int t=THREADS; THREADS=1; round_(); THREADS=t; drain(); }
+  if(PAUSE) usleep(PAUSE*1000); /* the first timed round after a pause too */
   if(READER){ pthread_t r; pthread_create(&r,0,reader,0); pthread_t r2; pthread_create(&r2,0,reader,0);}
   double best=1e18,sum=0; for(int r=0;r<ROUNDS;r++){ double d=round_(); if(PAUSE) usleep(PAUSE*500); drain(); if(PAUSE) usleep(PAUSE*500); sum+=d; if(d<best)best=d; if(EACH) printf("%.0f ",d); }
   printf("%sreader=%d pause=%d sep=%d shuf=%d n=%d size=%d threads=%d epoll=%d noquick=%d: best %.0f us (%.2f us/send) mean %.0f us\n",EACH?"\n":"",READER,PAUSE,SEP,SHUF,N,SIZE,THREADS,EPOLL,NOQUICK,best,best/N,sum/ROUNDS);
