@@ -485,27 +485,34 @@ impl Outbox {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), Closed> {
         self.pass(Pending::Message(message, permit), &AtomicBool::new(false))
+            .map(|_| ())
     }
 
     /// Sends a feed's `frame` unless `left` is set, which is read under the outbox's lock: a
     /// subscription that sets it before its socket sends `complete` gets nothing after that.
-    /// The frame is cloned (a reference count) only if it has to wait.
-    pub(crate) fn send_frame_unless(&self, frame: &Frame, left: &AtomicBool) -> Result<(), Closed> {
+    /// The frame is cloned (a reference count) only if it has to wait. `Ok(false)`: not sent,
+    /// the subscription had left.
+    pub(crate) fn send_frame_unless(
+        &self,
+        frame: &Frame,
+        left: &AtomicBool,
+    ) -> Result<bool, Closed> {
         self.pass(Pending::Frame(frame), left)
     }
 
-    fn pass(&self, message: Pending<'_>, left: &AtomicBool) -> Result<(), Closed> {
+    /// Sends `message` unless `left` is set: `Ok(true)` once it is written or queued.
+    fn pass(&self, message: Pending<'_>, left: &AtomicBool) -> Result<bool, Closed> {
         let mut guard = self.queue();
         let queue = &mut *guard;
         if queue.closed {
             return Err(Closed);
         }
         if left.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(false);
         }
         let message = if queue.idle && queue.messages.is_empty() && !queue.unflushed {
             match write_now(&self.0.socket, message) {
-                (Direct::Sent, _) => return Ok(()),
+                (Direct::Sent, _) => return Ok(true),
                 (Direct::Unflushed, _) => {
                     queue.unflushed = true;
                     None
@@ -525,7 +532,7 @@ impl Outbox {
         queue.messages.extend(message);
         drop(guard);
         self.0.ready.notify_one();
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the outbox: what waits is still written, later sends fail.

@@ -563,7 +563,8 @@ impl Write {
                 };
                 let frame = frame.get_or_init(|| next_frame(*protocol, id, &self.payload));
                 match sink.outbox.send_frame_unless(frame, &sink.left) {
-                    Ok(()) => written += 1,
+                    Ok(true) => written += 1,
+                    Ok(false) => {}
                     Err(_) => gone.push(sink.token),
                 }
             }
