@@ -294,6 +294,19 @@ struct Targets {
 }
 
 impl Group {
+    /// Adds a subscriber; the kept target list is rebuilt at the next segment.
+    fn join(&mut self, subscriber: Subscriber) {
+        self.targets = None;
+        self.subscribers.insert(subscriber.sink.token, subscriber);
+    }
+
+    /// Removes a subscriber (one that left, or whose socket is gone), if it is still here.
+    fn leave(&mut self, token: u64) {
+        if self.subscribers.remove(&token).is_some() {
+            self.targets = None;
+        }
+    }
+
     fn targets(&mut self) -> &Targets {
         self.targets.get_or_insert_with(|| {
             let mut kinds = Vec::new();
@@ -353,8 +366,7 @@ impl Feed {
                     Some(Command::Join(subscriber)) => self.join(subscriber).await,
                     Some(Command::Leave { key, token }) => {
                         if let Some(group) = self.groups.get_mut(&key) {
-                            group.subscribers.remove(&token);
-                            group.targets = None;
+                            group.leave(token);
                             if group.subscribers.is_empty() {
                                 self.groups.remove(&key);
                             }
@@ -409,8 +421,7 @@ impl Feed {
             });
         // One renderer per group: 10,000 subscribers do not each keep their own.
         subscriber.renderer = group.renderer.clone();
-        group.targets = None;
-        group.subscribers.insert(sink.token, subscriber);
+        group.join(subscriber);
     }
 
     async fn event(&mut self, event: &Event) {
@@ -462,11 +473,8 @@ impl Feed {
             let (gone, written, spans) = fan_out(write).await;
             sent += written;
             shares.extend(spans);
-            if !gone.is_empty() {
-                group.targets = None;
-            }
             for token in gone {
-                group.subscribers.remove(&token);
+                group.leave(token);
             }
         }
         self.groups.retain(|_, group| !group.subscribers.is_empty());
